@@ -1,0 +1,278 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Gpu(_message.Message):
+    __slots__ = ("uuid", "index", "name", "memory_total", "memory_used", "compute_capability", "driver", "utilization", "temperature", "declared")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    DECLARED_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    index: int
+    name: str
+    memory_total: int
+    memory_used: int
+    compute_capability: str
+    driver: str
+    utilization: int
+    temperature: int
+    declared: bool
+    def __init__(self, uuid: _Optional[str] = ..., index: _Optional[int] = ..., name: _Optional[str] = ..., memory_total: _Optional[int] = ..., memory_used: _Optional[int] = ..., compute_capability: _Optional[str] = ..., driver: _Optional[str] = ..., utilization: _Optional[int] = ..., temperature: _Optional[int] = ..., declared: _Optional[bool] = ...) -> None: ...
+
+class Engine(_message.Message):
+    __slots__ = ("name", "version", "path")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    path: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class Inventory(_message.Message):
+    __slots__ = ("hostname", "gpus", "cpu_count", "ram_total", "ram_available", "models_dir", "disk_total", "disk_free", "engines", "agent_version", "labels", "gpu_probe")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RAM_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RAM_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    MODELS_DIR_FIELD_NUMBER: _ClassVar[int]
+    DISK_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_FIELD_NUMBER: _ClassVar[int]
+    ENGINES_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    GPU_PROBE_FIELD_NUMBER: _ClassVar[int]
+    hostname: str
+    gpus: _containers.RepeatedCompositeFieldContainer[Gpu]
+    cpu_count: int
+    ram_total: int
+    ram_available: int
+    models_dir: str
+    disk_total: int
+    disk_free: int
+    engines: _containers.RepeatedCompositeFieldContainer[Engine]
+    agent_version: str
+    labels: _containers.ScalarMap[str, str]
+    gpu_probe: str
+    def __init__(self, hostname: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., cpu_count: _Optional[int] = ..., ram_total: _Optional[int] = ..., ram_available: _Optional[int] = ..., models_dir: _Optional[str] = ..., disk_total: _Optional[int] = ..., disk_free: _Optional[int] = ..., engines: _Optional[_Iterable[_Union[Engine, _Mapping]]] = ..., agent_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., gpu_probe: _Optional[str] = ...) -> None: ...
+
+class GpuUsage(_message.Message):
+    __slots__ = ("uuid", "memory_used", "utilization", "temperature")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    memory_used: int
+    utilization: int
+    temperature: int
+    def __init__(self, uuid: _Optional[str] = ..., memory_used: _Optional[int] = ..., utilization: _Optional[int] = ..., temperature: _Optional[int] = ...) -> None: ...
+
+class ReplicaSpec(_message.Message):
+    __slots__ = ("id", "deployment", "model", "quant", "engine", "gpu_uuids", "context", "tp", "reserved_bytes", "gpu_memory_utilization", "source", "api_key", "tensor_split")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUANT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    GPU_UUIDS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TP_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    deployment: str
+    model: str
+    quant: str
+    engine: str
+    gpu_uuids: _containers.RepeatedScalarFieldContainer[str]
+    context: int
+    tp: int
+    reserved_bytes: _containers.RepeatedScalarFieldContainer[int]
+    gpu_memory_utilization: float
+    source: str
+    api_key: str
+    tensor_split: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., reserved_bytes: _Optional[_Iterable[int]] = ..., gpu_memory_utilization: _Optional[float] = ..., source: _Optional[str] = ..., api_key: _Optional[str] = ..., tensor_split: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ReplicaStatus(_message.Message):
+    __slots__ = ("id", "state", "endpoint", "pid", "message", "restarts")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    state: str
+    endpoint: str
+    pid: int
+    message: str
+    restarts: int
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., endpoint: _Optional[str] = ..., pid: _Optional[int] = ..., message: _Optional[str] = ..., restarts: _Optional[int] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("join_token", "name", "inventory")
+    JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    join_token: str
+    name: str
+    inventory: Inventory
+    def __init__(self, join_token: _Optional[str] = ..., name: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ...) -> None: ...
+
+class RegisterResponse(_message.Message):
+    __slots__ = ("node_name", "credential")
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    node_name: str
+    credential: str
+    def __init__(self, node_name: _Optional[str] = ..., credential: _Optional[str] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("seq", "gpus", "ram_available", "disk_free")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    RAM_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuUsage]
+    ram_available: int
+    disk_free: int
+    def __init__(self, seq: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[GpuUsage, _Mapping]]] = ..., ram_available: _Optional[int] = ..., disk_free: _Optional[int] = ...) -> None: ...
+
+class ReplicaReport(_message.Message):
+    __slots__ = ("applied_generation", "replicas")
+    APPLIED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    applied_generation: int
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
+    def __init__(self, applied_generation: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ...) -> None: ...
+
+class AgentMessage(_message.Message):
+    __slots__ = ("inventory", "heartbeat", "replicas")
+    INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    inventory: Inventory
+    heartbeat: Heartbeat
+    replicas: ReplicaReport
+    def __init__(self, inventory: _Optional[_Union[Inventory, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., replicas: _Optional[_Union[ReplicaReport, _Mapping]] = ...) -> None: ...
+
+class DesiredReplicas(_message.Message):
+    __slots__ = ("generation", "replicas")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaSpec]
+    def __init__(self, generation: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaSpec, _Mapping]]] = ...) -> None: ...
+
+class SessionConfig(_message.Message):
+    __slots__ = ("heartbeat_interval_ms",)
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    heartbeat_interval_ms: int
+    def __init__(self, heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+
+class ControllerMessage(_message.Message):
+    __slots__ = ("config", "desired")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    config: SessionConfig
+    desired: DesiredReplicas
+    def __init__(self, config: _Optional[_Union[SessionConfig, _Mapping]] = ..., desired: _Optional[_Union[DesiredReplicas, _Mapping]] = ...) -> None: ...
+
+class GpuView(_message.Message):
+    __slots__ = ("gpu", "memory_reserved")
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_RESERVED_FIELD_NUMBER: _ClassVar[int]
+    gpu: Gpu
+    memory_reserved: int
+    def __init__(self, gpu: _Optional[_Union[Gpu, _Mapping]] = ..., memory_reserved: _Optional[int] = ...) -> None: ...
+
+class Node(_message.Message):
+    __slots__ = ("name", "state", "inventory", "gpus", "last_heartbeat", "registered_at", "cordon_reason", "cordoned_by", "cordoned_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    CORDON_REASON_FIELD_NUMBER: _ClassVar[int]
+    CORDONED_BY_FIELD_NUMBER: _ClassVar[int]
+    CORDONED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    inventory: Inventory
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuView]
+    last_heartbeat: float
+    registered_at: float
+    cordon_reason: str
+    cordoned_by: str
+    cordoned_at: float
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuView, _Mapping]]] = ..., last_heartbeat: _Optional[float] = ..., registered_at: _Optional[float] = ..., cordon_reason: _Optional[str] = ..., cordoned_by: _Optional[str] = ..., cordoned_at: _Optional[float] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[Node]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ...) -> None: ...
+
+class DescribeNodeRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DescribeNodeResponse(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: Node
+    def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ...) -> None: ...
+
+class CapacityRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CapacityResponse(_message.Message):
+    __slots__ = ("nodes", "gpu_count", "vram_total", "vram_reserved", "vram_free", "ram_total", "disk_free")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    GPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    VRAM_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    VRAM_RESERVED_FIELD_NUMBER: _ClassVar[int]
+    VRAM_FREE_FIELD_NUMBER: _ClassVar[int]
+    RAM_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[Node]
+    gpu_count: int
+    vram_total: int
+    vram_reserved: int
+    vram_free: int
+    ram_total: int
+    disk_free: int
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., gpu_count: _Optional[int] = ..., vram_total: _Optional[int] = ..., vram_reserved: _Optional[int] = ..., vram_free: _Optional[int] = ..., ram_total: _Optional[int] = ..., disk_free: _Optional[int] = ...) -> None: ...
