@@ -1,0 +1,214 @@
+"""The agent's one link to the controller: join once, then keep a Session stream open.
+
+Dials out (only the controller listens). Reconnects with capped exponential backoff and full jitter;
+a refused credential is final and ends the agent with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import psutil
+
+from fleet.agent.probe import Probe
+from fleet.proto import fleet_pb2 as pb
+from fleet.proto import fleet_pb2_grpc as pbg
+
+log = logging.getLogger("fleet.agent")
+
+CHANNEL_OPTIONS = [
+    # Notice a dead or frozen controller within ~15 s even when no message is due.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+class AgentFatal(Exception):
+    """Retrying cannot help (credential refused, invalid name): exit with this message and code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+@dataclass(frozen=True)
+class Credential:
+    controller: str
+    node: str
+    secret: str
+
+
+def credential_path(data_dir: Path) -> Path:
+    return data_dir / "node-credential.json"
+
+
+def load_credential(data_dir: Path) -> Credential | None:
+    path = credential_path(data_dir)
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    return Credential(controller=raw["controller"], node=raw["node"], secret=raw["credential"])
+
+
+def save_credential(data_dir: Path, cred: Credential) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = credential_path(data_dir)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"controller": cred.controller, "node": cred.node, "credential": cred.secret}, f)
+    os.replace(tmp, path)
+
+
+def inventory_message(p: Probe, version: str, labels: dict[str, str] | None = None) -> pb.Inventory:
+    h = p.host
+    return pb.Inventory(
+        hostname=h.hostname, cpu_count=h.cpu_count, ram_total=h.ram_total, ram_available=h.ram_available,
+        models_dir=h.models_dir, disk_total=h.disk_total, disk_free=h.disk_free, agent_version=version,
+        gpu_probe=p.gpu_probe, labels=labels or {},
+        gpus=[pb.Gpu(uuid=g.uuid, index=g.index, name=g.name, memory_total=g.memory_total,
+                     memory_used=g.memory_used, compute_capability=g.compute_capability, driver=g.driver,
+                     utilization=g.utilization, temperature=g.temperature, declared=g.declared) for g in p.gpus],
+        engines=[pb.Engine(name=e.name, version=e.version, path=e.path) for e in p.engines],
+    )
+
+
+def backoff_delays(base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> AsyncIterator[float]:
+    """Full-jitter exponential backoff: uniform(0, min(cap, base * 2**n))."""
+    rng = rng or random.Random()
+
+    async def gen() -> AsyncIterator[float]:
+        n = 0
+        while True:
+            yield rng.uniform(0, min(cap, base * 2**n))
+            n = min(n + 1, 30)
+
+    return gen()
+
+
+class Link:
+    def __init__(self, controller: str, data_dir: Path, probe: Probe, name: str, join_token: str | None,
+                 version: str, usage: Callable[[], dict[str, tuple[int, int, int]]] | None = None,
+                 labels: dict[str, str] | None = None) -> None:
+        self.controller = controller
+        self.data_dir = data_dir
+        self.probe = probe
+        self.name = name
+        self.join_token = join_token
+        self.version = version
+        self.usage = usage  # fresh GPU usage per heartbeat (NVML); None: report the probe's numbers
+        self.labels = labels or {}
+        self.connected = asyncio.Event()
+        self.sessions_opened = 0
+
+    def _channel(self) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(self.controller, options=CHANNEL_OPTIONS)
+
+    async def register(self) -> Credential:
+        if not self.join_token:
+            raise AgentFatal(f"this agent has not joined yet ({credential_path(self.data_dir)} is missing): "
+                             "pass --join-token (the controller's DATA_DIR/join-token)", 2)
+        req = pb.RegisterRequest(join_token=self.join_token, name=self.name,
+                                 inventory=inventory_message(self.probe, self.version, self.labels))
+        async for delay in backoff_delays():
+            async with self._channel() as ch:
+                try:
+                    resp = await pbg.AgentStub(ch).Register(req, timeout=15)
+                except grpc.aio.AioRpcError as e:
+                    if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                        raise AgentFatal(f"the controller at {self.controller} refused to join: {e.details()}",
+                                         3) from e
+                    if e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS):
+                        raise AgentFatal(f"cannot join: {e.details()}", 2) from e
+                    log.warning("cannot reach the controller at %s (%s); retrying in %.1fs",
+                                self.controller, e.code().name, delay)
+                    await asyncio.sleep(delay)
+                    continue
+            cred = Credential(controller=self.controller, node=resp.node_name, secret=resp.credential)
+            save_credential(self.data_dir, cred)
+            log.info("joined the fleet as node %s", cred.node)
+            return cred
+        raise AssertionError("unreachable")
+
+    async def run(self) -> None:
+        cred = load_credential(self.data_dir)
+        if cred is None or cred.controller != self.controller:
+            cred = await self.register()
+        self.name = cred.node
+        delays = backoff_delays()
+        while True:
+            try:
+                await self.session(cred)
+                log.warning("session with the controller ended; reconnecting")
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    raise AgentFatal(f"the controller refused node {cred.node}'s credential: {e.details()}", 3) from e
+                log.warning("session with the controller at %s failed (%s: %s)", self.controller,
+                            e.code().name, e.details())
+            self.connected.clear()
+            if self.sessions_opened:
+                delays = backoff_delays()  # a session that worked resets the backoff
+                self.sessions_opened = 0
+            delay = await anext(delays)
+            log.info("reconnecting in %.1fs", delay)
+            await asyncio.sleep(delay)
+
+    async def session(self, cred: Credential) -> None:
+        outbox: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue()
+        outbox.put_nowait(pb.AgentMessage(inventory=inventory_message(self.probe, self.version, self.labels)))
+
+        async def requests() -> AsyncIterator[pb.AgentMessage]:
+            while (msg := await outbox.get()) is not None:
+                yield msg
+
+        heartbeats: asyncio.Task[None] | None = None
+        md = (("authorization", f"Bearer {cred.secret}"), ("x-fleet-node", cred.node))
+        async with self._channel() as ch:
+            call = pbg.AgentStub(ch).Session(requests(), metadata=md)
+            try:
+                async for msg in call:
+                    kind = msg.WhichOneof("kind")
+                    if kind == "config":
+                        interval = max(0.05, msg.config.heartbeat_interval_ms / 1000)
+                        if heartbeats:
+                            heartbeats.cancel()
+                        heartbeats = asyncio.create_task(self._heartbeats(outbox, interval))
+                        self.sessions_opened += 1
+                        self.connected.set()
+                        log.info("connected to the controller at %s as node %s", self.controller, cred.node)
+                    elif kind == "desired":
+                        outbox.put_nowait(pb.AgentMessage(replicas=pb.ReplicaReport(
+                            applied_generation=msg.desired.generation)))
+            finally:
+                if heartbeats:
+                    heartbeats.cancel()
+                outbox.put_nowait(None)
+
+    async def _heartbeats(self, outbox: asyncio.Queue[pb.AgentMessage | None], interval: float) -> None:
+        seq = 0
+        while True:
+            await asyncio.sleep(interval)
+            seq += 1
+            outbox.put_nowait(pb.AgentMessage(heartbeat=self.heartbeat(seq)))
+
+    def heartbeat(self, seq: int) -> pb.Heartbeat:
+        usage = self.usage() if self.usage else {g.uuid: (g.memory_used, g.utilization, g.temperature)
+                                                 for g in self.probe.gpus}
+        vm = psutil.virtual_memory()
+        try:
+            disk_free = psutil.disk_usage(self.probe.host.models_dir).free
+        except OSError:
+            disk_free = 0
+        return pb.Heartbeat(seq=seq, ram_available=vm.available, disk_free=disk_free,
+                            gpus=[pb.GpuUsage(uuid=u, memory_used=m, utilization=ut, temperature=t)
+                                  for u, (m, ut, t) in usage.items()])

@@ -1,0 +1,65 @@
+"""The CLI's way to the controller: find it, authenticate, make one call, turn failures into exit codes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from fleet.cli.output import EXIT_AUTH, EXIT_ERROR, EXIT_USAGE, fail
+
+DEFAULT_CONTROLLER = "127.0.0.1:50051"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("FLEET_DATA_DIR") or Path.home() / ".local/share/fleet/controller")
+
+
+def resolve_token(token: str | None, data_dir: Path | None) -> str:
+    """--token, then FLEET_TOKEN, then DATA_DIR/admin-token (on the controller host)."""
+    if token:
+        return token
+    if os.environ.get("FLEET_TOKEN"):
+        return os.environ["FLEET_TOKEN"]
+    path = (data_dir or default_data_dir()) / "admin-token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+EXIT_FOR = {
+    grpc.StatusCode.UNAVAILABLE: EXIT_USAGE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_USAGE,
+    grpc.StatusCode.UNAUTHENTICATED: EXIT_AUTH,
+    grpc.StatusCode.PERMISSION_DENIED: EXIT_AUTH,
+    grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE,
+    grpc.StatusCode.NOT_FOUND: EXIT_USAGE,
+    grpc.StatusCode.ALREADY_EXISTS: EXIT_USAGE,
+    grpc.StatusCode.FAILED_PRECONDITION: EXIT_USAGE,
+}
+
+
+class Client:
+    def __init__(self, controller: str | None = None, token: str | None = None, data_dir: Path | None = None,
+                 timeout: float = 30.0) -> None:
+        from fleet.proto import fleet_pb2_grpc as pbg
+
+        self.address = controller or os.environ.get("FLEET_CONTROLLER") or DEFAULT_CONTROLLER
+        self.token = resolve_token(token, data_dir)
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(self.address)
+        self.fleet = pbg.FleetStub(self.channel)
+
+    def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        md = (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        try:
+            return getattr(self.fleet, method)(request, metadata=md, timeout=timeout or self.timeout)
+        except grpc.RpcError as e:
+            code = e.code()  # type: ignore[attr-defined]
+            if code == grpc.StatusCode.UNAVAILABLE:
+                fail(f"cannot reach the controller at {self.address}: is `fleet controller run` running there? "
+                     "(set --controller or FLEET_CONTROLLER)", EXIT_USAGE)
+            fail(e.details() or code.name, EXIT_FOR.get(code, EXIT_ERROR))  # type: ignore[attr-defined]

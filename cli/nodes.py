@@ -1,0 +1,140 @@
+"""`fleet nodes`, `fleet node describe NAME`, `fleet capacity`: parse, one RPC, render."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from fleet.cli.client import Client
+from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
+from fleet.cli.output import Output, OutputOpt, console, gib, print_json
+from fleet.proto import fleet_pb2 as pb
+
+
+def gpu_dict(v: pb.GpuView) -> dict[str, Any]:
+    g = v.gpu
+    free = max(0, g.memory_total - v.memory_reserved - max(0, g.memory_used - v.memory_reserved))
+    return {
+        "uuid": g.uuid, "index": g.index, "name": g.name, "memory_total": g.memory_total,
+        "memory_used": g.memory_used, "memory_reserved": v.memory_reserved, "memory_free": free,
+        "compute_capability": g.compute_capability, "driver": g.driver, "utilization": g.utilization,
+        "temperature": g.temperature, "declared": g.declared,
+    }
+
+
+def node_dict(n: pb.Node) -> dict[str, Any]:
+    inv = n.inventory
+    return {
+        "name": n.name, "state": n.state, "hostname": inv.hostname,
+        "gpus": [gpu_dict(g) for g in n.gpus], "gpu_probe": inv.gpu_probe,
+        "cpu_count": inv.cpu_count, "ram_total": inv.ram_total, "ram_available": inv.ram_available,
+        "models_dir": inv.models_dir, "disk_total": inv.disk_total, "disk_free": inv.disk_free,
+        "engines": [{"name": e.name, "version": e.version, "path": e.path} for e in inv.engines],
+        "labels": dict(inv.labels), "agent_version": inv.agent_version,
+        "last_heartbeat": n.last_heartbeat, "registered_at": n.registered_at,
+        "cordon": ({"reason": n.cordon_reason, "by": n.cordoned_by, "at": n.cordoned_at}
+                   if n.cordoned_at else None),
+    }
+
+
+STATE_STYLE = {"ready": "green", "offline": "red", "cordoned": "yellow", "draining": "yellow", "drained": "blue"}
+
+
+def ago(t: float) -> str:
+    if not t:
+        return "never"
+    s = max(0.0, time.time() - t)
+    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago" if s < 7200 else f"{s / 3600:.0f}h ago"
+
+
+def gpu_summary(n: pb.Node) -> str:
+    counts: dict[str, int] = {}
+    for g in n.gpus:
+        counts[g.gpu.name] = counts.get(g.gpu.name, 0) + 1
+    return ", ".join(f"{c}x{name}" for name, c in counts.items()) or "-"
+
+
+def register(app: typer.Typer) -> None:
+    node_app = typer.Typer(help="One node in detail.", no_args_is_help=True)
+    app.add_typer(node_app, name="node")
+
+    @app.command("nodes")
+    def nodes(output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
+              data_dir: DataDirOpt = None) -> None:
+        """List nodes: state, GPUs, memory, engines, last heartbeat."""
+        resp = Client(controller, token, data_dir).call("ListNodes", pb.ListNodesRequest())
+        if output == Output.json:
+            print_json([node_dict(n) for n in resp.nodes])
+            return
+        t = Table(title=f"{len(resp.nodes)} node(s)")
+        for col in ("NAME", "STATE", "GPUS", "VRAM GiB", "RAM GiB", "DISK FREE GiB", "ENGINES", "HEARTBEAT"):
+            t.add_column(col)
+        for n in resp.nodes:
+            state = f"[{STATE_STYLE.get(n.state, 'white')}]{n.state}[/]"
+            if n.cordon_reason:
+                state += f" ({n.cordon_reason})"
+            t.add_row(n.name, state, gpu_summary(n), gib(sum(g.gpu.memory_total for g in n.gpus)),
+                      gib(n.inventory.ram_total), gib(n.inventory.disk_free),
+                      ", ".join(e.name for e in n.inventory.engines) or "-", ago(n.last_heartbeat))
+        console.print(t)
+
+    @node_app.command("describe")
+    def describe(name: str, output: OutputOpt = Output.table, controller: ControllerOpt = None,
+                 token: TokenOpt = None, data_dir: DataDirOpt = None) -> None:
+        """Everything known about one node, GPU by GPU."""
+        n = Client(controller, token, data_dir).call("DescribeNode", pb.DescribeNodeRequest(name=name)).node
+        d = node_dict(n)
+        if output == Output.json:
+            print_json(d)
+            return
+        console.print(f"[bold]{n.name}[/]  state [{STATE_STYLE.get(n.state, 'white')}]{n.state}[/]  "
+                      f"host {d['hostname']}  agent {d['agent_version']}  heartbeat {ago(n.last_heartbeat)}")
+        if d["cordon"]:
+            c = d["cordon"]
+            console.print(f"cordoned by {c['by'] or '?'} {ago(c['at'])}: {c['reason'] or 'no reason given'}")
+        console.print(f"CPUs {d['cpu_count']}  RAM {gib(d['ram_available'])}/{gib(d['ram_total'])} GiB available  "
+                      f"disk {gib(d['disk_free'])}/{gib(d['disk_total'])} GiB free at {d['models_dir']}")
+        engines = ", ".join(f"{e['name']} {e['version']} ({e['path']})" for e in d["engines"]) or "none installed"
+        console.print(f"engines: {engines}")
+        if d["labels"]:
+            console.print("labels: " + ", ".join(f"{k}={v}" for k, v in d["labels"].items()))
+        t = Table(title=f"GPUs (probe: {d['gpu_probe']})")
+        for col in ("#", "UUID", "NAME", "CC", "TOTAL GiB", "USED GiB", "RESERVED GiB", "UTIL %", "TEMP C"):
+            t.add_column(col)
+        for g in d["gpus"]:
+            t.add_row(str(g["index"]), g["uuid"], g["name"], g["compute_capability"] or "-", gib(g["memory_total"]),
+                      gib(g["memory_used"]), gib(g["memory_reserved"]), str(g["utilization"]),
+                      str(g["temperature"]) if g["temperature"] >= 0 else "-")
+        console.print(t)
+
+    @app.command("capacity")
+    def capacity(output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
+                 data_dir: DataDirOpt = None) -> None:
+        """Capacity per node and per GPU (total / reserved / free VRAM), RAM, disk, and cluster totals."""
+        r = Client(controller, token, data_dir).call("Capacity", pb.CapacityRequest())
+        totals = {"nodes": len(r.nodes), "nodes_ready": sum(n.state == "ready" for n in r.nodes),
+                  "gpu_count": r.gpu_count, "vram_total": r.vram_total, "vram_reserved": r.vram_reserved,
+                  "vram_free": r.vram_free, "ram_total": r.ram_total, "disk_free": r.disk_free}
+        if output == Output.json:
+            print_json({"nodes": [node_dict(n) for n in r.nodes], "totals": totals})
+            return
+        t = Table(title="capacity (GiB)")
+        for col in ("NODE", "STATE", "GPU", "UUID", "TOTAL", "RESERVED", "FREE", "RAM", "DISK FREE"):
+            t.add_column(col, justify="right" if col in ("TOTAL", "RESERVED", "FREE", "RAM", "DISK FREE") else "left")
+        for n in r.nodes:
+            state = f"[{STATE_STYLE.get(n.state, 'white')}]{n.state}[/]"
+            ram, disk = gib(n.inventory.ram_total), gib(n.inventory.disk_free)
+            if not n.gpus:
+                t.add_row(n.name, state, "(no GPU)", "-", "-", "-", "-", ram, disk)
+            for i, v in enumerate(n.gpus):
+                g = gpu_dict(v)
+                t.add_row(n.name if i == 0 else "", state if i == 0 else "", f"{g['index']}: {g['name']}",
+                          g["uuid"][:12] + "…", gib(g["memory_total"]), gib(g["memory_reserved"]),
+                          gib(g["memory_free"]), ram if i == 0 else "", disk if i == 0 else "")
+        console.print(t)
+        console.print(f"cluster: {totals['nodes_ready']}/{totals['nodes']} nodes ready, {r.gpu_count} GPUs, "
+                      f"VRAM {gib(r.vram_total)} GiB total, {gib(r.vram_reserved)} reserved, "
+                      f"{gib(r.vram_free)} free; RAM {gib(r.ram_total)} GiB; disk free {gib(r.disk_free)} GiB")

@@ -1,0 +1,44 @@
+"""How every command renders: rich tables for people, `-o json` for scripts, one error line and an exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Exit codes scripts can trust (documented in `fleet --help`).
+EXIT_OK = 0
+EXIT_ERROR = 1          # the command ran and failed (e.g. a replica failed to start)
+EXIT_USAGE = 2          # bad input, unknown name, nothing fits, controller unreachable
+EXIT_AUTH = 3           # refused: missing or wrong credential
+
+
+class Output(str, Enum):
+    table = "table"
+    json = "json"
+
+
+OutputOpt = Annotated[Output, typer.Option(
+    "--output", "-o", help="table (for people) or json (for scripts; sizes in bytes)")]
+
+GIB = 1024**3
+
+
+def gib(n: int | float) -> str:
+    return f"{n / GIB:.1f}"
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)

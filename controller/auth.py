@@ -1,0 +1,98 @@
+"""Who may call what: every RPC is authenticated before it reaches a servicer.
+
+- `/fleet.v1.Fleet/*`         admin token            (authorization: Bearer <admin token>)
+- `/fleet.v1.Agent/Session`   node credential        (authorization: Bearer <cred>, x-fleet-node: <name>)
+- `/fleet.v1.Agent/Register`  join token, in the request itself (checked by the servicer)
+Anything else is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from fleet.controller.store import same_hash, token_hash
+
+REGISTER = "/fleet.v1.Agent/Register"
+SESSION = "/fleet.v1.Agent/Session"
+FLEET_PREFIX = "/fleet.v1.Fleet/"
+
+
+@dataclass
+class Credentials:
+    """Hashes of the secrets that open the doors, kept in memory so no RPC waits on the database."""
+
+    admin_hashes: set[str] = field(default_factory=set)
+    node_hashes: dict[str, str] = field(default_factory=dict)
+
+    def is_admin(self, token: str) -> bool:
+        h = token_hash(token)
+        return any(same_hash(h, a) for a in self.admin_hashes)
+
+    def is_node(self, node: str, token: str) -> bool:
+        known = self.node_hashes.get(node)
+        return known is not None and same_hash(known, token_hash(token))
+
+
+def metadata_dict(metadata: Any) -> dict[str, str]:
+    return {k: v for k, v in (metadata or ()) if isinstance(v, str)}
+
+
+def bearer(md: dict[str, str]) -> str:
+    value = md.get("authorization", "")
+    return value[7:].strip() if value.lower().startswith("bearer ") else ""
+
+
+def refusal(method: str, md: dict[str, str], creds: Credentials) -> str | None:
+    """Why this call is refused, or None when it may proceed (pure: easy to test)."""
+    if method == REGISTER:
+        return None
+    token = bearer(md)
+    if method == SESSION:
+        node = md.get("x-fleet-node", "")
+        if not token or not node:
+            return "agent session without a node credential; the agent must register with a join token first"
+        if not creds.is_node(node, token):
+            return f"node credential for {node!r} rejected; remove the agent's credential file and join again"
+        return None
+    if method.startswith(FLEET_PREFIX):
+        if not token:
+            return ("no admin token: pass --token, set FLEET_TOKEN, or run on the controller host "
+                    "(reads DATA_DIR/admin-token)")
+        if not creds.is_admin(token):
+            return "admin token rejected; use the token in the controller's DATA_DIR/admin-token"
+        return None
+    return f"unknown method {method}"
+
+
+def _aborting_handler(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    async def abort(_request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    kw = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(abort, **kw)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(abort, **kw)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(abort, **kw)
+    return grpc.unary_unary_rpc_method_handler(abort, **kw)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, creds: Credentials) -> None:
+        self.creds = creds
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        why = refusal(handler_call_details.method, metadata_dict(handler_call_details.invocation_metadata), self.creds)
+        return handler if why is None else _aborting_handler(handler, why)

@@ -1,0 +1,288 @@
+"""gRPC servicers: move data between the wire, the in-memory liveness state and the store."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format
+
+from fleet.controller.auth import Credentials, metadata_dict
+from fleet.controller.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FleetError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from fleet.controller.liveness import Liveness
+from fleet.controller.store import GpuRow, NodeRow, Store
+from fleet.proto import fleet_pb2 as pb
+from fleet.proto import fleet_pb2_grpc as pbg
+
+log = logging.getLogger("fleet.controller")
+
+STATUS = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+MAX_GPUS = 64
+MAX_STR = 256
+
+R = TypeVar("R")
+
+
+def rpc(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Map FleetError to its gRPC status once, for every unary method."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await fn(self, request, context)
+        except FleetError as e:
+            await context.abort(STATUS.get(type(e), grpc.StatusCode.INTERNAL), e.message)
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+@dataclass
+class Settings:
+    heartbeat_interval: float = 5.0
+    offline_after: float = 15.0
+    flush_interval: float = 1.0
+
+
+def validate_node_name(name: str) -> str:
+    name = name.strip().lower()
+    if not NODE_NAME.match(name):
+        raise InvalidArgument(
+            f"invalid node name {name!r}: use 1-63 lowercase letters, digits, '-' or '.', starting and ending "
+            "with a letter or digit (pass --name)"
+        )
+    return name
+
+
+def validate_inventory(inv: pb.Inventory) -> None:
+    if len(inv.gpus) > MAX_GPUS:
+        raise InvalidArgument(f"inventory reports {len(inv.gpus)} GPUs; at most {MAX_GPUS} per node")
+    strings = [inv.hostname, inv.models_dir, inv.agent_version, inv.gpu_probe]
+    for g in inv.gpus:
+        strings += [g.uuid, g.name, g.compute_capability, g.driver]
+        if not g.uuid:
+            raise InvalidArgument("inventory has a GPU without a UUID")
+    for e in inv.engines:
+        strings += [e.name, e.version, e.path]
+    for k, v in inv.labels.items():
+        strings += [k, v]
+    if any(len(s) > MAX_STR * 4 for s in strings):
+        raise InvalidArgument("inventory has a string longer than 1024 characters")
+    if len({g.uuid for g in inv.gpus}) != len(inv.gpus):
+        raise InvalidArgument("inventory lists the same GPU UUID twice")
+
+
+def gpu_rows(node: str, inv: pb.Inventory) -> list[GpuRow]:
+    return [
+        GpuRow(uuid=g.uuid, node=node, index=g.index, name=g.name, memory_total=g.memory_total,
+               memory_used=g.memory_used, compute_capability=g.compute_capability, driver=g.driver,
+               utilization=g.utilization, temperature=g.temperature, declared=g.declared)
+        for g in inv.gpus
+    ]
+
+
+class Controller:
+    """Shared state of one controller process: store, liveness, open sessions, credentials."""
+
+    def __init__(self, store: Store, settings: Settings, creds: Credentials) -> None:
+        self.store = store
+        self.settings = settings
+        self.creds = creds
+        self.liveness = Liveness()
+        self.sessions: dict[str, asyncio.Queue[pb.ControllerMessage | None]] = {}
+        self.started = time.time()
+        # A restarted controller gives every node it believed alive a full timeout to reconnect.
+        for row in store.nodes():
+            self.creds.node_hashes[row.name] = row.credential_hash
+            if row.alive:
+                self.liveness.last_seen[row.name] = self.started
+                self.liveness.alive.add(row.name)
+
+    # ---- jobs (run by the scheduler)
+    def flush(self) -> None:
+        beats, usage = self.liveness.drain_batch()
+        self.store.flush_heartbeats(beats, usage)
+
+    def check_liveness(self) -> None:
+        now = time.time()
+        for name in self.liveness.expire(now, self.settings.offline_after):
+            log.warning("node %s is offline: no heartbeat for %.0f s", name, self.settings.offline_after)
+            self.flush()
+            self.store.set_alive(name, False, now)
+
+    # ---- views
+    def node_state(self, row: NodeRow) -> str:
+        return row.admin_state if row.name in self.liveness.alive else "offline"
+
+    def node_message(self, row: NodeRow, gpus: list[GpuRow], reserved: dict[str, int]) -> pb.Node:
+        inv = pb.Inventory()
+        json_format.Parse(row.inventory or "{}", inv, ignore_unknown_fields=True)
+        views = []
+        for g in gpus:
+            used, util, temp = self.liveness.gpu_usage.get(g.uuid, (g.memory_used, g.utilization, g.temperature))
+            views.append(pb.GpuView(
+                gpu=pb.Gpu(uuid=g.uuid, index=g.index, name=g.name, memory_total=g.memory_total, memory_used=used,
+                           compute_capability=g.compute_capability, driver=g.driver, utilization=util,
+                           temperature=temp, declared=g.declared),
+                memory_reserved=reserved.get(g.uuid, 0),
+            ))
+        return pb.Node(
+            name=row.name, state=self.node_state(row), inventory=inv, gpus=views,
+            last_heartbeat=max(row.last_heartbeat, self.liveness.last_seen.get(row.name, 0.0)),
+            registered_at=row.registered_at, cordon_reason=row.cordon_reason, cordoned_by=row.cordoned_by,
+            cordoned_at=row.cordoned_at,
+        )
+
+    def reserved_by_gpu(self) -> dict[str, int]:
+        return {}  # no placements yet: nothing reserved
+
+    def node_messages(self) -> list[pb.Node]:
+        gpus: dict[str, list[GpuRow]] = {}
+        for g in self.store.gpus():
+            gpus.setdefault(g.node, []).append(g)
+        reserved = self.reserved_by_gpu()
+        return [self.node_message(r, gpus.get(r.name, []), reserved) for r in self.store.nodes()]
+
+
+class AgentService(pbg.AgentServicer):
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+
+    @rpc
+    async def Register(self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext) -> pb.RegisterResponse:
+        if not request.join_token or not self.ctl.store.token_valid("join", request.join_token):
+            log.warning("refused a join with a wrong or expired token from %s", context.peer())
+            raise Unauthenticated("join token rejected: use the token in the controller's DATA_DIR/join-token")
+        name = validate_node_name(request.name or request.inventory.hostname)
+        validate_inventory(request.inventory)
+        existing = self.ctl.store.get_node(name)
+        if existing is not None and name in self.ctl.liveness.alive and name in self.ctl.sessions:
+            raise AlreadyExists(f"node {name!r} is online with another credential; choose another --name")
+        credential = secrets.token_urlsafe(32)
+        now = time.time()
+        self.ctl.store.register_node(name, credential, json_format.MessageToJson(request.inventory), now)
+        self.ctl.store.save_inventory(name, json_format.MessageToJson(request.inventory),
+                                      gpu_rows(name, request.inventory), now)
+        self.ctl.creds.node_hashes[name] = self.ctl.store.credential_hashes()[name]
+        log.info("node %s joined with %d GPUs", name, len(request.inventory.gpus))
+        return pb.RegisterResponse(node_name=name, credential=credential)
+
+    async def Session(self, request_iterator: AsyncIterator[pb.AgentMessage],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ControllerMessage]:
+        node = metadata_dict(context.invocation_metadata()).get("x-fleet-node", "")
+        queue: asyncio.Queue[pb.ControllerMessage | None] = asyncio.Queue()
+        old = self.ctl.sessions.get(node)
+        if old is not None:
+            old.put_nowait(None)  # one session per node: the newest wins
+        self.ctl.sessions[node] = queue
+
+        try:
+            first = await anext(aiter(request_iterator), None)
+            if first is None or first.WhichOneof("kind") != "inventory":
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a session must start with the inventory")
+            try:
+                validate_inventory(first.inventory)
+            except InvalidArgument as e:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, e.message)
+            self._inventory(node, first.inventory)
+            yield pb.ControllerMessage(config=pb.SessionConfig(
+                heartbeat_interval_ms=int(self.ctl.settings.heartbeat_interval * 1000)))
+            yield pb.ControllerMessage(desired=pb.DesiredReplicas(generation=0))
+
+            reader = asyncio.create_task(self._read(node, request_iterator, queue))
+            try:
+                while True:
+                    msg = await queue.get()
+                    if msg is None:
+                        break
+                    yield msg
+            finally:
+                reader.cancel()
+        finally:
+            if self.ctl.sessions.get(node) is queue:
+                del self.ctl.sessions[node]
+
+    def _inventory(self, node: str, inv: pb.Inventory) -> None:
+        now = time.time()
+        came_back = self.ctl.liveness.beat(node, now, [(g.uuid, g.memory_used, g.utilization, g.temperature)
+                                                        for g in inv.gpus])
+        self.ctl.store.save_inventory(node, json_format.MessageToJson(inv), gpu_rows(node, inv), now)
+        if came_back:
+            self.ctl.store.set_alive(node, True, now)
+        log.info("node %s connected (%d GPUs, probe %s)", node, len(inv.gpus), inv.gpu_probe or "?")
+
+    async def _read(self, node: str, request_iterator: AsyncIterator[pb.AgentMessage],
+                    queue: asyncio.Queue[pb.ControllerMessage | None]) -> None:
+        try:
+            async for msg in request_iterator:
+                kind = msg.WhichOneof("kind")
+                if kind == "heartbeat":
+                    hb = msg.heartbeat
+                    if self.ctl.liveness.beat(node, time.time(), [(u.uuid, u.memory_used, u.utilization,
+                                                                   u.temperature) for u in hb.gpus[:MAX_GPUS]]):
+                        self.ctl.store.set_alive(node, True, time.time())
+                elif kind == "inventory":
+                    validate_inventory(msg.inventory)
+                    self._inventory(node, msg.inventory)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError, InvalidArgument):
+            pass
+        finally:
+            queue.put_nowait(None)
+
+
+class FleetService(pbg.FleetServicer):
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+
+    @rpc
+    async def ListNodes(self, request: pb.ListNodesRequest, context: grpc.aio.ServicerContext) -> pb.ListNodesResponse:
+        return pb.ListNodesResponse(nodes=self.ctl.node_messages())
+
+    @rpc
+    async def DescribeNode(self, request: pb.DescribeNodeRequest,
+                           context: grpc.aio.ServicerContext) -> pb.DescribeNodeResponse:
+        row = self.ctl.store.get_node(request.name)
+        if row is None:
+            names = ", ".join(n.name for n in self.ctl.store.nodes()) or "none yet"
+            raise NotFound(f"no node named {request.name!r}; nodes: {names}")
+        node = self.ctl.node_message(row, self.ctl.store.gpus(row.name), self.ctl.reserved_by_gpu())
+        return pb.DescribeNodeResponse(node=node)
+
+    @rpc
+    async def Capacity(self, request: pb.CapacityRequest, context: grpc.aio.ServicerContext) -> pb.CapacityResponse:
+        nodes = self.ctl.node_messages()
+        gpus = [g for n in nodes for g in n.gpus]
+        total = sum(g.gpu.memory_total for g in gpus)
+        reserved = sum(g.memory_reserved for g in gpus)
+        return pb.CapacityResponse(
+            nodes=nodes, gpu_count=len(gpus), vram_total=total, vram_reserved=reserved,
+            vram_free=max(0, total - reserved),
+            ram_total=sum(n.inventory.ram_total for n in nodes),
+            disk_free=sum(n.inventory.disk_free for n in nodes),
+        )
+

@@ -1,0 +1,105 @@
+"""Issue 2 acceptance: real controller + agent subprocesses over 127.0.0.1, a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+
+from tests.integration.harness import Fleet, wait_for
+
+
+def test_three_agents_offline_and_controller_restart(fleet: Fleet) -> None:
+    specs = {"gpu-a": "8xA100-80GB", "gpu-b": "2xRTX4090,1xL40S", "gpu-c": "4xL4"}
+    for name, spec in specs.items():
+        fleet.start_agent(name, spec)
+    wait_for(lambda: fleet.states() == dict.fromkeys(specs, "ready"), 20, "3 ready nodes")
+
+    nodes = {n["name"]: n for n in fleet.nodes()}
+    assert [g["name"] for g in nodes["gpu-a"]["gpus"]] == ["A100-80GB"] * 8
+    assert [g["name"] for g in nodes["gpu-b"]["gpus"]] == ["RTX4090", "RTX4090", "L40S"]
+    assert nodes["gpu-a"]["gpus"][0]["memory_total"] == 81920 * 2**20
+    assert len({g["uuid"] for n in nodes.values() for g in n["gpus"]}) == 8 + 3 + 4
+    for n in nodes.values():
+        assert n["ram_total"] > 0 and n["disk_free"] > 0 and n["gpu_probe"] == "declared"
+
+    # kill -9 one agent: offline within 20 s (here the controller runs with a 3 s timeout)
+    fleet.kill_agent("gpu-b")
+    wait_for(lambda: fleet.states()["gpu-b"] == "offline", 20, "gpu-b offline")
+    assert fleet.states()["gpu-a"] == "ready"
+
+    # restart the controller: the same nodes come back without re-joining (same credential files)
+    creds = {n: (fleet.root / f"agent-{n}" / "node-credential.json").read_text() for n in ("gpu-a", "gpu-c")}
+    fleet.stop_controller()
+    fleet.start_controller()
+    wait_for(lambda: fleet.states() == {"gpu-a": "ready", "gpu-b": "offline", "gpu-c": "ready"}, 30,
+             "nodes back after controller restart")
+    for n, before in creds.items():
+        assert (fleet.root / f"agent-{n}" / "node-credential.json").read_text() == before
+    assert "joined the fleet" in fleet.log("agent-gpu-a") and fleet.log("agent-gpu-a").count("joined the fleet") == 1
+
+    # the agent that was killed comes back by itself when restarted, with the same identity
+    fleet.start_agent("gpu-b", specs["gpu-b"])
+    wait_for(lambda: fleet.states()["gpu-b"] == "ready", 20, "gpu-b ready again")
+    assert {g["uuid"] for g in next(n for n in fleet.nodes() if n["name"] == "gpu-b")["gpus"]} == \
+        {g["uuid"] for g in nodes["gpu-b"]["gpus"]}
+
+    # durable truth is a real SQLite file in WAL mode
+    db = sqlite3.connect(fleet.data_dir / "fleet.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT count(*) FROM node").fetchone()[0] == 3
+    assert db.execute("SELECT count(*) FROM gpu").fetchone()[0] == 15
+
+
+def test_tokens_are_private_files(fleet: Fleet) -> None:
+    for name in ("join-token", "admin-token"):
+        mode = stat.S_IMODE(os.stat(fleet.data_dir / name).st_mode)
+        assert mode == 0o600, oct(mode)
+
+
+def test_wrong_join_token_exits_nonzero_and_creates_nothing(fleet: Fleet) -> None:
+    proc = fleet.start_agent("intruder", "1xT4", join_token="not-the-token")
+    assert proc.wait(30) == 3
+    assert "refused to join" in fleet.log("agent-intruder")
+    assert fleet.nodes() == []
+    db = sqlite3.connect(fleet.data_dir / "fleet.db")
+    assert db.execute("SELECT count(*) FROM node").fetchone()[0] == 0
+
+
+def test_cli_without_or_with_wrong_admin_token_is_refused(fleet: Fleet) -> None:
+    env_dir = fleet.root / "elsewhere"
+    r = fleet.cli("nodes", "--data-dir", str(env_dir))
+    assert r.returncode == 3 and "no admin token" in r.stderr
+    r = fleet.cli("capacity", "--token", "guess")
+    assert r.returncode == 3 and "admin token rejected" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unreachable_controller_is_one_line_exit_2(fleet: Fleet) -> None:
+    r = fleet.cli("nodes", "--controller", "127.0.0.1:1")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "cannot reach the controller" in r.stderr
+
+
+def test_capacity_and_describe(fleet: Fleet) -> None:
+    fleet.start_agent("gpu-a", "2xA100-80GB")
+    fleet.start_agent("cpu-a")
+    wait_for(lambda: len(fleet.states()) == 2, 20, "2 nodes")
+    r = fleet.cli("capacity", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    cap = json.loads(r.stdout)
+    assert cap["totals"]["gpu_count"] == 2
+    assert cap["totals"]["vram_total"] == 2 * 81920 * 2**20
+    assert cap["totals"]["vram_reserved"] == 0 and cap["totals"]["vram_free"] == cap["totals"]["vram_total"]
+    table = fleet.cli("capacity")
+    assert table.returncode == 0 and "gpu-a" in table.stdout and "cluster:" in table.stdout
+    d = json.loads(fleet.cli("node", "describe", "gpu-a", "-o", "json").stdout)
+    assert d["name"] == "gpu-a" and len(d["gpus"]) == 2
+    missing = fleet.cli("node", "describe", "nope")
+    assert missing.returncode == 2 and "no node named 'nope'" in missing.stderr
+
+
+def test_bad_simulate_spec_is_a_clear_error(fleet: Fleet) -> None:
+    r = fleet.cli("agent", "run", "--simulate-gpus", "3xB9000", "--join-token", "x")
+    assert r.returncode == 2 and "unknown GPU type 'B9000'" in r.stderr

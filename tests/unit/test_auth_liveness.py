@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from fleet.controller.auth import REGISTER, SESSION, Credentials, refusal
+from fleet.controller.liveness import Liveness, overdue
+from fleet.controller.store import token_hash
+
+
+def creds() -> Credentials:
+    return Credentials(admin_hashes={token_hash("admin-secret")}, node_hashes={"n1": token_hash("n1-secret")})
+
+
+def test_every_method_needs_the_right_credential() -> None:
+    c = creds()
+    assert refusal(REGISTER, {}, c) is None  # join token checked inside, against the store
+    assert refusal("/fleet.v1.Fleet/ListNodes", {"authorization": "Bearer admin-secret"}, c) is None
+    assert "no admin token" in refusal("/fleet.v1.Fleet/ListNodes", {}, c)
+    assert "rejected" in refusal("/fleet.v1.Fleet/ListNodes", {"authorization": "Bearer n1-secret"}, c)
+    ok = {"authorization": "Bearer n1-secret", "x-fleet-node": "n1"}
+    assert refusal(SESSION, ok, c) is None
+    assert refusal(SESSION, {**ok, "x-fleet-node": "n2"}, c)  # a node cannot act as another node
+    assert refusal(SESSION, {"authorization": "Bearer admin-secret", "x-fleet-node": "n1"}, c)
+    assert refusal("/grpc.health.v1.Health/Check", ok, c)
+
+
+def test_overdue_is_strict_and_sorted() -> None:
+    seen = {"a": 100.0, "b": 90.0, "c": 84.9}
+    assert overdue(seen, {"a", "b", "c"}, now=100.0, offline_after=15.0) == ["c"]
+    assert overdue(seen, {"a", "b"}, now=106.0, offline_after=15.0) == ["b"]
+
+
+def test_liveness_batches_and_reports_return() -> None:
+    lv = Liveness()
+    assert lv.beat("n1", 1.0, [("g1", 10, 5, 40)]) is True
+    assert lv.beat("n1", 2.0, [("g1", 10, 5, 40)]) is False
+    beats, usage = lv.drain_batch()
+    assert beats == {"n1": 2.0} and usage == {"g1": (10, 5, 40)}
+    assert lv.drain_batch() == ({}, {})
+    assert lv.expire(20.0, 15.0) == ["n1"]
+    assert lv.beat("n1", 21.0) is True
