@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
             for i, v in enumerate(n.gpus):
                 g = gpu_dict(v)
                 t.add_row(n.name if i == 0 else "", state if i == 0 else "", f"{g['index']}: {g['name']}",
-                          g["uuid"][:12] + "…", gib(g["memory_total"]), gib(g["memory_reserved"]),
+                          g["uuid"][:13] + "…", gib(g["memory_total"]), gib(g["memory_reserved"]),
                           gib(g["memory_free"]), ram if i == 0 else "", disk if i == 0 else "")
         console.print(t)
         console.print(f"cluster: {totals['nodes_ready']}/{totals['nodes']} nodes ready, {r.gpu_count} GPUs, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from typing import Annotated, Any, NoReturn
@@ -11,6 +12,8 @@ import typer
 from rich.console import Console
 
 console = Console()
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    console = Console(width=160)  # piped output: do not squeeze tables into 80 columns
 err_console = Console(stderr=True)
 
 # Exit codes scripts can trust (documented in `fleet --help`).

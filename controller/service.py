@@ -286,3 +286,9 @@ class FleetService(pbg.FleetServicer):
             disk_free=sum(n.inventory.disk_free for n in nodes),
         )
 
+    @rpc
+    async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
+        lv = self.ctl.liveness
+        return pb.StatsResponse(heartbeats_total=lv.beats_total, sessions_open=len(self.ctl.sessions),
+                                uptime=time.time() - self.ctl.started, nodes=len(self.ctl.creds.node_hashes),
+                                nodes_alive=len(lv.alive))

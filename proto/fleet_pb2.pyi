@@ -276,3 +276,21 @@ class CapacityResponse(_message.Message):
     ram_total: int
     disk_free: int
     def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., gpu_count: _Optional[int] = ..., vram_total: _Optional[int] = ..., vram_reserved: _Optional[int] = ..., vram_free: _Optional[int] = ..., ram_total: _Optional[int] = ..., disk_free: _Optional[int] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("heartbeats_total", "sessions_open", "uptime", "nodes", "nodes_alive")
+    HEARTBEATS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_OPEN_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    NODES_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    heartbeats_total: int
+    sessions_open: int
+    uptime: float
+    nodes: int
+    nodes_alive: int
+    def __init__(self, heartbeats_total: _Optional[int] = ..., sessions_open: _Optional[int] = ..., uptime: _Optional[float] = ..., nodes: _Optional[int] = ..., nodes_alive: _Optional[int] = ...) -> None: ...

@@ -164,6 +164,11 @@ class FleetStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.CapacityRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.CapacityResponse.FromString,
                 _registered_method=True)
+        self.Stats = channel.unary_unary(
+                '/fleet.v1.Fleet/Stats',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.StatsRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.StatsResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServicer:
@@ -187,6 +192,12 @@ class FleetServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +215,11 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.Capacity,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.CapacityRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.CapacityResponse.SerializeToString,
+            ),
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.StatsRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.StatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -287,6 +303,33 @@ class Fleet:
             '/fleet.v1.Fleet/Capacity',
             fleet_dot_proto_dot_fleet__pb2.CapacityRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.CapacityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Fleet/Stats',
+            fleet_dot_proto_dot_fleet__pb2.StatsRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.StatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

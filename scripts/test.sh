@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up and run the test suite:   bash scripts/test.sh          (fast: unit + integration, a few minutes)
+#                                  bash scripts/test.sh --e2e    (also the slow end-to-end tests with real engines)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python scripts/gen_proto.py --check
+ruff check .
+if [ "${1:-}" = "--e2e" ]; then
+  shift
+  python -m pytest -m e2e tests/e2e "$@"
+else
+  python -m pytest "$@"
+fi
