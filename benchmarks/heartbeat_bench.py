@@ -144,7 +144,7 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores; controller and load generator share it")
     print(f"{'metric':<42}{'measured':>12}{'target':>12}{'ratio':>8}")
     rows = [
-        ("heartbeats/s absorbed (%d agents, %.0fs)" % (sessions, window), rate, 2000.0, rate / 2000.0),
+        (f"heartbeats/s absorbed ({sessions} agents, {window:.0f}s)", rate, 2000.0, rate / 2000.0),
         ("idle agent RSS MB (8xA100-80GB declared)", rss, 60.0, 60.0 / rss),
         (f"idle agent CPU % of a core ({args.idle_seconds:.0f}s)", cpu, 1.0, 1.0 / max(cpu, 1e-3)),
     ]
