@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import json_format
 
 from fleet.controller.auth import Credentials, metadata_dict
+from fleet.controller.desired import deployment_message, desired_set
 from fleet.controller.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -159,7 +160,42 @@ class Controller:
         )
 
     def reserved_by_gpu(self) -> dict[str, int]:
-        return {}  # no placements yet: nothing reserved
+        return self.store.reserved_by_gpu()
+
+    # ---- desired state
+    def desired_for(self, node: str) -> pb.DesiredReplicas:
+        row = self.store.get_node(node)
+        deployments = {d.name: d for d in self.store.deployments()}
+        replicas = self.store.replicas(node=node)
+        ids = {r.id for r in replicas}
+        reservations = [x for x in self.store.reservations() if x.replica in ids]
+        return desired_set(row.generation if row else 0, replicas, deployments, reservations)
+
+    def push(self, nodes: set[str] | list[str]) -> None:
+        """Send each connected node its complete desired set; a node not connected gets it on reconnect."""
+        for node in nodes:
+            queue = self.sessions.get(node)
+            if queue is not None:
+                queue.put_nowait(pb.ControllerMessage(desired=self.desired_for(node)))
+
+    def apply_report(self, node: str, report: pb.ReplicaReport) -> None:
+        statuses = [(r.id, r.state, r.endpoint, r.message[:4000], r.restarts) for r in report.replicas[:256]]
+        done = set(self.store.update_replicas(node, statuses))
+        row = self.store.get_node(node)
+        if row is not None and report.applied_generation >= row.generation:
+            # The agent has applied the newest set: whatever it was told to stop and no longer runs is gone.
+            running = {r.id for r in report.replicas if r.state not in ("stopped",)}
+            done |= {r.id for r in self.store.replicas(node=node) if r.desired == "stop" and r.id not in running}
+        self.store.forget_replicas(sorted(done))
+
+    def deployment_message(self, name: str) -> pb.Deployment:
+        dep = self.store.get_deployment(name)
+        if dep is None:
+            names = ", ".join(d.name for d in self.store.deployments()) or "none"
+            raise NotFound(f"no deployment named {name!r}; deployments: {names}")
+        replicas = self.store.replicas(deployment=name)
+        ids = {r.id for r in replicas}
+        return deployment_message(dep, replicas, [x for x in self.store.reservations() if x.replica in ids])
 
     def node_messages(self) -> list[pb.Node]:
         gpus: dict[str, list[GpuRow]] = {}
@@ -212,7 +248,7 @@ class AgentService(pbg.AgentServicer):
             self._inventory(node, first.inventory)
             yield pb.ControllerMessage(config=pb.SessionConfig(
                 heartbeat_interval_ms=int(self.ctl.settings.heartbeat_interval * 1000)))
-            yield pb.ControllerMessage(desired=pb.DesiredReplicas(generation=0))
+            yield pb.ControllerMessage(desired=self.ctl.desired_for(node))
 
             reader = asyncio.create_task(self._read(node, request_iterator, queue))
             try:
@@ -249,6 +285,8 @@ class AgentService(pbg.AgentServicer):
                 elif kind == "inventory":
                     validate_inventory(msg.inventory)
                     self._inventory(node, msg.inventory)
+                elif kind == "replicas":
+                    self.ctl.apply_report(node, msg.replicas)
         except (grpc.aio.AioRpcError, asyncio.CancelledError, InvalidArgument):
             pass
         finally:
@@ -292,3 +330,26 @@ class FleetService(pbg.FleetServicer):
         return pb.StatsResponse(heartbeats_total=lv.beats_total, sessions_open=len(self.ctl.sessions),
                                 uptime=time.time() - self.ctl.started, nodes=len(self.ctl.creds.node_hashes),
                                 nodes_alive=len(lv.alive))
+
+    @rpc
+    async def ListDeployments(self, request: pb.ListDeploymentsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListDeploymentsResponse:
+        return pb.ListDeploymentsResponse(deployments=[self.ctl.deployment_message(d.name)
+                                                       for d in self.ctl.store.deployments()])
+
+    @rpc
+    async def DescribeDeployment(self, request: pb.DescribeDeploymentRequest,
+                                 context: grpc.aio.ServicerContext) -> pb.DescribeDeploymentResponse:
+        return pb.DescribeDeploymentResponse(deployment=self.ctl.deployment_message(request.name))
+
+    @rpc
+    async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
+        _, nodes = self.ctl.store.mark_removing(request.name, time.time())
+        # Replicas no agent ever started (still pending) hold nothing running: free them now.
+        self.ctl.store.forget_replicas([r.id for r in self.ctl.store.replicas(deployment=request.name)
+                                        if r.state == "pending"])
+        self.ctl.push(nodes)
+        dep = self.ctl.store.get_deployment(request.name)
+        if dep is None:
+            return pb.RemoveResponse(deployment=pb.Deployment(name=request.name, state="removed"))
+        return pb.RemoveResponse(deployment=self.ctl.deployment_message(request.name))

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, col, create_engine, func, select
+
+from fleet.controller.errors import AlreadyExists, FailedPrecondition, NotFound
 
 
 class NodeRow(SQLModel, table=True):
@@ -32,6 +34,7 @@ class NodeRow(SQLModel, table=True):
     cordon_reason: str = ""
     cordoned_by: str = ""
     cordoned_at: float = 0.0
+    generation: int = 0  # bumped whenever the node's desired replica set changes
 
 
 class GpuRow(SQLModel, table=True):
@@ -47,6 +50,54 @@ class GpuRow(SQLModel, table=True):
     utilization: int = 0
     temperature: int = -1
     declared: bool = False
+
+
+class DeploymentRow(SQLModel, table=True):
+    __tablename__ = "deployment"
+    name: str = Field(primary_key=True)
+    model: str
+    quant: str
+    engine: str
+    context: int
+    replicas_wanted: int
+    device: str = "gpu"
+    strategy: str = "pack"
+    tp: int = 1
+    source: str = ""
+    file: str = ""
+    why: str = ""
+    state: str = "active"  # active | removing
+    created_at: float = 0.0
+    estimate: str = "{}"  # JSON: weights, kv_cache, activations, runtime, total (bytes, per GPU)
+    request: str = "{}"  # JSON of the PlaceRequest, to place again when a replica must move
+
+
+class ReplicaRow(SQLModel, table=True):
+    __tablename__ = "replica"
+    id: str = Field(primary_key=True)
+    deployment: str = Field(foreign_key="deployment.name", index=True)
+    ordinal: int = 0
+    node: str = Field(foreign_key="node.name", index=True)
+    desired: str = "run"  # run | stop: what the node's agent is told
+    state: str = "pending"  # as last reported: pending, starting, healthy, failed, stopping, stopped, unknown
+    endpoint: str = ""
+    api_key: str = ""
+    gpu_memory_utilization: float = 0.0
+    tp: int = 1
+    ram_bytes: int = 0
+    kv_cache_bytes: int = 0
+    message: str = ""
+    restarts: int = 0
+    created_at: float = 0.0
+
+
+class ReservationRow(SQLModel, table=True):
+    __tablename__ = "reservation"
+    id: int | None = Field(default=None, primary_key=True)
+    replica: str = Field(foreign_key="replica.id", index=True)
+    gpu_uuid: str = Field(foreign_key="gpu.uuid", index=True)
+    gpu_index: int = 0
+    bytes: int = 0
 
 
 class TokenRow(SQLModel, table=True):
@@ -77,6 +128,9 @@ def same_hash(a: str, b: str) -> bool:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE: a transaction takes the write lock before
+    # it reads, so two placements can never both read the same free GPU and both commit.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     # WAL: readers never block the writer; NORMAL is durable across process crashes in WAL mode.
     cur.execute("PRAGMA journal_mode=WAL")
@@ -90,6 +144,7 @@ def open_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     else:
         engine = create_engine(url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
@@ -205,3 +260,136 @@ class Store:
             s.add(row)
             s.add(EventRow(at=now, kind="node.online" if alive else "node.offline", node=name))
             s.commit()
+
+    # ---- deployments, replicas, reservations
+    def reserved_by_gpu(self) -> dict[str, int]:
+        with self.session() as s:
+            rows = s.exec(select(ReservationRow.gpu_uuid, func.sum(ReservationRow.bytes))
+                          .group_by(ReservationRow.gpu_uuid)).all()
+        return {uuid: int(total) for uuid, total in rows}
+
+    def deployments(self) -> list[DeploymentRow]:
+        with self.session() as s:
+            return list(s.exec(select(DeploymentRow).order_by(DeploymentRow.name)).all())
+
+    def get_deployment(self, name: str) -> DeploymentRow | None:
+        with self.session() as s:
+            return s.get(DeploymentRow, name)
+
+    def replicas(self, deployment: str | None = None, node: str | None = None) -> list[ReplicaRow]:
+        with self.session() as s:
+            q = select(ReplicaRow).order_by(ReplicaRow.deployment, ReplicaRow.ordinal, ReplicaRow.id)
+            if deployment is not None:
+                q = q.where(ReplicaRow.deployment == deployment)
+            if node is not None:
+                q = q.where(ReplicaRow.node == node)
+            return list(s.exec(q).all())
+
+    def reservations(self) -> list[ReservationRow]:
+        with self.session() as s:
+            return list(s.exec(select(ReservationRow)).all())
+
+    def commit_placement(self, dep: DeploymentRow, replicas: list[ReplicaRow],
+                         reservations: list[ReservationRow], now: float) -> None:
+        """Deployment, replicas and reservations in one transaction, re-checked against GPU totals inside it.
+
+        The check inside the transaction (not the snapshot the plan was made from) is what makes
+        concurrent placements safe: a plan made on stale state is refused, never double-booked.
+        """
+        with self.session() as s:
+            if s.get(DeploymentRow, dep.name) is not None:
+                raise AlreadyExists(f"deployment {dep.name!r} exists; pass --name, or `fleet remove {dep.name}`")
+            wanted: dict[str, int] = {}
+            for r in reservations:
+                wanted[r.gpu_uuid] = wanted.get(r.gpu_uuid, 0) + r.bytes
+            if wanted:
+                gpus = {g.uuid: g for g in s.exec(select(GpuRow).where(col(GpuRow.uuid).in_(wanted))).all()}
+                held = dict(s.exec(select(ReservationRow.gpu_uuid, func.sum(ReservationRow.bytes))
+                                   .where(col(ReservationRow.gpu_uuid).in_(wanted))
+                                   .group_by(ReservationRow.gpu_uuid)).all())
+                for uuid, need in wanted.items():
+                    g = gpus.get(uuid)
+                    if g is None:
+                        raise FailedPrecondition(f"GPU {uuid} disappeared while placing; try again")
+                    if int(held.get(uuid, 0)) + need > g.memory_total:
+                        raise FailedPrecondition(f"GPU {g.index} on {g.node} was reserved by a concurrent placement; "
+                                                 "try again")
+            s.add(dep)
+            s.flush()
+            for r in replicas:
+                s.add(r)
+            s.flush()
+            for r in reservations:
+                s.add(r)
+            for node in {r.node for r in replicas}:
+                row = s.get(NodeRow, node)
+                if row is not None:
+                    row.generation += 1
+                    s.add(row)
+            s.add(EventRow(at=now, kind="deployment.placed", message=f"{dep.name}: {len(replicas)} replica(s)"))
+            s.commit()
+
+    def mark_removing(self, name: str, now: float) -> tuple[DeploymentRow, set[str]]:
+        """Ask every replica of `name` to stop; reservations stay until the agents report them stopped."""
+        with self.session() as s:
+            dep = s.get(DeploymentRow, name)
+            if dep is None:
+                names = ", ".join(d.name for d in s.exec(select(DeploymentRow)).all()) or "none"
+                raise NotFound(f"no deployment named {name!r}; deployments: {names}")
+            dep.state = "removing"
+            s.add(dep)
+            nodes = set()
+            for r in s.exec(select(ReplicaRow).where(ReplicaRow.deployment == name)).all():
+                if r.desired != "stop":
+                    r.desired = "stop"
+                    r.state = "stopping" if r.state not in ("stopped", "pending") else r.state
+                    s.add(r)
+                    nodes.add(r.node)
+            for node in nodes:
+                row = s.get(NodeRow, node)
+                if row is not None:
+                    row.generation += 1
+                    s.add(row)
+            s.add(EventRow(at=now, kind="deployment.removing", message=name))
+            s.commit()
+            return dep, nodes
+
+    def forget_replicas(self, ids: list[str]) -> None:
+        """Delete replicas that are stopped (and their reservations); drop deployments left empty while removing."""
+        if not ids:
+            return
+        with self.session() as s:
+            deps = set()
+            for rid in ids:
+                for res in s.exec(select(ReservationRow).where(ReservationRow.replica == rid)).all():
+                    s.delete(res)
+                r = s.get(ReplicaRow, rid)
+                if r is not None:
+                    deps.add(r.deployment)
+                    s.delete(r)
+            s.flush()
+            for name in deps:
+                dep = s.get(DeploymentRow, name)
+                left = s.exec(select(ReplicaRow).where(ReplicaRow.deployment == name)).first()
+                if dep is not None and dep.state == "removing" and left is None:
+                    s.delete(dep)
+            s.commit()
+
+    def update_replicas(self, node: str, statuses: list[tuple[str, str, str, str, int]]) -> list[str]:
+        """Apply an agent's report (id, state, endpoint, message, restarts) for its own replicas only.
+
+        Returns ids of replicas that were asked to stop and are now stopped.
+        """
+        done = []
+        with self.session() as s:
+            for rid, state, endpoint, message, restarts in statuses:
+                r = s.get(ReplicaRow, rid)
+                if r is None or r.node != node:
+                    continue  # a node reports only for itself
+                if (r.state, r.endpoint, r.message, r.restarts) != (state, endpoint, message, restarts):
+                    r.state, r.endpoint, r.message, r.restarts = state, endpoint, message, restarts
+                    s.add(r)
+                if r.desired == "stop" and state == "stopped":
+                    done.append(rid)
+            s.commit()
+        return done

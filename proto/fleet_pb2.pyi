@@ -88,7 +88,7 @@ class GpuUsage(_message.Message):
     def __init__(self, uuid: _Optional[str] = ..., memory_used: _Optional[int] = ..., utilization: _Optional[int] = ..., temperature: _Optional[int] = ...) -> None: ...
 
 class ReplicaSpec(_message.Message):
-    __slots__ = ("id", "deployment", "model", "quant", "engine", "gpu_uuids", "context", "tp", "reserved_bytes", "gpu_memory_utilization", "source", "api_key", "tensor_split")
+    __slots__ = ("id", "deployment", "model", "quant", "engine", "gpu_uuids", "context", "tp", "reserved_bytes", "gpu_memory_utilization", "source", "api_key", "tensor_split", "kv_cache_bytes", "ram_bytes", "file", "device")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +102,10 @@ class ReplicaSpec(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     TENSOR_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     id: str
     deployment: str
     model: str
@@ -115,7 +119,11 @@ class ReplicaSpec(_message.Message):
     source: str
     api_key: str
     tensor_split: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., reserved_bytes: _Optional[_Iterable[int]] = ..., gpu_memory_utilization: _Optional[float] = ..., source: _Optional[str] = ..., api_key: _Optional[str] = ..., tensor_split: _Optional[_Iterable[float]] = ...) -> None: ...
+    kv_cache_bytes: int
+    ram_bytes: int
+    file: str
+    device: str
+    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., reserved_bytes: _Optional[_Iterable[int]] = ..., gpu_memory_utilization: _Optional[float] = ..., source: _Optional[str] = ..., api_key: _Optional[str] = ..., tensor_split: _Optional[_Iterable[float]] = ..., kv_cache_bytes: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., file: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
     __slots__ = ("id", "state", "endpoint", "pid", "message", "restarts")
@@ -276,6 +284,195 @@ class CapacityResponse(_message.Message):
     ram_total: int
     disk_free: int
     def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., gpu_count: _Optional[int] = ..., vram_total: _Optional[int] = ..., vram_reserved: _Optional[int] = ..., vram_free: _Optional[int] = ..., ram_total: _Optional[int] = ..., disk_free: _Optional[int] = ...) -> None: ...
+
+class Reservation(_message.Message):
+    __slots__ = ("gpu_uuid", "gpu_index", "bytes")
+    GPU_UUID_FIELD_NUMBER: _ClassVar[int]
+    GPU_INDEX_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    gpu_uuid: str
+    gpu_index: int
+    bytes: int
+    def __init__(self, gpu_uuid: _Optional[str] = ..., gpu_index: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class Replica(_message.Message):
+    __slots__ = ("id", "deployment", "ordinal", "node", "gpus", "state", "endpoint", "api_key", "gpu_memory_utilization", "tp", "message", "restarts", "ram_bytes", "generation")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    ORDINAL_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    TP_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    RAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    deployment: str
+    ordinal: int
+    node: str
+    gpus: _containers.RepeatedCompositeFieldContainer[Reservation]
+    state: str
+    endpoint: str
+    api_key: str
+    gpu_memory_utilization: float
+    tp: int
+    message: str
+    restarts: int
+    ram_bytes: int
+    generation: int
+    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., ordinal: _Optional[int] = ..., node: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., state: _Optional[str] = ..., endpoint: _Optional[str] = ..., api_key: _Optional[str] = ..., gpu_memory_utilization: _Optional[float] = ..., tp: _Optional[int] = ..., message: _Optional[str] = ..., restarts: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class Estimate(_message.Message):
+    __slots__ = ("weights", "kv_cache", "activations", "runtime", "total")
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    weights: int
+    kv_cache: int
+    activations: int
+    runtime: int
+    total: int
+    def __init__(self, weights: _Optional[int] = ..., kv_cache: _Optional[int] = ..., activations: _Optional[int] = ..., runtime: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class Deployment(_message.Message):
+    __slots__ = ("name", "model", "quant", "engine", "context", "replicas_wanted", "replicas", "created_at", "device", "strategy", "state", "estimate", "tp", "source", "why")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUANT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_WANTED_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    TP_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    quant: str
+    engine: str
+    context: int
+    replicas_wanted: int
+    replicas: _containers.RepeatedCompositeFieldContainer[Replica]
+    created_at: float
+    device: str
+    strategy: str
+    state: str
+    estimate: Estimate
+    tp: int
+    source: str
+    why: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., context: _Optional[int] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., state: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., tp: _Optional[int] = ..., source: _Optional[str] = ..., why: _Optional[str] = ...) -> None: ...
+
+class PlaceRequest(_message.Message):
+    __slots__ = ("model", "quant", "engine", "replicas", "context", "tp", "node", "gpu_type", "labels", "device", "strategy", "name", "dry_run")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUANT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TP_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    GPU_TYPE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    quant: str
+    engine: str
+    replicas: int
+    context: int
+    tp: int
+    node: str
+    gpu_type: str
+    labels: _containers.ScalarMap[str, str]
+    device: str
+    strategy: str
+    name: str
+    dry_run: bool
+    def __init__(self, model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., replicas: _Optional[int] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., node: _Optional[str] = ..., gpu_type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., name: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class NodeVerdict(_message.Message):
+    __slots__ = ("node", "feasible", "reason", "score", "gpus")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    FEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    feasible: bool
+    reason: str
+    score: int
+    gpus: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node: _Optional[str] = ..., feasible: _Optional[bool] = ..., reason: _Optional[str] = ..., score: _Optional[int] = ..., gpus: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PlaceResponse(_message.Message):
+    __slots__ = ("placed", "deployment", "verdicts", "summary", "notes")
+    PLACED_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    placed: bool
+    deployment: Deployment
+    verdicts: _containers.RepeatedCompositeFieldContainer[NodeVerdict]
+    summary: str
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, placed: _Optional[bool] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., verdicts: _Optional[_Iterable[_Union[NodeVerdict, _Mapping]]] = ..., summary: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListDeploymentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDeploymentsResponse(_message.Message):
+    __slots__ = ("deployments",)
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
+    def __init__(self, deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ...) -> None: ...
+
+class DescribeDeploymentRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DescribeDeploymentResponse(_message.Message):
+    __slots__ = ("deployment",)
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    deployment: Deployment
+    def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ...) -> None: ...
+
+class RemoveRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RemoveResponse(_message.Message):
+    __slots__ = ("deployment",)
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    deployment: Deployment
+    def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

@@ -169,6 +169,26 @@ class FleetStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.StatsRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Place = channel.unary_unary(
+                '/fleet.v1.Fleet/Place',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.PlaceRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.PlaceResponse.FromString,
+                _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/fleet.v1.Fleet/ListDeployments',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.ListDeploymentsRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.ListDeploymentsResponse.FromString,
+                _registered_method=True)
+        self.DescribeDeployment = channel.unary_unary(
+                '/fleet.v1.Fleet/DescribeDeployment',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.DescribeDeploymentRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.DescribeDeploymentResponse.FromString,
+                _registered_method=True)
+        self.Remove = channel.unary_unary(
+                '/fleet.v1.Fleet/Remove',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RemoveRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RemoveResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServicer:
@@ -198,6 +218,30 @@ class FleetServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Place(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeployments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeDeployment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Remove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -220,6 +264,26 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.StatsRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.StatsResponse.SerializeToString,
+            ),
+            'Place': grpc.unary_unary_rpc_method_handler(
+                    servicer.Place,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.PlaceRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.PlaceResponse.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.ListDeploymentsRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.ListDeploymentsResponse.SerializeToString,
+            ),
+            'DescribeDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeDeployment,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.DescribeDeploymentRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.DescribeDeploymentResponse.SerializeToString,
+            ),
+            'Remove': grpc.unary_unary_rpc_method_handler(
+                    servicer.Remove,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RemoveRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RemoveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -330,6 +394,114 @@ class Fleet:
             '/fleet.v1.Fleet/Stats',
             fleet_dot_proto_dot_fleet__pb2.StatsRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Place(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Fleet/Place',
+            fleet_dot_proto_dot_fleet__pb2.PlaceRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.PlaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Fleet/ListDeployments',
+            fleet_dot_proto_dot_fleet__pb2.ListDeploymentsRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.ListDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Fleet/DescribeDeployment',
+            fleet_dot_proto_dot_fleet__pb2.DescribeDeploymentRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.DescribeDeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Remove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Fleet/Remove',
+            fleet_dot_proto_dot_fleet__pb2.RemoveRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RemoveResponse.FromString,
             options,
             channel_credentials,
             insecure,

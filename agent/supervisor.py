@@ -1,0 +1,307 @@
+"""Runs the node's replicas: start what is wanted, stop what is not, restart crashes, adopt survivors.
+
+Engines run in their own session (process group) and write their own log files, so an agent restart
+or crash leaves healthy engines serving; the next agent adopts them from their pid files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from fleet.agent.restart import RestartPolicy
+from fleet.proto import fleet_pb2 as pb
+
+log = logging.getLogger("fleet.agent")
+
+LOG_LIMIT = 20 * 1024 * 1024  # rotate an engine log past this size (copy-truncate: the engine keeps its fd)
+TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    env: dict[str, str]
+
+
+# spec, port, host -> how to start it; raises WeightsMissing / EngineMissing with an operator-facing message
+Launcher = Callable[[pb.ReplicaSpec, int, str], Launch]
+
+
+class LaunchError(Exception):
+    """The replica cannot be started as specified (weights or engine missing): a final `failed`."""
+
+
+@dataclass
+class Replica:
+    spec: pb.ReplicaSpec
+    dir: Path
+    state: str = "pending"
+    port: int = 0
+    pid: int = 0
+    created: float = 0.0  # process create_time: a reused pid is not our engine
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    message: str = ""
+    started_at: float = 0.0
+    next_start: float = 0.0
+    stop_deadline: float = 0.0
+    crash_times: list[float] = field(default_factory=list)
+    restart_after_stop: bool = False  # the spec changed under the same id: stop, then start the new one
+
+    def status(self, host: str) -> pb.ReplicaStatus:
+        endpoint = f"http://{host}:{self.port}" if self.port and self.state in ("starting", "healthy") else ""
+        return pb.ReplicaStatus(id=self.spec.id, state=self.state, endpoint=endpoint, pid=self.pid,
+                                message=self.message, restarts=self.restarts)
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def rotate(path: Path, limit: int = LOG_LIMIT, keep: int = 2) -> None:
+    """Copy-truncate past `limit` bytes, keeping `keep` old files (engine.log.1, .2)."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size <= limit:
+            return
+        for i in range(keep - 1, 0, -1):
+            older = path.with_name(f"{path.name}.{i}")
+            if older.exists():
+                os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
+        with open(path, "rb") as src, open(path.with_name(f"{path.name}.1"), "wb") as dst:
+            dst.write(src.read())
+        os.truncate(path, 0)
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def healthy(port: int, api_key: str, timeout: float = 2.0) -> bool:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/health", headers={"Authorization": f"Bearer {api_key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def alive(pid: int, created: float) -> bool:
+    try:
+        p = psutil.Process(pid)
+        return abs(p.create_time() - created) < 1.0 and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class Supervisor:
+    def __init__(self, data_dir: Path, launcher: Launcher, host: str = "127.0.0.1", advertise: str = "127.0.0.1",
+                 ports: tuple[int, int] = (40000, 40999), policy: RestartPolicy | None = None,
+                 stop_grace: float = 10.0) -> None:
+        self.root = data_dir / "replicas"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.launcher = launcher
+        self.host, self.advertise = host, advertise
+        self.ports = ports
+        self.policy = policy or RestartPolicy()
+        self.stop_grace = stop_grace
+        self.replicas: dict[str, Replica] = {}
+        self.generation = 0
+        self.changed = asyncio.Event()
+        self.adopt()
+
+    # ---- persistence: what survives an agent restart
+    def _record(self, r: Replica) -> None:
+        r.dir.mkdir(parents=True, exist_ok=True)
+        tmp = r.dir / "state.json.tmp"
+        tmp.write_text(json.dumps({"spec": r.spec.SerializeToString().hex(), "port": r.port, "pid": r.pid,
+                                   "created": r.created, "restarts": r.restarts}))
+        os.replace(tmp, r.dir / "state.json")
+
+    def adopt(self) -> None:
+        """Take over engines a previous agent started and that still run; forget the rest."""
+        for d in sorted(self.root.iterdir()):
+            state = d / "state.json"
+            if not state.exists():
+                continue
+            try:
+                raw = json.loads(state.read_text())
+                spec = pb.ReplicaSpec.FromString(bytes.fromhex(raw["spec"]))
+            except (ValueError, KeyError) as e:
+                log.warning("ignoring unreadable replica state %s: %s", state, e)
+                continue
+            if raw.get("pid") and alive(raw["pid"], raw.get("created", 0.0)):
+                r = Replica(spec=spec, dir=d, state="starting", port=raw["port"], pid=raw["pid"],
+                            created=raw["created"], restarts=raw.get("restarts", 0), started_at=time.time())
+                self.replicas[spec.id] = r
+                log.info("adopted replica %s (pid %d, port %d)", spec.id, r.pid, r.port)
+            else:
+                state.unlink()
+
+    # ---- desired state from the controller
+    def apply(self, desired: pb.DesiredReplicas) -> None:
+        wanted = {s.id: s for s in desired.replicas}
+        for rid, r in self.replicas.items():
+            if rid not in wanted and r.state not in ("stopping", "stopped"):
+                self._begin_stop(r)
+        for rid, spec in wanted.items():
+            r = self.replicas.get(rid)
+            if r is None or r.state == "stopped":
+                self.replicas[rid] = Replica(spec=spec, dir=self.root / rid)
+            elif r.spec.SerializeToString() != spec.SerializeToString() and r.state not in ("stopping",):
+                r.spec = spec  # same id, new spec: restart it on the new spec
+                self._begin_stop(r, then_restart=True)
+        self.generation = desired.generation
+        self.changed.set()
+
+    def statuses(self) -> pb.ReplicaReport:
+        return pb.ReplicaReport(applied_generation=self.generation,
+                                replicas=[r.status(self.advertise) for r in self.replicas.values()])
+
+    # ---- the loop
+    async def run(self, interval: float = 0.5) -> None:
+        while True:
+            before = self._fingerprint()
+            await asyncio.to_thread(self.tick)
+            if self._fingerprint() != before:
+                self.changed.set()
+            await asyncio.sleep(interval)
+
+    def _fingerprint(self) -> tuple[tuple[str, str, int, str], ...]:
+        return tuple((r.spec.id, r.state, r.restarts, r.message) for r in self.replicas.values())
+
+    def tick(self) -> None:
+        now = time.time()
+        for rid in list(self.replicas):
+            r = self.replicas[rid]
+            if r.state == "pending" and now >= r.next_start:
+                self._start(r, now)
+            elif r.state in ("starting", "healthy"):
+                self._watch(r, now)
+            elif r.state == "stopping":
+                self._watch_stop(r, now)
+            elif r.state == "stopped" and r.restart_after_stop:
+                r.restart_after_stop = False
+                r.state, r.next_start = "pending", now
+            rotate(r.dir / "engine.log")
+
+    def forget_stopped(self) -> None:
+        """After the controller has seen a stopped replica, drop it (and its files' state)."""
+        for rid in [rid for rid, r in self.replicas.items() if r.state == "stopped"]:
+            r = self.replicas.pop(rid)
+            with contextlib.suppress(OSError):
+                (r.dir / "state.json").unlink()
+
+    def _pick_port(self) -> int:
+        used = {r.port for r in self.replicas.values() if r.port}
+        for port in range(self.ports[0], self.ports[1] + 1):
+            if port not in used and port_free(port, self.host if self.host != "0.0.0.0" else "127.0.0.1"):
+                return port
+        raise LaunchError(f"no free port in {self.ports[0]}-{self.ports[1]}; widen --engine-ports")
+
+    def _start(self, r: Replica, now: float) -> None:
+        try:
+            r.port = r.port if r.port and port_free(r.port) else self._pick_port()
+            launch = self.launcher(r.spec, r.port, self.host)
+        except LaunchError as e:
+            r.state, r.message = "failed", str(e)
+            log.error("replica %s cannot start: %s", r.spec.id, e)
+            return
+        r.dir.mkdir(parents=True, exist_ok=True)
+        logf = open(r.dir / "engine.log", "ab")  # noqa: SIM115 - the child owns it; we close our copy below
+        logf.write(f"\n==== fleet: starting {' '.join(launch.argv)}\n".encode())
+        logf.flush()
+        try:
+            r.proc = subprocess.Popen(launch.argv, env=launch.env, stdout=logf, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True, cwd=r.dir)
+        except OSError as e:
+            r.state, r.message = "failed", f"cannot execute {launch.argv[0]}: {e}"
+            return
+        finally:
+            logf.close()
+        r.pid = r.proc.pid
+        try:
+            r.created = psutil.Process(r.pid).create_time()
+        except psutil.Error:
+            r.created = now
+        r.state, r.started_at, r.message = "starting", now, ""
+        self._record(r)
+        log.info("replica %s starting: pid %d port %d", r.spec.id, r.pid, r.port)
+
+    def _exited(self, r: Replica) -> int | None:
+        """Exit code when the engine is gone (None while it runs; -1 for an adopted one we cannot reap)."""
+        if r.proc is not None:
+            return r.proc.poll()
+        return None if alive(r.pid, r.created) else -1
+
+    def _watch(self, r: Replica, now: float) -> None:
+        code = self._exited(r)
+        if code is not None:
+            r.crash_times.append(now)
+            last = tail(r.dir / "engine.log")
+            decision = self.policy.after_crash(r.crash_times, now, was_healthy=r.state == "healthy")
+            r.proc, r.pid = None, 0
+            if decision.give_up:
+                r.state = "failed"
+                r.message = f"engine exited with code {code}; {decision.reason}. Last log lines:\n{last}"
+                log.error("replica %s failed: %s", r.spec.id, decision.reason)
+            else:
+                r.restarts += 1
+                r.state, r.next_start = "pending", now + decision.delay
+                r.message = f"engine exited with code {code}; restart {r.restarts} in {decision.delay:.0f}s"
+                log.warning("replica %s exited (%s); restarting in %.1fs", r.spec.id, code, decision.delay)
+            self._record(r)
+            return
+        ok = healthy(r.port, r.spec.api_key)
+        if ok and r.state == "starting":
+            r.state, r.message = "healthy", ""
+            log.info("replica %s healthy on port %d", r.spec.id, r.port)
+        elif not ok and r.state == "healthy":
+            r.state = "starting"  # serving stopped answering; the exit check above catches a crash
+
+    def _begin_stop(self, r: Replica, then_restart: bool = False) -> None:
+        r.restart_after_stop = then_restart
+        if r.pid and self._exited(r) is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(r.pid, signal.SIGTERM)
+            r.state, r.stop_deadline = "stopping", time.time() + self.stop_grace
+            log.info("replica %s stopping (SIGTERM, SIGKILL after %.0fs)", r.spec.id, self.stop_grace)
+        else:
+            r.state = "stopped"
+            r.pid = 0
+
+    def _watch_stop(self, r: Replica, now: float) -> None:
+        if self._exited(r) is not None:
+            r.state, r.pid, r.proc = "stopped", 0, None
+            with contextlib.suppress(OSError):
+                (r.dir / "state.json").unlink()
+            log.info("replica %s stopped", r.spec.id)
+        elif now >= r.stop_deadline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(r.pid, signal.SIGKILL)
+            log.warning("replica %s did not stop within %.0fs: SIGKILL", r.spec.id, self.stop_grace)
