@@ -1,0 +1,175 @@
+"""Engine launchers: a replica spec in, the exact argv and environment of its engine process out.
+
+Pure functions over plain data (no processes, no I/O): the supervisor runs what these return, the
+unit tests pin it, and the e2e tests check every flag against the installed engines' `--help`.
+
+`Launch.env` holds only what the replica needs on top of the agent's own environment; the
+supervisor merges it over `os.environ`. GPUs are pinned by UUID in CUDA_VISIBLE_DEVICES (CUDA
+accepts `GPU-<uuid>` entries), so the engine sees exactly its GPUs, renumbered from 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LLAMA_CPP = "llama.cpp"
+VLLM = "vllm"
+
+CPU = "cpu"
+GPU = "gpu"
+
+# -ngl larger than any model's layer count = every layer on the GPU(s).
+ALL_LAYERS = 999
+
+
+class LaunchError(ValueError):
+    """The spec cannot be turned into a command line (unknown engine or quantization)."""
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """What one replica needs to start: the proto ReplicaSpec after weights and port are resolved."""
+
+    id: str
+    engine: str                          # "llama.cpp" or "vllm"
+    served_name: str                     # the model name clients send (`--alias` / `--served-model-name`)
+    model_path: str                      # GGUF file (llama.cpp) or model folder / repo id (vLLM)
+    port: int
+    api_key: str
+    quant: str = ""                      # fleet quant name: q4_k_m, awq, gptq, fp8, bf16, int8, ...
+    context: int = 4096
+    device: str = GPU                    # "gpu" or "cpu"
+    gpu_uuids: tuple[str, ...] = ()
+    tp: int = 1                          # vLLM tensor parallel size
+    gpu_memory_utilization: float = 0.0  # vLLM on GPU: computed by the controller from the estimate
+    tensor_split: tuple[float, ...] = ()  # llama.cpp across several GPUs: proportion per GPU
+    kv_cache_bytes: int = 0              # vLLM on CPU: KV pool size (it must be given there)
+    compute_capability: float = 0.0      # lowest of the replica's GPUs (picks Marlin kernels); 0 = unknown
+    gpu_layers: int = ALL_LAYERS         # llama.cpp -ngl on GPU
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Per-node engine settings (agent config): where the engines are, and what else to pass them."""
+
+    llama_server: str = "llama-server"
+    vllm: str = "vllm"
+    host: str = "0.0.0.0"                # engine ports are reachable from the network, hence the API key
+    llama_extra_args: tuple[str, ...] = ()
+    vllm_extra_args: tuple[str, ...] = ()
+    offline: bool = False                # no hub access: vLLM must not try to reach it
+    vllm_cache_root: str = ""            # private compile caches, one folder per replica under it
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
+    if spec.engine == LLAMA_CPP:
+        return llama_server_launch(spec, config)
+    if spec.engine == VLLM:
+        return vllm_launch(spec, config)
+    raise LaunchError(f"unknown engine {spec.engine!r} (expected {LLAMA_CPP} or {VLLM})")
+
+
+def _on_cpu(spec: ReplicaSpec) -> bool:
+    return spec.device == CPU or not spec.gpu_uuids
+
+
+def _visible_devices(spec: ReplicaSpec) -> str:
+    # Empty string (not unset) on CPU: a CUDA build must not grab a GPU that belongs to another replica.
+    return "" if _on_cpu(spec) else ",".join(spec.gpu_uuids)
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+# ---------------------------------------------------------------- llama.cpp
+
+
+def llama_server_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
+    cpu = _on_cpu(spec)
+    argv = [
+        config.llama_server,
+        "-m", spec.model_path,
+        "--host", config.host,
+        "--port", str(spec.port),
+        "-c", str(spec.context),
+        "-ngl", "0" if cpu else str(spec.gpu_layers),
+    ]
+    # Only meaningful across several GPUs; with one, llama.cpp would ignore it anyway.
+    if not cpu and len(spec.gpu_uuids) > 1 and spec.tensor_split:
+        if len(spec.tensor_split) != len(spec.gpu_uuids):
+            raise LaunchError(f"tensor split {spec.tensor_split} does not match {len(spec.gpu_uuids)} GPUs")
+        argv += ["--tensor-split", ",".join(_num(x) for x in spec.tensor_split)]
+    argv += ["--alias", spec.served_name, "--api-key", spec.api_key, *config.llama_extra_args]
+    return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec)})
+
+
+# ---------------------------------------------------------------- vLLM
+
+
+# Fleet quant names whose weights say how they are quantized in their own config: vLLM detects
+# the method (compressed-tensors for llm-compressor's INT8 W8A8 and W4A16 checkpoints) by itself.
+_AUTO_DETECTED = {"int8", "w8a8", "int8-w8a8", "w4a16", "compressed-tensors"}
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "f16": "float16", "fp32": "float32", "f32": "float32"}
+MARLIN_MIN_CC = 8.0
+
+
+def vllm_quant_args(quant: str, compute_capability: float, cpu: bool) -> list[str]:
+    """`--quantization`/`--dtype` flags for a fleet quant name.
+
+    AWQ and GPTQ get their Marlin kernels (much faster) on compute capability >= 8.0; the CPU
+    backend and older GPUs use the plain kernels. GGUF is not built into vLLM any more.
+    """
+    q = quant.lower().strip()
+    marlin = not cpu and compute_capability >= MARLIN_MIN_CC
+    if q in ("", "none"):
+        return []
+    if q in _DTYPES:
+        return ["--dtype", _DTYPES[q]]
+    if q in _AUTO_DETECTED:
+        return []
+    if q == "awq":
+        return ["--quantization", "awq_marlin" if marlin else "awq"]
+    if q in ("gptq", "gptq-int4", "gptq-int8"):
+        return ["--quantization", "gptq_marlin" if marlin else "gptq"]
+    if q == "fp8":
+        return ["--quantization", "fp8"]
+    raise LaunchError(f"vLLM cannot serve quantization {quant!r} (GGUF variants run on llama.cpp)")
+
+
+def vllm_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
+    cpu = _on_cpu(spec)
+    argv = [
+        config.vllm, "serve", spec.model_path,
+        "--host", config.host,
+        "--port", str(spec.port),
+        "--served-model-name", spec.served_name,
+        "--tensor-parallel-size", str(spec.tp),
+        "--max-model-len", str(spec.context),
+    ]
+    env = {"CUDA_VISIBLE_DEVICES": _visible_devices(spec)}
+    if cpu:
+        if spec.kv_cache_bytes <= 0:
+            # Without it the CPU backend wants 92 % of the machine's RAM free and refuses to start.
+            raise LaunchError("vLLM on CPU needs kv_cache_bytes (the estimate's KV share)")
+        # CUDA graphs do not exist on CPU; eager avoids compile work at start.
+        argv += ["--kv-cache-memory-bytes", str(spec.kv_cache_bytes), "--enforce-eager"]
+        # One process instead of an engine-core child: less RAM, and stopping the pid stops it all.
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    else:
+        if not 0.0 < spec.gpu_memory_utilization <= 1.0:
+            raise LaunchError(f"gpu_memory_utilization must be in (0, 1], got {spec.gpu_memory_utilization}")
+        argv += ["--gpu-memory-utilization", f"{spec.gpu_memory_utilization:.4f}"]
+    argv += vllm_quant_args(spec.quant, spec.compute_capability, cpu)
+    argv += ["--api-key", spec.api_key, *config.vllm_extra_args]
+    if config.offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    if config.vllm_cache_root:
+        env["VLLM_CACHE_ROOT"] = f"{config.vllm_cache_root.rstrip('/')}/{spec.id}"
+    return Launch(argv, env)
