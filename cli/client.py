@@ -42,6 +42,17 @@ EXIT_FOR = {
 }
 
 
+def _user() -> str:
+    """Who is at the keyboard, recorded with cordons and drains."""
+    import getpass
+    import socket
+
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except (KeyError, OSError):
+        return "unknown"
+
+
 class Client:
     def __init__(self, controller: str | None = None, token: str | None = None, data_dir: Path | None = None,
                  timeout: float = 30.0) -> None:
@@ -54,7 +65,9 @@ class Client:
         self.fleet = pbg.FleetStub(self.channel)
 
     def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        md = (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        md: tuple[tuple[str, str], ...] = (("x-fleet-user", _user()),)
+        if self.token:
+            md += (("authorization", f"Bearer {self.token}"),)
         try:
             return getattr(self.fleet, method)(request, metadata=md, timeout=timeout or self.timeout)
         except grpc.RpcError as e:

@@ -15,7 +15,7 @@ Exit codes: 0 ok; 1 the operation failed; 2 bad input, nothing fits, or the cont
 app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 # Each area registers its commands; an area whose module is not there yet is simply absent.
-AREAS = ("daemons", "nodes", "models", "plan", "engine")
+AREAS = ("daemons", "nodes", "deployments", "models", "plan", "engine")
 for area in AREAS:
     try:
         module = importlib.import_module(f"fleet.cli.{area}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -109,6 +109,27 @@ def register(app: typer.Typer) -> None:
                       gib(g["memory_used"]), gib(g["memory_reserved"]), str(g["utilization"]),
                       str(g["temperature"]) if g["temperature"] >= 0 else "-")
         console.print(t)
+
+    @app.command("cordon")
+    def cordon(name: str, reason: Annotated[str, typer.Option(help="why: shown by `fleet nodes`")] = "",
+               output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
+               data_dir: DataDirOpt = None) -> None:
+        """Stop placing new replicas on NODE (running ones stay). Survives restarts."""
+        n = Client(controller, token, data_dir).call("Cordon", pb.CordonRequest(name=name, reason=reason)).node
+        if output == Output.json:
+            print_json(node_dict(n))
+        else:
+            console.print(f"node {n.name} cordoned" + (f": {reason}" if reason else ""))
+
+    @app.command("uncordon")
+    def uncordon(name: str, output: OutputOpt = Output.table, controller: ControllerOpt = None,
+                 token: TokenOpt = None, data_dir: DataDirOpt = None) -> None:
+        """Make NODE eligible for new replicas again."""
+        n = Client(controller, token, data_dir).call("Cordon", pb.CordonRequest(name=name, uncordon=True)).node
+        if output == Output.json:
+            print_json(node_dict(n))
+        else:
+            console.print(f"node {n.name} is {n.state}")
 
     @app.command("capacity")
     def capacity(output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,

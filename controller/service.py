@@ -353,3 +353,11 @@ class FleetService(pbg.FleetServicer):
         if dep is None:
             return pb.RemoveResponse(deployment=pb.Deployment(name=request.name, state="removed"))
         return pb.RemoveResponse(deployment=self.ctl.deployment_message(request.name))
+
+    @rpc
+    async def Cordon(self, request: pb.CordonRequest, context: grpc.aio.ServicerContext) -> pb.CordonResponse:
+        md = metadata_dict(context.invocation_metadata())
+        who = md.get("x-fleet-user", "")[:64] or "admin"
+        row = self.ctl.store.set_cordon(request.name, not request.uncordon, request.reason[:MAX_STR], who, time.time())
+        return pb.CordonResponse(node=self.ctl.node_message(row, self.ctl.store.gpus(row.name),
+                                                            self.ctl.reserved_by_gpu()))

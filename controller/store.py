@@ -251,6 +251,24 @@ class Store:
                     s.add(g)
             s.commit()
 
+    def set_cordon(self, name: str, cordoned: bool, reason: str, by: str, now: float) -> NodeRow:
+        with self.session() as s:
+            row = s.get(NodeRow, name)
+            if row is None:
+                names = ", ".join(n.name for n in s.exec(select(NodeRow)).all()) or "none"
+                raise NotFound(f"no node named {name!r}; nodes: {names}")
+            if cordoned:
+                if row.admin_state == "ready":
+                    row.admin_state = "cordoned"
+                row.cordon_reason, row.cordoned_by, row.cordoned_at = reason, by, now
+            else:
+                row.admin_state, row.cordon_reason, row.cordoned_by, row.cordoned_at = "ready", "", "", 0.0
+            s.add(row)
+            s.add(EventRow(at=now, kind="node.cordoned" if cordoned else "node.uncordoned", node=name,
+                           message=f"{reason} (by {by})" if cordoned else f"by {by}"))
+            s.commit()
+            return row
+
     def set_alive(self, name: str, alive: bool, now: float) -> None:
         with self.session() as s:
             row = s.get(NodeRow, name)

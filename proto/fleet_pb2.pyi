@@ -474,6 +474,22 @@ class RemoveResponse(_message.Message):
     deployment: Deployment
     def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ...) -> None: ...
 
+class CordonRequest(_message.Message):
+    __slots__ = ("name", "reason", "uncordon")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    UNCORDON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    uncordon: bool
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ..., uncordon: _Optional[bool] = ...) -> None: ...
+
+class CordonResponse(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: Node
+    def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ...) -> None: ...
+
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

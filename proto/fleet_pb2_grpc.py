@@ -189,6 +189,11 @@ class FleetStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.RemoveRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.RemoveResponse.FromString,
                 _registered_method=True)
+        self.Cordon = channel.unary_unary(
+                '/fleet.v1.Fleet/Cordon',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.CordonRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.CordonResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServicer:
@@ -242,6 +247,12 @@ class FleetServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cordon(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -284,6 +295,11 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.Remove,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.RemoveRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.RemoveResponse.SerializeToString,
+            ),
+            'Cordon': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cordon,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.CordonRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.CordonResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -502,6 +518,33 @@ class Fleet:
             '/fleet.v1.Fleet/Remove',
             fleet_dot_proto_dot_fleet__pb2.RemoveRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.RemoveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cordon(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Fleet/Cordon',
+            fleet_dot_proto_dot_fleet__pb2.CordonRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.CordonResponse.FromString,
             options,
             channel_credentials,
             insecure,

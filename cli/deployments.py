@@ -1,0 +1,216 @@
+"""`fleet place`, `fleet deployments`, `fleet deployment describe`, `fleet remove`."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from fleet.cli.client import Client
+from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
+from fleet.cli.output import EXIT_ERROR, EXIT_USAGE, Output, OutputOpt, console, err_console, fail, gib, print_json
+from fleet.proto import fleet_pb2 as pb
+
+STATE_STYLE = {"healthy": "green", "starting": "yellow", "pending": "yellow", "failed": "red",
+               "stopping": "blue", "stopped": "blue", "unknown": "red"}
+
+
+def replica_dict(r: pb.Replica) -> dict[str, Any]:
+    return {
+        "id": r.id, "ordinal": r.ordinal, "node": r.node, "state": r.state, "endpoint": r.endpoint,
+        "api_key": r.api_key, "tp": r.tp,
+        "gpus": [{"uuid": g.gpu_uuid, "index": g.gpu_index, "reserved": g.bytes} for g in r.gpus],
+        "gpu_memory_utilization": round(r.gpu_memory_utilization, 4) if r.gpu_memory_utilization else None,
+        "ram_reserved": r.ram_bytes, "restarts": r.restarts, "message": r.message,
+    }
+
+
+def deployment_dict(d: pb.Deployment) -> dict[str, Any]:
+    e = d.estimate
+    return {
+        "name": d.name, "model": d.model, "quant": d.quant, "engine": d.engine, "context": d.context,
+        "device": d.device, "tp": d.tp, "strategy": d.strategy, "state": d.state, "source": d.source,
+        "replicas_wanted": d.replicas_wanted, "created_at": d.created_at, "why": d.why,
+        "estimate": {"weights": e.weights, "kv_cache": e.kv_cache, "activations": e.activations,
+                     "runtime": e.runtime, "total": e.total},
+        "replicas": [replica_dict(r) for r in d.replicas],
+    }
+
+
+def gpus_text(r: pb.Replica) -> str:
+    if not r.gpus:
+        return f"cpu ({gib(r.ram_bytes)} GiB RAM)"
+    return ", ".join(f"{g.gpu_index}:{g.gpu_uuid[:12]}… {gib(g.bytes)} GiB" for g in r.gpus)
+
+
+def replicas_table(d: pb.Deployment) -> Table:
+    t = Table(title=f"{d.name}: {d.model} {d.quant} on {d.engine} ({d.state})")
+    for col in ("#", "NODE", "GPUS (reserved)", "STATE", "ENDPOINT", "RESTARTS"):
+        t.add_column(col)
+    for r in d.replicas:
+        t.add_row(str(r.ordinal), r.node, gpus_text(r), f"[{STATE_STYLE.get(r.state, 'white')}]{r.state}[/]",
+                  r.endpoint or "-", str(r.restarts))
+    return t
+
+
+def verdicts_table(resp: pb.PlaceResponse) -> Table:
+    t = Table(title="nodes considered")
+    for col in ("NODE", "FIT", "SCORE", "GPUS", "REASON"):
+        t.add_column(col)
+    for v in resp.verdicts:
+        t.add_row(v.node, "[green]yes[/]" if v.feasible else "[red]no[/]", str(v.score) if v.feasible else "-",
+                  ",".join(map(str, v.gpus)) or "-", v.reason or "")
+    return t
+
+
+def wait_healthy(client: Client, name: str, timeout: float) -> pb.Deployment:
+    """Poll until every replica is healthy (return) or one failed / time ran out (exit non-zero)."""
+    from rich.live import Live
+
+    deadline = time.monotonic() + timeout
+    with Live(console=console, refresh_per_second=4, transient=not console.is_terminal) as live:
+        while True:
+            d = client.call("DescribeDeployment", pb.DescribeDeploymentRequest(name=name)).deployment
+            live.update(replicas_table(d))
+            states = [r.state for r in d.replicas]
+            if states and all(s == "healthy" for s in states):
+                return d
+            failed = [r for r in d.replicas if r.state == "failed"]
+            if failed:
+                live.stop()
+                r = failed[0]
+                err_console.print(f"[bold red]error:[/] replica {r.ordinal} of {name} on {r.node} failed: {r.message}",
+                                  highlight=False)
+                raise typer.Exit(EXIT_ERROR)
+            if time.monotonic() > deadline:
+                live.stop()
+                fail(f"replicas of {name} not healthy after {timeout:.0f}s: "
+                     + ", ".join(f"{r.node}={r.state}" for r in d.replicas), EXIT_ERROR)
+            time.sleep(0.5)
+
+
+def register(app: typer.Typer) -> None:
+    dep_app = typer.Typer(help="One deployment in detail.", no_args_is_help=True)
+    app.add_typer(dep_app, name="deployment")
+
+    @app.command("place")
+    def place(
+        model: Annotated[str, typer.Argument(help="catalog name, alias or HF repo id (see `fleet models`)")],
+        quant: Annotated[str | None, typer.Option(help="awq, gptq, fp8, bf16, q4_k_m, …  [default: best that fits]")]
+        = None,
+        engine: Annotated[str | None, typer.Option(help="vllm or llama.cpp [default: the variant's]")] = None,
+        replicas: Annotated[int, typer.Option(min=1, max=64)] = 1,
+        context: Annotated[int | None, typer.Option(help="context length [default: the model's, capped]")] = None,
+        tp: Annotated[int | None, typer.Option(help="tensor-parallel size [default: the fewest GPUs that fit]")] = None,
+        node: Annotated[str | None, typer.Option(help="only this node")] = None,
+        gpu_type: Annotated[str | None, typer.Option(help="only GPUs of this type, e.g. A100-80GB")] = None,
+        label: Annotated[list[str], typer.Option(help="node label constraint KEY=VALUE (repeatable)")] = [],  # noqa: B006
+        device: Annotated[str, typer.Option(help="gpu, or cpu (llama.cpp in RAM, small models)")] = "gpu",
+        strategy: Annotated[str, typer.Option(help="pack (keep big free blocks) or spread")] = "pack",
+        name: Annotated[str | None, typer.Option(help="deployment name [default: MODEL-QUANT]")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="show the plan; change nothing")] = False,
+        explain: Annotated[bool, typer.Option("--explain", help="list every node with its reason or score")] = False,
+        wait: Annotated[bool, typer.Option("--wait", help="wait until every replica is healthy")] = False,
+        timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = 900.0,
+        output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
+        data_dir: DataDirOpt = None,
+    ) -> None:
+        """Place a deployment: estimate its memory, choose nodes and GPUs, reserve them, start the replicas.
+
+        Exit code 2 when nothing fits (with the closest candidate), 1 when --wait sees a replica fail.
+        """
+        from fleet.cli.daemons import parse_labels
+
+        if device not in ("gpu", "cpu"):
+            fail("--device is gpu or cpu")
+        if strategy not in ("pack", "spread"):
+            fail("--strategy is pack or spread")
+        client = Client(controller, token, data_dir)
+        req = pb.PlaceRequest(model=model, quant=quant or "", engine=engine or "", replicas=replicas,
+                              context=context or 0, tp=tp or 0, node=node or "", gpu_type=gpu_type or "",
+                              labels=parse_labels(label), device=device, strategy=strategy, name=name or "",
+                              dry_run=dry_run)
+        resp = client.call("Place", req)
+        if output == Output.json and not wait:
+            print_json({"placed": resp.placed, "dry_run": dry_run, "summary": resp.summary, "notes": list(resp.notes),
+                        "deployment": deployment_dict(resp.deployment) if resp.deployment.name else None,
+                        "nodes": [{"node": v.node, "feasible": v.feasible, "score": v.score, "reason": v.reason,
+                                   "gpus": list(v.gpus)} for v in resp.verdicts]})
+            if not resp.placed:
+                raise typer.Exit(EXIT_USAGE)
+            return
+        if not resp.placed:
+            console.print(verdicts_table(resp))
+            fail(resp.summary, EXIT_USAGE)
+        d = resp.deployment
+        for note in resp.notes:
+            console.print(f"[dim]{note}[/]")
+        e = d.estimate
+        unit = "per GPU" if d.device == "gpu" else "of RAM"
+        console.print(f"{'would place' if dry_run else 'placed'} [bold]{d.name}[/]: {d.model} {d.quant} on {d.engine}, "
+                      f"TP {d.tp}, context {d.context}; needs {gib(e.total)} GiB {unit} (weights {gib(e.weights)}, "
+                      f"KV {gib(e.kv_cache)}, activations {gib(e.activations)}, runtime {gib(e.runtime)})")
+        if explain:
+            console.print(verdicts_table(resp))
+        if wait and not dry_run:
+            d = wait_healthy(client, d.name, timeout)
+        if output == Output.json:
+            print_json(deployment_dict(d))
+        else:
+            console.print(replicas_table(d))
+
+    @app.command("deployments")
+    def deployments(output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
+                    data_dir: DataDirOpt = None) -> None:
+        """Every deployment with its replicas: node, GPUs, state, endpoint."""
+        resp = Client(controller, token, data_dir).call("ListDeployments", pb.ListDeploymentsRequest())
+        if output == Output.json:
+            print_json([deployment_dict(d) for d in resp.deployments])
+            return
+        t = Table(title=f"{len(resp.deployments)} deployment(s)")
+        for col in ("NAME", "MODEL", "QUANT", "ENGINE", "READY", "REPLICAS (node: state endpoint)"):
+            t.add_column(col)
+        for d in resp.deployments:
+            ready = sum(r.state == "healthy" for r in d.replicas)
+            t.add_row(d.name, d.model, d.quant, d.engine, f"{ready}/{d.replicas_wanted}",
+                      "\n".join(f"{r.node}: [{STATE_STYLE.get(r.state, 'white')}]{r.state}[/] {r.endpoint}"
+                                for r in d.replicas) or d.state)
+        console.print(t)
+
+    @dep_app.command("describe")
+    def describe(name: str, output: OutputOpt = Output.table, controller: ControllerOpt = None,
+                 token: TokenOpt = None, data_dir: DataDirOpt = None) -> None:
+        """A deployment's estimate, replicas, reservations and last messages."""
+        d = Client(controller, token, data_dir).call("DescribeDeployment",
+                                                      pb.DescribeDeploymentRequest(name=name)).deployment
+        if output == Output.json:
+            print_json(deployment_dict(d))
+            return
+        e = d.estimate
+        console.print(f"[bold]{d.name}[/]  {d.model} {d.quant} on {d.engine}  device {d.device}  TP {d.tp}  "
+                      f"context {d.context}  source {d.source}")
+        if d.why:
+            console.print(f"chosen because: {d.why}")
+        console.print(f"estimate per {'GPU' if d.device == 'gpu' else 'replica (RAM)'}: total {gib(e.total)} GiB = "
+                      f"weights {gib(e.weights)} + KV {gib(e.kv_cache)} + activations {gib(e.activations)} + "
+                      f"runtime {gib(e.runtime)}")
+        console.print(replicas_table(d))
+        for r in d.replicas:
+            if r.message:
+                console.print(f"replica {r.ordinal} ({r.node}): {r.message}")
+
+    @app.command("remove")
+    def remove(name: str, output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
+               data_dir: DataDirOpt = None) -> None:
+        """Stop a deployment's replicas; their GPUs are freed once the agents report them stopped."""
+        d = Client(controller, token, data_dir).call("Remove", pb.RemoveRequest(name=name)).deployment
+        if output == Output.json:
+            print_json(deployment_dict(d))
+            return
+        if d.state == "removed":
+            console.print(f"removed {name}")
+        else:
+            console.print(f"removing {name}: {len(d.replicas)} replica(s) stopping; "
+                          "reservations are freed as they stop")
