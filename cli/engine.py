@@ -1,0 +1,82 @@
+"""`fleet engine install|list`: prepare a node's engines in the local cache (no controller involved).
+
+Progress goes to stderr as plain lines (CI logs, no TTY needed, never reads stdin); the result goes
+to stdout.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from fleet.agent import engine_install as ei
+from fleet.cli.output import EXIT_ERROR, Output, OutputOpt, console, err_console, fail, print_json
+
+
+class EngineName(str, Enum):
+    llama_cpp = ei.LLAMA_CPP
+    vllm = ei.VLLM
+
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="engine cache (default: $FLEET_ENGINES_DIR, else ~/.cache/fleet/engines)"),
+]
+
+engine_app = typer.Typer(help="Install and list the LLM engines on this machine.", no_args_is_help=True)
+
+
+def _progress(line: str) -> None:
+    err_console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", highlight=False, soft_wrap=True)
+
+
+@engine_app.command("install")
+def install(
+    name: Annotated[EngineName, typer.Argument(help="llama.cpp (llama-server built from source) or vllm")],
+    data_dir: DataDirOpt = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="cache key: llama-cpp-python sdist version for llama.cpp, vllm version"),
+    ] = None,
+) -> None:
+    """Install an engine into the cache, keyed by version; a second call is instant."""
+    cache = ei.engines_dir(data_dir)
+    installer = ei.install_llama_cpp if name is EngineName.llama_cpp else ei.install_vllm
+    if ei.cached_engine(cache, name.value, version) is None:
+        _progress(f"installing {name.value} {version or ei.DEFAULT_VERSIONS[name.value]} into {cache}")
+    try:
+        result = installer(cache, version, progress=_progress)
+    except ei.InstallError as e:
+        if e.tail:
+            err_console.print(e.tail, highlight=False, markup=False)
+        fail(str(e), EXIT_ERROR)
+    info = result.engine
+    how = "cached, nothing to do" if result.cached else f"installed in {result.seconds:.0f}s"
+    console.print(f"{info.name} {info.version}: {how}: {info.path} ({result.size_bytes / 1e9:.2f} GB)",
+                  highlight=False, soft_wrap=True)
+
+
+@engine_app.command("list")
+def list_engines(data_dir: DataDirOpt = None, output: OutputOpt = Output.table) -> None:
+    """Every engine in the cache and on PATH, with whether it runs (its own `--version`)."""
+    rows = []
+    for info in ei.find_engines(cache=ei.engines_dir(data_dir)):
+        reported = ei.probe_version(info.name, info.path)
+        rows.append({"name": info.name, "version": info.version, "path": str(info.path),
+                     "runs": reported is not None, "reports": reported})
+    if output is Output.json:
+        print_json(rows)
+        return
+    table = Table("ENGINE", "VERSION", "RUNS", "REPORTS", "PATH")
+    for r in rows:
+        table.add_row(r["name"], r["version"], "yes" if r["runs"] else "[red]no[/]", r["reports"] or "-", r["path"])
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(engine_app, name="engine")
