@@ -18,7 +18,9 @@ from pathlib import Path
 import grpc
 import psutil
 
+from fleet.agent import logs
 from fleet.agent.probe import Probe
+from fleet.agent.supervisor import Supervisor
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 
@@ -99,7 +101,7 @@ def backoff_delays(base: float = 0.5, cap: float = 30.0, rng: random.Random | No
 class Link:
     def __init__(self, controller: str, data_dir: Path, probe: Probe, name: str, join_token: str | None,
                  version: str, usage: Callable[[], dict[str, tuple[int, int, int]]] | None = None,
-                 labels: dict[str, str] | None = None) -> None:
+                 labels: dict[str, str] | None = None, supervisor: Supervisor | None = None) -> None:
         self.controller = controller
         self.data_dir = data_dir
         self.probe = probe
@@ -108,6 +110,8 @@ class Link:
         self.version = version
         self.usage = usage  # fresh GPU usage per heartbeat (NVML); None: report the probe's numbers
         self.labels = labels or {}
+        self.supervisor = supervisor
+        self.log_tasks: dict[int, asyncio.Task[None]] = {}
         self.connected = asyncio.Event()
         self.sessions_opened = 0
 
@@ -172,6 +176,7 @@ class Link:
                 yield msg
 
         heartbeats: asyncio.Task[None] | None = None
+        reports = asyncio.create_task(self._reports(outbox)) if self.supervisor else None
         md = (("authorization", f"Bearer {cred.secret}"), ("x-fleet-node", cred.node))
         async with self._channel() as ch:
             call = pbg.AgentStub(ch).Session(requests(), metadata=md)
@@ -187,12 +192,45 @@ class Link:
                         self.connected.set()
                         log.info("connected to the controller at %s as node %s", self.controller, cred.node)
                     elif kind == "desired":
-                        outbox.put_nowait(pb.AgentMessage(replicas=pb.ReplicaReport(
-                            applied_generation=msg.desired.generation)))
+                        if self.supervisor is None:
+                            outbox.put_nowait(pb.AgentMessage(replicas=pb.ReplicaReport(
+                                applied_generation=msg.desired.generation)))
+                        else:
+                            self.supervisor.apply(msg.desired)  # its change event sends the report
+                    elif kind == "logs":
+                        self._logs(msg.logs, outbox)
             finally:
-                if heartbeats:
-                    heartbeats.cancel()
+                for task in (heartbeats, reports):
+                    if task:
+                        task.cancel()
                 outbox.put_nowait(None)
+
+    def _logs(self, req: pb.LogRequest, outbox: asyncio.Queue[pb.AgentMessage | None]) -> None:
+        if req.cancel:
+            task = self.log_tasks.pop(req.request_id, None)
+            if task:
+                task.cancel()
+            return
+
+        def send(data: bytes, eof: bool, error: str) -> None:
+            outbox.put_nowait(pb.AgentMessage(log=pb.LogData(request_id=req.request_id, data=data, eof=eof,
+                                                             error=error)))
+
+        replica = self.supervisor.replicas.get(req.replica_id) if self.supervisor else None
+        path = (replica.dir if replica else self.data_dir / "replicas" / req.replica_id) / "engine.log"
+        task = asyncio.create_task(logs.stream(path, req.lines, req.follow, send))
+        self.log_tasks[req.request_id] = task
+        task.add_done_callback(lambda _t: self.log_tasks.pop(req.request_id, None))
+
+    async def _reports(self, outbox: asyncio.Queue[pb.AgentMessage | None]) -> None:
+        """Every replica state change reaches the controller as a full report (reconnect = resend)."""
+        assert self.supervisor is not None
+        self.supervisor.changed.set()
+        while True:
+            await self.supervisor.changed.wait()
+            self.supervisor.changed.clear()
+            outbox.put_nowait(pb.AgentMessage(replicas=self.supervisor.statuses()))
+            self.supervisor.forget_stopped()
 
     async def _heartbeats(self, outbox: asyncio.Queue[pb.AgentMessage | None], interval: float) -> None:
         seq = 0

@@ -6,23 +6,42 @@ import asyncio
 import logging
 import signal
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from fleet.agent.launch import NodeEngines, make_launcher
 from fleet.agent.link import AgentFatal, Link
 from fleet.agent.probe import nvml_usage, probe
+from fleet.agent.supervisor import Supervisor
 
 log = logging.getLogger("fleet.agent")
 
 VERSION = "0.1.0"
 
 
-async def serve(controller: str, data_dir: Path, join_token: str | None, name: str | None,
-                simulate: str | None, models_dir: Path | None, labels: dict[str, str]) -> None:
-    node = (name or socket.gethostname()).lower()
-    models_dir = (models_dir or data_dir / "models").resolve()
+@dataclass(frozen=True)
+class AgentConfig:
+    controller: str
+    data_dir: Path
+    join_token: str | None = None
+    name: str | None = None
+    simulate: str | None = None
+    declare_engines: tuple[str, ...] = ()
+    models_dir: Path | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    engine_host: str = "127.0.0.1"
+    advertise_host: str | None = None
+    engine_ports: tuple[int, int] = (40000, 40999)
+    engine_paths: dict[str, str] = field(default_factory=dict)
+
+
+async def serve(cfg: AgentConfig) -> None:
+    node = (cfg.name or socket.gethostname()).lower()
+    data_dir = cfg.data_dir
+    models_dir = (cfg.models_dir or data_dir / "models").resolve()
     # Hardware is re-detected on every start: a GPU swapped during maintenance shows up at once.
-    found = await asyncio.to_thread(probe, models_dir, node, simulate)
+    found = await asyncio.to_thread(probe, models_dir, node, cfg.simulate, cfg.engine_paths, None,
+                                    cfg.declare_engines)
     log.info("probed %d GPU(s) via %s, engines: %s", len(found.gpus), found.gpu_probe,
              ", ".join(f"{e.name} {e.version}" for e in found.engines) or "none")
     usage = None
@@ -32,21 +51,31 @@ async def serve(controller: str, data_dir: Path, join_token: str | None, name: s
         def usage() -> dict[str, tuple[int, int, int]]:
             return nvml_usage(pynvml)
 
-    link = Link(controller, data_dir, found, node, join_token, VERSION, usage=usage, labels=labels)
+    advertise = cfg.advertise_host or (socket.gethostname() if cfg.engine_host == "0.0.0.0" else cfg.engine_host)
+    launcher = make_launcher(NodeEngines(installed=found.engines, gpus=found.gpus, models_dir=models_dir))
+    supervisor = Supervisor(data_dir, launcher, host=cfg.engine_host, advertise=advertise, ports=cfg.engine_ports,
+                            simulate=bool(cfg.simulate))
+    link = Link(cfg.controller, data_dir, found, node, cfg.join_token, VERSION, usage=usage, labels=cfg.labels,
+                supervisor=supervisor)
     task = asyncio.create_task(link.run())
+    supervising = asyncio.create_task(supervisor.run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     try:
         await task
     except asyncio.CancelledError:
-        log.info("agent stopping")
+        # Engines keep running: the next agent adopts them (systemd: KillMode=process).
+        log.info("agent stopping; %d engine(s) left running for the next agent to adopt",
+                 sum(1 for r in supervisor.replicas.values() if r.pid))
+    finally:
+        supervising.cancel()
 
 
-def run(**kwargs: Any) -> int:
+def run(cfg: AgentConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(**kwargs))
+        asyncio.run(serve(cfg))
     except AgentFatal as e:
         log.error("%s", e.message)
         return e.code

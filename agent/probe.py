@@ -6,11 +6,8 @@ Produces plain dataclasses; the link turns them into wire messages.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 import socket
-import subprocess
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,46 +174,29 @@ def probe_host(models_dir: Path) -> HostInfo:
                     ram_available=vm.available, models_dir=str(models_dir), disk_total=du.total, disk_free=du.free)
 
 
-VERSION = re.compile(r"(?:version[:\s]+)?v?(\d+(?:\.\d+)*(?:[\w.+-]*)?(?:\s*\([0-9a-f]+\))?)", re.IGNORECASE)
-
-
-def engine_version(path: str, timeout: float = 60.0) -> str | None:
-    """`ENGINE --version` -> its version line, None when it does not run."""
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=timeout,
-                             env={**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")})
-    except (OSError, subprocess.TimeoutExpired) as e:
-        log.warning("engine %s does not run: %s", path, e)
-        return None
-    text = (out.stdout + "\n" + out.stderr).strip()
-    if out.returncode != 0:
-        log.warning("engine %s --version exited %d", path, out.returncode)
-        return None
-    for line in text.splitlines():
-        if "version" in line.lower() or re.match(r"^\s*v?\d+\.\d+", line):
-            m = VERSION.search(line)
-            if m:
-                return m.group(1).strip()
-    return text.splitlines()[-1][:64] if text else "unknown"
-
-
 ENGINE_BINARIES = {"llama.cpp": "llama-server", "vllm": "vllm"}
 
 
-def probe_engines(paths: dict[str, str] | None = None) -> tuple[EngineInfo, ...]:
-    """Engines this node can launch: configured paths first, then PATH."""
-    found = []
-    for name, binary in ENGINE_BINARIES.items():
-        path = (paths or {}).get(name) or shutil.which(binary)
-        if not path:
-            continue
-        version = engine_version(path)
-        if version is not None:
-            found.append(EngineInfo(name=name, version=version, path=path))
-    return tuple(found)
+def probe_engines(paths: dict[str, str] | None = None, declared: tuple[str, ...] = ()) -> tuple[EngineInfo, ...]:
+    """Engines this node can launch: the engine cache (`fleet engine install`), configured paths, PATH.
+
+    `declared` engines (with declared GPUs, for capacity planning) are reported without a binary.
+    """
+    from fleet.agent.engine_install import find_engines
+
+    found: dict[str, EngineInfo] = {}
+    for e in find_engines(extra_paths=[p for p in (paths or {}).values() if p]):
+        if (paths or {}).get(e.name) and str(e.path) != paths[e.name] and e.name not in found:
+            continue  # an operator-configured path wins over the cache and PATH
+        found.setdefault(e.name, EngineInfo(name=e.name, version=e.version, path=str(e.path)))
+    for name in declared:
+        found.setdefault(name, EngineInfo(name=name, version="declared", path=""))
+    return tuple(found[n] for n in sorted(found))
 
 
 def probe(models_dir: Path, node_name: str, simulate: str | None = None,
-          engine_paths: dict[str, str] | None = None, nvml: Any = None) -> Probe:
+          engine_paths: dict[str, str] | None = None, nvml: Any = None,
+          declared_engines: tuple[str, ...] = ()) -> Probe:
     gpus, how = probe_gpus(simulate, node_name, nvml)
-    return Probe(host=probe_host(models_dir), gpus=gpus, gpu_probe=how, engines=probe_engines(engine_paths))
+    return Probe(host=probe_host(models_dir), gpus=gpus, gpu_probe=how,
+                 engines=probe_engines(engine_paths, declared_engines))

@@ -122,7 +122,7 @@ def alive(pid: int, created: float) -> bool:
 class Supervisor:
     def __init__(self, data_dir: Path, launcher: Launcher, host: str = "127.0.0.1", advertise: str = "127.0.0.1",
                  ports: tuple[int, int] = (40000, 40999), policy: RestartPolicy | None = None,
-                 stop_grace: float = 10.0) -> None:
+                 stop_grace: float = 10.0, simulate: bool = False) -> None:
         self.root = data_dir / "replicas"
         self.root.mkdir(parents=True, exist_ok=True)
         self.launcher = launcher
@@ -130,6 +130,8 @@ class Supervisor:
         self.ports = ports
         self.policy = policy or RestartPolicy()
         self.stop_grace = stop_grace
+        # Declared GPUs and engines (capacity planning, tests): replicas are accounted, never launched.
+        self.simulate = simulate
         self.replicas: dict[str, Replica] = {}
         self.generation = 0
         self.changed = asyncio.Event()
@@ -201,7 +203,7 @@ class Supervisor:
             r = self.replicas[rid]
             if r.state == "pending" and now >= r.next_start:
                 self._start(r, now)
-            elif r.state in ("starting", "healthy"):
+            elif r.state in ("starting", "healthy") and not (self.simulate and not r.pid):
                 self._watch(r, now)
             elif r.state == "stopping":
                 self._watch_stop(r, now)
@@ -225,6 +227,9 @@ class Supervisor:
         raise LaunchError(f"no free port in {self.ports[0]}-{self.ports[1]}; widen --engine-ports")
 
     def _start(self, r: Replica, now: float) -> None:
+        if self.simulate:
+            r.state, r.message = "healthy", "declared node: engine not launched"
+            return
         try:
             r.port = r.port if r.port and port_free(r.port) else self._pick_port()
             launch = self.launcher(r.spec, r.port, self.host)

@@ -62,16 +62,40 @@ def register(app: typer.Typer) -> None:
             help="declare GPUs instead of probing NVML, e.g. 8xA100-80GB or 2xRTX4090,1xL40S")] = None,
         models_dir: Annotated[Path | None, typer.Option(help="where weights live [default: DATA_DIR/models]")] = None,
         label: Annotated[list[str], typer.Option(help="node label KEY=VALUE (repeatable)")] = [],  # noqa: B006
+        declare_engines: Annotated[str | None, typer.Option(
+            help="with --simulate-gpus: engines to report as installed, e.g. llama.cpp,vllm "
+                 "(replicas are accounted, not launched)")] = None,
+        engine_host: Annotated[str, typer.Option(help="address engines listen on (they require their API key)")]
+        = "127.0.0.1",
+        advertise_host: Annotated[str | None, typer.Option(
+            help="host in replica endpoints [default: --engine-host, or the hostname for 0.0.0.0]")] = None,
+        engine_ports: Annotated[str, typer.Option(help="port range for engines, FROM-TO")] = "40000-40999",
+        llama_server: Annotated[str | None, typer.Option(help="llama-server binary [default: engine cache, PATH]")]
+        = None,
+        vllm: Annotated[str | None, typer.Option(help="vllm executable [default: engine cache, PATH]")] = None,
     ) -> None:
         """Start the agent: probe GPUs/RAM/disk/engines, join with the join token once, then stay connected."""
-        from fleet.agent.main import run
-        from fleet.agent.probe import parse_gpu_spec
+        from fleet.agent.main import AgentConfig, run
+        from fleet.agent.probe import ENGINE_BINARIES, parse_gpu_spec
 
         if simulate_gpus:
             try:
                 parse_gpu_spec(simulate_gpus)
             except ValueError as e:
                 fail(f"--simulate-gpus: {e}")
-        code = run(controller=controller, data_dir=data_dir.expanduser(), join_token=join_token, name=name,
-                   simulate=simulate_gpus, models_dir=models_dir, labels=parse_labels(label))
+        declared = tuple(e.strip() for e in (declare_engines or "").split(",") if e.strip())
+        if declared and not simulate_gpus:
+            fail("--declare-engines goes with --simulate-gpus (a real node reports the engines it has)")
+        unknown = [e for e in declared if e not in ENGINE_BINARIES]
+        if unknown:
+            fail(f"--declare-engines: unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINE_BINARIES)}")
+        lo, sep, hi = engine_ports.partition("-")
+        if not (sep and lo.isdigit() and hi.isdigit() and 1024 <= int(lo) <= int(hi) <= 65535):
+            fail(f"--engine-ports {engine_ports!r}: write FROM-TO, e.g. 40000-40999")
+        paths = {k: v for k, v in (("llama.cpp", llama_server), ("vllm", vllm)) if v}
+        code = run(AgentConfig(
+            controller=controller, data_dir=data_dir.expanduser(), join_token=join_token, name=name,
+            simulate=simulate_gpus, declare_engines=declared, models_dir=models_dir, labels=parse_labels(label),
+            engine_host=engine_host, advertise_host=advertise_host, engine_ports=(int(lo), int(hi)),
+            engine_paths=paths))
         raise typer.Exit(code)

@@ -94,6 +94,7 @@ def wait_healthy(client: Client, name: str, timeout: float) -> pb.Deployment:
 def register(app: typer.Typer) -> None:
     dep_app = typer.Typer(help="One deployment in detail.", no_args_is_help=True)
     app.add_typer(dep_app, name="deployment")
+    register_logs(app)
 
     @app.command("place")
     def place(
@@ -214,3 +215,28 @@ def register(app: typer.Typer) -> None:
         else:
             console.print(f"removing {name}: {len(d.replicas)} replica(s) stopping; "
                           "reservations are freed as they stop")
+
+
+def register_logs(app: typer.Typer) -> None:
+    @app.command("logs")
+    def logs(deployment: str,
+             replica: Annotated[int, typer.Option(help="replica number (see `fleet deployment describe`)")] = -1,
+             follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
+             lines: Annotated[int, typer.Option("--lines", "-n", help="how many last lines")] = 100,
+             controller: ControllerOpt = None, token: TokenOpt = None, data_dir: DataDirOpt = None) -> None:
+        """Engine logs of a replica, streamed from its node through the controller."""
+        import sys
+
+        import grpc
+
+        client = Client(controller, token, data_dir, timeout=None if follow else 60)  # type: ignore[arg-type]
+        md = (("authorization", f"Bearer {client.token}"),)
+        try:
+            for chunk in client.fleet.Logs(pb.LogsRequest(deployment=deployment, replica=replica, lines=lines,
+                                                          follow=follow), metadata=md):
+                sys.stdout.buffer.write(chunk.data)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return
+        except grpc.RpcError as e:
+            fail(e.details() or str(e.code()), EXIT_USAGE)  # type: ignore[attr-defined]

@@ -117,6 +117,8 @@ class Controller:
         self.liveness = Liveness()
         self.sessions: dict[str, asyncio.Queue[pb.ControllerMessage | None]] = {}
         self.started = time.time()
+        self.log_waiters: dict[int, asyncio.Queue[pb.LogData]] = {}
+        self.next_log_request = 1
         # A restarted controller gives every node it believed alive a full timeout to reconnect.
         for row in store.nodes():
             self.creds.node_hashes[row.name] = row.credential_hash
@@ -287,6 +289,10 @@ class AgentService(pbg.AgentServicer):
                     self._inventory(node, msg.inventory)
                 elif kind == "replicas":
                     self.ctl.apply_report(node, msg.replicas)
+                elif kind == "log":
+                    waiter = self.ctl.log_waiters.get(msg.log.request_id)
+                    if waiter is not None:
+                        waiter.put_nowait(msg.log)
         except (grpc.aio.AioRpcError, asyncio.CancelledError, InvalidArgument):
             pass
         finally:
@@ -361,3 +367,40 @@ class FleetService(pbg.FleetServicer):
         row = self.ctl.store.set_cordon(request.name, not request.uncordon, request.reason[:MAX_STR], who, time.time())
         return pb.CordonResponse(node=self.ctl.node_message(row, self.ctl.store.gpus(row.name),
                                                             self.ctl.reserved_by_gpu()))
+
+    async def Logs(self, request: pb.LogsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.LogChunk]:
+        replicas = self.ctl.store.replicas(deployment=request.deployment)
+        if self.ctl.store.get_deployment(request.deployment) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no deployment named {request.deployment!r}")
+        pick = [r for r in replicas if request.replica < 0 or r.ordinal == request.replica]
+        if not pick:
+            ordinals = ", ".join(str(r.ordinal) for r in replicas) or "none"
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"{request.deployment} has no replica {request.replica}; replicas: {ordinals}")
+        replica = pick[0]
+        queue = self.ctl.sessions.get(replica.node)
+        if queue is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"node {replica.node} is not connected; its logs are in the agent's data dir")
+        rid = self.ctl.next_log_request
+        self.ctl.next_log_request += 1
+        waiter: asyncio.Queue[pb.LogData] = asyncio.Queue()
+        self.ctl.log_waiters[rid] = waiter
+        queue.put_nowait(pb.ControllerMessage(logs=pb.LogRequest(
+            request_id=rid, replica_id=replica.id, lines=min(request.lines or 100, 10000), follow=request.follow)))
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(waiter.get(), timeout=None if request.follow else 30)
+                except TimeoutError:
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"node {replica.node} sent no logs")
+                if data.error:
+                    await context.abort(grpc.StatusCode.NOT_FOUND, data.error)
+                if data.data:
+                    yield pb.LogChunk(replica_id=replica.id, node=replica.node, data=data.data)
+                if data.eof:
+                    return
+        finally:
+            del self.ctl.log_waiters[rid]
+            if request.follow and (q := self.ctl.sessions.get(replica.node)) is not None:
+                q.put_nowait(pb.ControllerMessage(logs=pb.LogRequest(request_id=rid, cancel=True)))

@@ -179,15 +179,43 @@ class ReplicaReport(_message.Message):
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
     def __init__(self, applied_generation: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ...) -> None: ...
 
+class LogData(_message.Message):
+    __slots__ = ("request_id", "data", "eof", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EOF_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    data: bytes
+    eof: bool
+    error: str
+    def __init__(self, request_id: _Optional[int] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
-    __slots__ = ("inventory", "heartbeat", "replicas")
+    __slots__ = ("inventory", "heartbeat", "replicas", "log")
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
     inventory: Inventory
     heartbeat: Heartbeat
     replicas: ReplicaReport
-    def __init__(self, inventory: _Optional[_Union[Inventory, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., replicas: _Optional[_Union[ReplicaReport, _Mapping]] = ...) -> None: ...
+    log: LogData
+    def __init__(self, inventory: _Optional[_Union[Inventory, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., replicas: _Optional[_Union[ReplicaReport, _Mapping]] = ..., log: _Optional[_Union[LogData, _Mapping]] = ...) -> None: ...
+
+class LogRequest(_message.Message):
+    __slots__ = ("request_id", "replica_id", "lines", "follow", "cancel")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    replica_id: str
+    lines: int
+    follow: bool
+    cancel: bool
+    def __init__(self, request_id: _Optional[int] = ..., replica_id: _Optional[str] = ..., lines: _Optional[int] = ..., follow: _Optional[bool] = ..., cancel: _Optional[bool] = ...) -> None: ...
 
 class DesiredReplicas(_message.Message):
     __slots__ = ("generation", "replicas")
@@ -204,12 +232,14 @@ class SessionConfig(_message.Message):
     def __init__(self, heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class ControllerMessage(_message.Message):
-    __slots__ = ("config", "desired")
+    __slots__ = ("config", "desired", "logs")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     DESIRED_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
     config: SessionConfig
     desired: DesiredReplicas
-    def __init__(self, config: _Optional[_Union[SessionConfig, _Mapping]] = ..., desired: _Optional[_Union[DesiredReplicas, _Mapping]] = ...) -> None: ...
+    logs: LogRequest
+    def __init__(self, config: _Optional[_Union[SessionConfig, _Mapping]] = ..., desired: _Optional[_Union[DesiredReplicas, _Mapping]] = ..., logs: _Optional[_Union[LogRequest, _Mapping]] = ...) -> None: ...
 
 class GpuView(_message.Message):
     __slots__ = ("gpu", "memory_reserved")
@@ -489,6 +519,28 @@ class CordonResponse(_message.Message):
     NODE_FIELD_NUMBER: _ClassVar[int]
     node: Node
     def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ...) -> None: ...
+
+class LogsRequest(_message.Message):
+    __slots__ = ("deployment", "replica", "lines", "follow")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    deployment: str
+    replica: int
+    lines: int
+    follow: bool
+    def __init__(self, deployment: _Optional[str] = ..., replica: _Optional[int] = ..., lines: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("replica_id", "node", "data")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    node: str
+    data: bytes
+    def __init__(self, replica_id: _Optional[str] = ..., node: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

@@ -194,6 +194,11 @@ class FleetStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.CordonRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.CordonResponse.FromString,
                 _registered_method=True)
+        self.Logs = channel.unary_stream(
+                '/fleet.v1.Fleet/Logs',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.LogsRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.LogChunk.FromString,
+                _registered_method=True)
 
 
 class FleetServicer:
@@ -253,6 +258,12 @@ class FleetServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Logs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -300,6 +311,11 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.Cordon,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.CordonRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.CordonResponse.SerializeToString,
+            ),
+            'Logs': grpc.unary_stream_rpc_method_handler(
+                    servicer.Logs,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.LogsRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.LogChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -545,6 +561,33 @@ class Fleet:
             '/fleet.v1.Fleet/Cordon',
             fleet_dot_proto_dot_fleet__pb2.CordonRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.CordonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fleet.v1.Fleet/Logs',
+            fleet_dot_proto_dot_fleet__pb2.LogsRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.LogChunk.FromString,
             options,
             channel_credentials,
             insecure,
