@@ -129,7 +129,8 @@ def find_engines(extra_paths: Iterable[Path | str] = (), cache: Path | None = No
         root = cache / name
         if not root.is_dir():
             continue
-        for child in sorted(root.iterdir()):
+        # Newest version first: callers that take the first match of a name get the newest install.
+        for child in sorted(root.iterdir(), key=lambda c: _version_key(c.name), reverse=True):
             if child.name.startswith("."):
                 continue  # staging or logs
             info = cached_engine(cache, name, child.name)
@@ -158,6 +159,11 @@ def find_engines(extra_paths: Iterable[Path | str] = (), cache: Path | None = No
         if version is not None:
             add(EngineInfo(name, version, p))
     return found
+
+
+def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Orders 0.3.4 < 0.3.36 < 0.10.0 (numeric parts compare as numbers, and before text parts)."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.+-]", version))
 
 
 _LLAMA_VERSION = re.compile(r"version:\s*(\S+)")

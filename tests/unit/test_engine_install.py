@@ -169,3 +169,14 @@ def test_cli_install_failure_exits_1_with_the_log(tmp_path: Path, monkeypatch: p
     _fake_steps(monkeypatch, [], fail_at="build")
     out = CliRunner().invoke(app, ["engine", "install", "llama.cpp", "--data-dir", str(tmp_path)])
     assert out.exit_code == 1
+
+
+def test_find_engines_lists_newest_cached_version_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for version in ("0.3.4", "0.3.36", "0.10.0"):
+        vdir = tmp_path / "llama.cpp" / version
+        (vdir / "bin").mkdir(parents=True)
+        (vdir / "bin" / "llama-server").write_text(FAKE_LLAMA)
+        (vdir / "bin" / "llama-server").chmod(0o755)
+        (vdir / "fleet-engine.json").write_text("{}")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert [e.version for e in ei.find_engines(cache=tmp_path)] == ["0.10.0", "0.3.36", "0.3.4"]
