@@ -28,7 +28,7 @@ class Gpu(_message.Message):
     utilization: int
     temperature: int
     declared: bool
-    def __init__(self, uuid: _Optional[str] = ..., index: _Optional[int] = ..., name: _Optional[str] = ..., memory_total: _Optional[int] = ..., memory_used: _Optional[int] = ..., compute_capability: _Optional[str] = ..., driver: _Optional[str] = ..., utilization: _Optional[int] = ..., temperature: _Optional[int] = ..., declared: _Optional[bool] = ...) -> None: ...
+    def __init__(self, uuid: _Optional[str] = ..., index: _Optional[int] = ..., name: _Optional[str] = ..., memory_total: _Optional[int] = ..., memory_used: _Optional[int] = ..., compute_capability: _Optional[str] = ..., driver: _Optional[str] = ..., utilization: _Optional[int] = ..., temperature: _Optional[int] = ..., declared: bool = ...) -> None: ...
 
 class Engine(_message.Message):
     __slots__ = ("name", "version", "path")
@@ -189,7 +189,7 @@ class LogData(_message.Message):
     data: bytes
     eof: bool
     error: str
-    def __init__(self, request_id: _Optional[int] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[int] = ..., data: _Optional[bytes] = ..., eof: bool = ..., error: _Optional[str] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
     __slots__ = ("inventory", "heartbeat", "replicas", "log")
@@ -215,7 +215,7 @@ class LogRequest(_message.Message):
     lines: int
     follow: bool
     cancel: bool
-    def __init__(self, request_id: _Optional[int] = ..., replica_id: _Optional[str] = ..., lines: _Optional[int] = ..., follow: _Optional[bool] = ..., cancel: _Optional[bool] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[int] = ..., replica_id: _Optional[str] = ..., lines: _Optional[int] = ..., follow: bool = ..., cancel: bool = ...) -> None: ...
 
 class DesiredReplicas(_message.Message):
     __slots__ = ("generation", "replicas")
@@ -440,7 +440,7 @@ class PlaceRequest(_message.Message):
     strategy: str
     name: str
     dry_run: bool
-    def __init__(self, model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., replicas: _Optional[int] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., node: _Optional[str] = ..., gpu_type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., name: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., replicas: _Optional[int] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., node: _Optional[str] = ..., gpu_type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., name: _Optional[str] = ..., dry_run: bool = ...) -> None: ...
 
 class NodeVerdict(_message.Message):
     __slots__ = ("node", "feasible", "reason", "score", "gpus")
@@ -454,7 +454,7 @@ class NodeVerdict(_message.Message):
     reason: str
     score: int
     gpus: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, node: _Optional[str] = ..., feasible: _Optional[bool] = ..., reason: _Optional[str] = ..., score: _Optional[int] = ..., gpus: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, node: _Optional[str] = ..., feasible: bool = ..., reason: _Optional[str] = ..., score: _Optional[int] = ..., gpus: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PlaceResponse(_message.Message):
     __slots__ = ("placed", "deployment", "verdicts", "summary", "notes")
@@ -468,7 +468,7 @@ class PlaceResponse(_message.Message):
     verdicts: _containers.RepeatedCompositeFieldContainer[NodeVerdict]
     summary: str
     notes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, placed: _Optional[bool] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., verdicts: _Optional[_Iterable[_Union[NodeVerdict, _Mapping]]] = ..., summary: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, placed: bool = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., verdicts: _Optional[_Iterable[_Union[NodeVerdict, _Mapping]]] = ..., summary: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListDeploymentsRequest(_message.Message):
     __slots__ = ()
@@ -512,7 +512,7 @@ class CordonRequest(_message.Message):
     name: str
     reason: str
     uncordon: bool
-    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ..., uncordon: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ..., uncordon: bool = ...) -> None: ...
 
 class CordonResponse(_message.Message):
     __slots__ = ("node",)
@@ -530,7 +530,7 @@ class LogsRequest(_message.Message):
     replica: int
     lines: int
     follow: bool
-    def __init__(self, deployment: _Optional[str] = ..., replica: _Optional[int] = ..., lines: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+    def __init__(self, deployment: _Optional[str] = ..., replica: _Optional[int] = ..., lines: _Optional[int] = ..., follow: bool = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("replica_id", "node", "data")

@@ -5,7 +5,7 @@ import warnings
 
 from fleet.proto import fleet_pb2 as fleet_dot_proto_dot_fleet__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class AgentStub:
+class AgentStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -46,7 +46,7 @@ class AgentStub:
                 _registered_method=True)
 
 
-class AgentServicer:
+class AgentServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Register(self, request, context):
@@ -82,7 +82,7 @@ def add_AgentServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Agent:
+class Agent(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -140,7 +140,7 @@ class Agent:
             _registered_method=True)
 
 
-class FleetStub:
+class FleetStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -201,7 +201,7 @@ class FleetStub:
                 _registered_method=True)
 
 
-class FleetServicer:
+class FleetServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def ListNodes(self, request, context):
@@ -325,7 +325,7 @@ def add_FleetServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Fleet:
+class Fleet(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
