@@ -1,0 +1,119 @@
+"""Demand: turn "model M, maybe quant Q, context C" into placement Options, using the estimator.
+
+The adapter between the catalog/estimator (issue 3) and placement: placement only sees Options
+(quant × engine × TP with per-GPU bytes), so it never estimates and stays fast; this module is the
+one place that knows how an Option is derived. Pure (catalog data files are read once, cached).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.controller.errors import InvalidArgument
+from fleet.controller.gpus import GpuType
+from fleet.controller.placement import GIB, Option, Workload
+
+MAX_TP = 8
+
+
+def _catalog(catalog: Any | None) -> Any:
+    if catalog is not None:
+        return catalog
+    from fleet.controller.catalog import load_catalog  # the estimator's package; loaded once by the caller
+
+    return _default_catalog(load_catalog)
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def _default_catalog(load: Any) -> Any:
+    if "catalog" not in _CACHE:
+        _CACHE["catalog"] = load()
+    return _CACHE["catalog"]
+
+
+def options_for(model_name: str, quant: str | None, engine: str | None, context: int | None,
+                gpu_types: Sequence[GpuType], tp: int | None = None, *, device: str = "gpu",
+                catalog: Any | None = None) -> tuple[Option, ...]:
+    """Every way to run `model_name` on these GPU types: one Option per variant × smallest TP per GPU type.
+
+    - quant None: all variants (placement picks the best quality that fits); engine None: any engine.
+    - tp None: for each GPU type the smallest valid TP whose per-GPU need fits its memory (the TP an
+      operator would choose on that hardware); tp given: that TP only, if valid.
+    - per_gpu_bytes is the largest estimate over the GPU types (vLLM's KV sizing can depend on the
+      GPU), so an Option never under-reserves on any of them.
+    - device "cpu": llama.cpp variants in RAM (tp 0), per the estimator's CPU estimate.
+    Raises InvalidArgument (from the catalog) for an unknown model or quant, or when nothing is possible.
+    """
+    from fleet.controller.estimate import estimate, incompatibility, valid_tps
+
+    cat = _catalog(catalog)
+    model = cat.get(model_name)
+    if quant is not None:
+        variants = [cat.variant(model, quant, engine)]
+    else:
+        variants = [v for v in model.variants if engine is None or v.engine == engine]
+    if not variants:
+        raise InvalidArgument(f"{model.name} has no variant for engine {engine}; "
+                              f"it has {', '.join(sorted({v.engine for v in model.variants}))}")
+    out: dict[tuple[str, str, int], Option] = {}
+    for v in variants:
+        disk = int(v.size_bytes) if v.size_bytes else 0
+        if device == "cpu":
+            if v.engine != "llama.cpp":
+                continue
+            est = estimate(model, v, context=context, tp=1, device="cpu")
+            out[(v.quant, v.engine, 0)] = Option(v.quant, v.engine, 0, 0, "", int(v.quality),
+                                                 disk or int(est.weights), int(est.total), str(v.source))
+            continue
+        usable = [g for g in gpu_types if incompatibility(v, g.compute_capability) is None]
+        if not usable:
+            continue
+        tps = sorted(valid_tps(model, v, max_tp=MAX_TP))
+        if tp is not None:
+            tps = [t for t in tps if t == tp]
+        covered: set[str] = set()  # GPU types a smaller TP of this variant already fits
+        for t in tps:
+            per_type = [(g, estimate(model, v, context=context, tp=t, gpu_memory_bytes=g.memory_bytes)) for g in usable]
+            fits = {g.name for g, e in per_type if int(e.total) <= g.memory_bytes}
+            if tp is None:
+                if not fits - covered:
+                    continue
+                covered |= fits
+            need = max(int(e.total) for _, e in per_type)
+            weights = disk or int(max(e.weights for _, e in per_type)) * t
+            out[(v.quant, v.engine, t)] = Option(v.quant, v.engine, t, need, str(v.min_compute_capability or ""),
+                                                 int(v.quality), weights, 0, str(v.source))
+    if not out:
+        raise InvalidArgument(f"{model.name}: no variant{' ' + quant if quant else ''} runs on "
+                              f"{', '.join(sorted({g.name for g in gpu_types})) or 'these GPUs'}"
+                              + (f" at TP {tp}" if tp else ""))
+    return tuple(out.values())
+
+
+@dataclass(frozen=True)
+class Popular:
+    model: str
+    quant: str
+    weight: int
+
+
+def workload_from_catalog(popular: Sequence[Popular], gpu_types: Sequence[GpuType], context: int = 8192,
+                          catalog: Any | None = None) -> Workload:
+    """A placement Workload from popular (model, quant, weight) entries: each at its smallest TP per GPU type.
+
+    How data/workload.toml is meant to be regenerated when the catalog moves.
+    """
+    classes: dict[tuple[int, int], int] = {}
+    for p in popular:
+        try:
+            opts = options_for(p.model, p.quant, None, context, gpu_types, catalog=catalog)
+        except InvalidArgument:
+            continue
+        for o in opts:
+            size = (o.per_gpu_bytes + GIB // 2) // (GIB // 2) * (GIB // 2)  # half-GiB buckets merge near-equals
+            classes[(size, o.tp)] = classes.get((size, o.tp), 0) + max(1, p.weight // len(opts))
+    return Workload(tuple(sorted((b, t, w) for (b, t), w in classes.items())))

@@ -1,0 +1,645 @@
+"""Placement: which node and which GPUs each replica of a deployment gets, and why not anywhere else.
+
+`place(snapshot, request) -> Plan` is pure: a frozen Snapshot and a PlacementRequest in, a Plan out,
+the same Plan for the same input. "Does not fit" is a Plan with reasons, never an exception.
+
+The pipeline (Nomad's feasibility/rank chain, k8s Fits() returning what is short):
+  1. group filters, once per group of nodes with identical attributes (ATTR_FILTERS, cheapest first);
+  2. GPU fit, once per group of nodes with identical free memory: choose TP and the exact GPUs —
+     the tightest fit inside the node, keeping aligned free groups (0-1, 2-3, 0-3, 4-7) intact;
+  3. the scorer of the strategy: `pack` (fragmentation-aware, below) or `spread`;
+  4. per-node filters (NODE_FILTERS: anti-affinity, RAM, disk), run on a group's nodes in name order
+     until one passes, because those numbers differ on every node.
+Scores are integers; ties are broken by node name, so the result never depends on input order.
+
+`pack` is the fragmentation rule of "Beware of Fragmentation" (Weng et al., USENIX ATC'23): place where
+the fleet loses the least *usable* free memory for the workloads operators actually run. A workload
+class (per-GPU bytes b, TP t, weight w) can use a node's free memory only in whole replicas of t GPUs
+holding b each; what the placement takes away from that, weighted over the classes, is its cost.
+Filling a hole nobody else could use costs nothing; breaking the last free 80 GiB GPU costs a lot.
+
+Why grouping: at 10,000 nodes a per-node Python loop with scoring is too slow for 15 ms, but a
+fleet has far fewer distinct (hardware, free memory) states than nodes, so each state is evaluated
+once (and memoised across calls: the fit of a free-memory vector never changes).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
+from importlib import resources
+from typing import Literal
+
+from fleet.controller.gpus import gpu_type
+from fleet.controller.snapshot import NodeState, Snapshot, reserve
+
+GIB = 1024**3
+MIB = 1024**2
+
+Strategy = Literal["pack", "spread"]
+Device = Literal["gpu", "cpu"]
+
+
+# ---------------------------------------------------------------- input
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to run the deployment: a quantization on an engine at a TP size, with its per-GPU need.
+
+    The caller computes these from the estimator (fleet.controller.demand.options_for); placement
+    never estimates, so it stays fast and testable with made-up numbers. tp == 0 means CPU (RAM only).
+    """
+
+    quant: str
+    engine: str
+    tp: int
+    per_gpu_bytes: int
+    min_compute_capability: str = ""
+    quality: int = 0  # higher is better; options of one quality level compete on score
+    disk_bytes: int = 0  # weights to download unless `source` is already cached on the node
+    ram_bytes: int = 0
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        where = "cpu" if self.tp == 0 else f"tp{self.tp}"
+        return f"{self.quant}/{self.engine} {where}"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The fleet's expected demand: (per_gpu_bytes, tp, weight) per common variant. Weights are integers."""
+
+    classes: tuple[tuple[int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    deployment: str
+    replicas: int = 1
+    options: tuple[Option, ...] = ()
+    node: str | None = None
+    gpu_type: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    device: Device = "gpu"
+    strategy: Strategy = "pack"
+    anti_affinity: bool = True  # replicas of one deployment on different nodes
+    seed: int = 0  # recorded for postmortems; ties are broken by node name, so it never changes the result
+    explain: bool = False  # run the per-node filters on every node, not only until one passes
+
+
+# ---------------------------------------------------------------- output
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """What a node lacks (k8s InsufficientResource): needed vs free, in bytes where it is a quantity."""
+
+    resource: str  # state | node | label | gpu_type | engine | compute_capability | gpu_memory | ram | disk
+    needed: int | str
+    free: int | str
+    message: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Either why a node was rejected, or its score for the option it would get."""
+
+    shortfall: Shortfall | None = None
+    score: int | None = None
+    option: Option | None = None
+    gpus: tuple[int, ...] = ()  # GPU indexes it would get
+
+
+@dataclass(frozen=True)
+class NodeVerdict:
+    node: str
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Placement:
+    replica: int
+    node: str
+    gpus: tuple[int, ...]  # GPU indexes as the agent reports them
+    gpu_uuids: tuple[str, ...]
+    per_gpu_bytes: int
+    option: Option
+    score: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    deployment: str
+    replicas: int
+    placements: tuple[Placement, ...]
+    option: Option | None  # the option of the first replica (quant, engine, tp)
+    why: str  # why this option (when several were offered), or why nothing fits
+    closest: str  # for "does not fit": the node that came closest, in words
+    # Verdicts per group of nodes (same verdict); expand with verdicts(). Kept grouped because
+    # listing 10,000 nodes on every placement would cost more than placing.
+    verdict_groups: tuple[tuple[tuple[str, ...], Verdict], ...] = field(repr=False, default=())
+
+    @property
+    def complete(self) -> bool:
+        return len(self.placements) == self.replicas
+
+    def verdicts(self) -> Iterator[NodeVerdict]:
+        """Every node with its reason or score, in node-name order."""
+        rows = [NodeVerdict(name, v) for names, v in self.verdict_groups for name in names]
+        yield from sorted(rows, key=lambda r: r.node)
+
+    def verdict(self, node: str) -> Verdict | None:
+        for names, v in self.verdict_groups:
+            if node in names:
+                return v
+        return None
+
+
+# ---------------------------------------------------------------- filters
+# A filter answers "what is short?" for one node and one option: None when the node passes.
+
+Filter = Callable[[NodeState, PlacementRequest, Option], Shortfall | None]
+
+
+def state_ready(node: NodeState, request: PlacementRequest, option: Option) -> Shortfall | None:
+    # Never cordoned, draining, drained or offline: only `ready` accepts new replicas.
+    if node.state == "ready":
+        return None
+    return Shortfall("state", "ready", node.state, f"node is {node.state}")
+
+
+def labels_match(node: NodeState, request: PlacementRequest, option: Option) -> Shortfall | None:
+    have = node.label_map
+    for k, v in request.labels:
+        if have.get(k) != v:
+            return Shortfall("label", f"{k}={v}", f"{k}={have[k]}" if k in have else "",
+                             f"label {k}={v} wanted, node has {k}={have[k]}" if k in have else f"no label {k}")
+    return None
+
+
+def gpu_type_match(node: NodeState, request: PlacementRequest, option: Option) -> Shortfall | None:
+    if request.gpu_type is None or request.device == "cpu":
+        return None
+    want = _gpu_name(request.gpu_type)
+    if any(_gpu_name(g.name) == want for g in node.gpus):
+        return None
+    have = ", ".join(sorted({g.name for g in node.gpus})) or "no GPUs"
+    return Shortfall("gpu_type", request.gpu_type, have, f"wants {request.gpu_type}, node has {have}")
+
+
+def engine_installed(node: NodeState, request: PlacementRequest, option: Option) -> Shortfall | None:
+    if option.engine in node.engines:
+        return None
+    have = ", ".join(sorted(node.engines)) or "none"
+    return Shortfall("engine", option.engine, have, f"engine {option.engine} not installed (has {have})")
+
+
+def compute_capability_ok(node: NodeState, request: PlacementRequest, option: Option) -> Shortfall | None:
+    if request.device == "cpu" or not option.min_compute_capability or not node.gpus:
+        return None
+    if any(_cc_ok(g.compute_capability, option.min_compute_capability) for g in node.gpus):
+        return None
+    have = ", ".join(sorted({g.compute_capability or "none" for g in node.gpus}))
+    return Shortfall("compute_capability", option.min_compute_capability, have,
+                     f"{option.quant} needs compute capability ≥ {option.min_compute_capability}, GPUs have {have}")
+
+
+def not_hosting(node: NodeState, request: PlacementRequest, option: Option) -> Shortfall | None:
+    if request.anti_affinity and request.deployment in node.deployments:
+        return Shortfall("anti_affinity", request.deployment, request.deployment,
+                         f"already runs a replica of {request.deployment}")
+    return None
+
+
+def ram_enough(node: NodeState, request: PlacementRequest, option: Option) -> Shortfall | None:
+    if node.ram_free >= option.ram_bytes:
+        return None
+    return Shortfall("ram", option.ram_bytes, node.ram_free,
+                     f"needs {_gib(option.ram_bytes)} GiB RAM, {_gib(node.ram_free)} GiB free")
+
+
+def disk_enough(node: NodeState, request: PlacementRequest, option: Option) -> Shortfall | None:
+    # Weights already on this node's disk need no space; a download needs all of it.
+    if not option.disk_bytes or (option.source and option.source in node.cached_sources):
+        return None
+    if node.disk_free >= option.disk_bytes:
+        return None
+    return Shortfall("disk", option.disk_bytes, node.disk_free,
+                     f"needs {_gib(option.disk_bytes)} GiB disk for weights, {_gib(node.disk_free)} GiB free")
+
+
+# Once per group of identical nodes; cheapest and most selective first (state rejects whole racks).
+ATTR_FILTERS: tuple[Filter, ...] = (state_ready, labels_match, gpu_type_match, engine_installed,
+                                    compute_capability_ok)
+# Once per node, in name order, only in groups that fit: these numbers differ on every node.
+NODE_FILTERS: tuple[Filter, ...] = (not_hosting, ram_enough, disk_enough)
+
+
+def _first_shortfall(filters: Sequence[Filter], node: NodeState, request: PlacementRequest,
+                     option: Option) -> Shortfall | None:
+    for f in filters:
+        short = f(node, request, option)
+        if short is not None:
+            return short
+    return None
+
+
+# ---------------------------------------------------------------- GPU fit and scoring
+
+
+@dataclass(frozen=True)
+class _Fit:
+    positions: tuple[int, ...]  # positions in node.gpus
+    rank: tuple[int, ...]  # lower is better; compared across nodes before the node name
+    score: int  # what the operator sees (higher is better)
+
+
+def _eligible(node: NodeState, request: PlacementRequest, option: Option) -> tuple[bool, ...]:
+    want = _gpu_name(request.gpu_type) if request.gpu_type else None
+    return tuple((want is None or _gpu_name(g.name) == want)
+                 and (not option.min_compute_capability
+                      or _cc_ok(g.compute_capability, option.min_compute_capability))
+                 for g in node.gpus)
+
+
+def _blocks(n: int, size: int) -> list[tuple[int, ...]]:
+    # Aligned groups: 0-1, 2-3, … (size 2), 0-3, 4-7 (size 4), 0-7 (size 8): how NVLink/PCIe switches pair GPUs.
+    return [tuple(range(s, s + size)) for s in range(0, n - size + 1, size)]
+
+
+@cache
+def _all_blocks(n: int) -> tuple[tuple[int, ...], ...]:
+    out: list[tuple[int, ...]] = []
+    size = 2
+    while size <= n:
+        out.extend(_blocks(n, size))
+        size *= 2
+    return tuple(out)
+
+
+@lru_cache(maxsize=1 << 16)
+def usable(free_desc: tuple[int, ...], workload: Workload) -> int:
+    """Weighted bytes of `free_desc` that whole replicas of the workload classes could use."""
+    total = 0
+    for b, t, w in workload.classes:
+        slots = [f // b for f in free_desc if f >= b]
+        if len(slots) < t:
+            continue
+        # Most replicas k of t distinct GPUs: largest k with sum(min(slots, k)) >= k * t.
+        lo, hi = 0, sum(slots) // t
+        while lo < hi:
+            k = (lo + hi + 1) // 2
+            if sum(min(s, k) for s in slots) >= k * t:
+                lo = k
+            else:
+                hi = k - 1
+        total += w * lo * t * b
+    return total
+
+
+@cache
+def workload_weight(workload: Workload) -> int:
+    return max(1, sum(w for _, _, w in workload.classes))
+
+
+def _desc(values: Sequence[int]) -> tuple[int, ...]:
+    return tuple(sorted(values, reverse=True))
+
+
+@lru_cache(maxsize=1 << 17)
+def _fit(free_key: tuple[tuple[int, bool], ...], eligible: tuple[bool, ...], tp: int, need: int,
+         strategy: str, workload: Workload) -> _Fit | Shortfall:
+    """Best GPUs on one node state for one option, or what is short. Memoised: pure in its arguments."""
+    free = [f for f, _ in free_key]
+    fitting = [i for i, f in enumerate(free) if eligible[i] and f >= need]
+    if len(fitting) < tp:
+        return _memory_shortfall(free, eligible, tp, need)
+    aligned = [blk for blk in _blocks(len(free), tp) if all(i in fitting for i in blk)] if tp >= 2 else []
+    candidates: list[tuple[int, ...]] = [(i,) for i in fitting] if tp == 1 else list(aligned)
+    if tp >= 2:
+        # Tightest unaligned set as a fallback when no aligned group fits.
+        tight = tuple(sorted(sorted(fitting, key=lambda i: (free[i], i))[:tp]))
+        if tight not in candidates:
+            candidates.append(tight)
+    untouched = [u for _, u in free_key]
+    intact = [blk for blk in _all_blocks(len(free)) if all(untouched[i] for i in blk)]
+    before = usable(_desc(free), workload) if strategy == "pack" else 0
+    best: _Fit | None = None
+    for cand in candidates:
+        after = list(free)
+        for i in cand:
+            after[i] -= need
+        not_aligned = 0 if tp == 1 or cand in aligned else 1
+        broken = sum(len(blk) for blk in intact if any(i in blk for i in cand) and not set(blk) <= set(cand))
+        leftover = sum(after[i] for i in cand)
+        if strategy == "pack":
+            lost = before - usable(_desc(after), workload)
+            rank = (not_aligned, lost, broken, leftover, *cand)
+            score = -(lost // (workload_weight(workload) * MIB))  # MiB of usable memory lost, weighted mean
+        else:  # spread: the node with the most free memory left, the GPUs with the most room
+            node_free = sum(after)
+            rank = (not_aligned, -node_free, broken, -leftover, *cand)
+            score = node_free // MIB
+        fit = _Fit(cand, rank, score)
+        if best is None or fit.rank < best.rank:
+            best = fit
+    assert best is not None
+    # Positions are a tie-break inside one node only; across nodes the name decides.
+    return _Fit(best.positions, best.rank[:4], best.score)
+
+
+def _memory_shortfall(free: list[int], eligible: tuple[bool, ...], tp: int, need: int) -> Shortfall:
+    usable_free = sorted((f for f, e in zip(free, eligible, strict=True) if e), reverse=True)
+    top = usable_free[:tp]
+    if not usable_free:
+        return Shortfall("gpu_memory", need * tp, 0, f"needs {tp} × {_gib(need)} GiB; no eligible GPU")
+    return Shortfall("gpu_memory", need * tp, sum(top),
+                     f"needs {tp} × {_gib(need)} GiB; has {_free_words(top)}")
+
+
+def _free_words(top: Sequence[int]) -> str:
+    """[79 GiB, 79 GiB, 22 GiB] -> "2 × 79.0 GiB free and 1 × 22.0 GiB free"."""
+    runs: list[list[object]] = []
+    for f in top:
+        words = f"{_gib(f)} GiB free"
+        if runs and runs[-1][1] == words:
+            runs[-1][0] = int(str(runs[-1][0])) + 1
+        else:
+            runs.append([1, words])
+    return " and ".join(f"{n} × {w}" for n, w in runs)
+
+
+def _closeness(short: Shortfall, option: Option, free_key: tuple[tuple[int, bool], ...],
+               eligible: tuple[bool, ...]) -> tuple[float, int]:
+    # How near a GPU-memory miss is: share of the TP that fits, then the best free memory available.
+    fits = sum(1 for (f, _), e in zip(free_key, eligible, strict=True) if e and f >= option.per_gpu_bytes)
+    return (min(fits, option.tp) / max(option.tp, 1), int(short.free) if isinstance(short.free, int) else 0)
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class _Pass:
+    """One replica's evaluation over the snapshot."""
+
+    best: tuple[tuple[int, ...], str, Option, _Fit | None, NodeState] | None = None
+    groups: list[tuple[tuple[str, ...], Verdict]] = field(default_factory=list)
+    closest: tuple[tuple[float, int], str, str] | None = None  # (closeness, node, words)
+
+
+def _place_one(snapshot: Snapshot, request: PlacementRequest, options: Sequence[Option],
+               workload: Workload) -> _Pass:
+    out = _Pass()
+    if request.node is not None:
+        # An explicit node is a filter that needs no grouping: evaluate that one node alone.
+        others = tuple(sorted(n.name for n in snapshot.nodes if n.name != request.node))
+        if others:
+            out.groups.append((others, Verdict(Shortfall("node", request.node, "", f"not {request.node}"))))
+        target = snapshot.by_name.get(request.node)
+        snapshot = Snapshot((target,) if target is not None else ())
+    for by_free in snapshot.groups.values():
+        rep = next(iter(by_free.values()))[0]
+        live: list[tuple[Option, tuple[bool, ...]]] = []
+        first_short: Shortfall | None = None
+        for opt in options:
+            short = _first_shortfall(ATTR_FILTERS, rep, request, opt)
+            if short is None:
+                live.append((opt, _eligible(rep, request, opt)))
+            elif first_short is None:
+                first_short = short
+        if not live:
+            assert first_short is not None
+            out.groups.append((tuple(n.name for nodes in by_free.values() for n in nodes), Verdict(first_short)))
+            continue
+        for free_key, nodes in by_free.items():
+            if request.device == "cpu":
+                _cpu_nodes(out, nodes, request, live)
+            else:
+                _gpu_group(out, free_key, nodes, request, live, workload)
+    return out
+
+
+def _gpu_group(out: _Pass, free_key: tuple[tuple[int, bool], ...], nodes: list[NodeState],
+               request: PlacementRequest, live: list[tuple[Option, tuple[bool, ...]]], workload: Workload) -> None:
+    fits: list[tuple[tuple[int, ...], Option, _Fit]] = []
+    miss: tuple[tuple[float, int], Shortfall] | None = None
+    for opt, elig in live:
+        if opt.tp <= 0:
+            continue
+        fit = _fit(free_key, elig, opt.tp, opt.per_gpu_bytes, request.strategy, workload)
+        if isinstance(fit, Shortfall):
+            near = _closeness(fit, opt, free_key, elig)
+            if miss is None or near > miss[0]:
+                miss = (near, fit)
+        else:
+            fits.append((fit.rank, opt, fit))
+    if not fits:
+        short = miss[1] if miss else Shortfall("gpu_memory", 0, 0, "no GPU option offered")
+        out.groups.append((tuple(n.name for n in nodes), Verdict(short)))
+        if miss is not None and (out.closest is None or miss[0] > out.closest[0]):
+            words = miss[1].message.replace("; has ", f"; best node {nodes[0].name} has ")
+            out.closest = (miss[0], nodes[0].name, words)
+        return
+    fits.sort(key=lambda x: x[0])
+    _scan_nodes(out, nodes, request, [(rank, opt, fit) for rank, opt, fit in fits])
+
+
+def _cpu_nodes(out: _Pass, nodes: list[NodeState], request: PlacementRequest,
+               live: list[tuple[Option, tuple[bool, ...]]]) -> None:
+    # RAM differs on every node, so CPU placements rank per node: tightest RAM fit for pack, loosest for spread.
+    for node in nodes:
+        ranked = []
+        for opt, _ in live:
+            if opt.tp != 0:
+                continue
+            left = node.ram_free - opt.ram_bytes
+            score = -(left // MIB) if request.strategy == "pack" else left // MIB
+            ranked.append(((-score,), opt, _Fit((), (-score,), score)))
+        if not ranked:
+            out.groups.append(((node.name,), Verdict(Shortfall("device", "cpu", "gpu", "no CPU option offered"))))
+            continue
+        _scan_nodes(out, [node], request, sorted(ranked, key=lambda x: x[0]))
+
+
+def _scan_nodes(out: _Pass, nodes: list[NodeState], request: PlacementRequest,
+                ranked: list[tuple[tuple[int, ...], Option, _Fit]]) -> None:
+    """Per-node filters in name order; the first node that passes represents the group's score."""
+    passed: list[str] = []
+    rest_score: Verdict | None = None
+    for k, node in enumerate(nodes):
+        chosen = None
+        short: Shortfall | None = None
+        for rank, opt, fit in ranked:
+            s = _first_shortfall(NODE_FILTERS, node, request, opt)
+            if s is None:
+                chosen = (rank, opt, fit)
+                break
+            short = short or s
+        if chosen is None:
+            assert short is not None
+            out.groups.append(((node.name,), Verdict(short)))
+            continue
+        rank, opt, fit = chosen
+        gpus = tuple(node.gpus[i].index for i in fit.positions)
+        verdict = Verdict(score=fit.score, option=opt, gpus=gpus)
+        key = (rank, node.name)
+        if out.best is None or key < (out.best[0], out.best[1]):
+            out.best = (rank, node.name, opt, fit, node)
+        if not request.explain:
+            # The remaining nodes of this group have the same free memory: same score, not scanned.
+            out.groups.append(((node.name, *(n.name for n in nodes[k + 1:])), verdict))
+            return
+        if rest_score == verdict:
+            passed.append(node.name)
+        else:
+            if passed and rest_score is not None:
+                out.groups.append((tuple(passed), rest_score))
+            passed, rest_score = [node.name], verdict
+    if passed and rest_score is not None:
+        out.groups.append((tuple(passed), rest_score))
+
+
+def place(snapshot: Snapshot, request: PlacementRequest, workload: Workload | None = None) -> Plan:
+    """Place every replica of `request` on `snapshot`; never raises for "does not fit".
+
+    When the request offers options of several quality levels (the operator gave no --quant), the
+    best quality level that places every replica wins; failing that, the level that places most.
+    """
+    workload = workload or default_workload()
+    if request.replicas < 1 or not request.options:
+        why = "no options to place (the estimator offered none)" if not request.options else "no replicas requested"
+        return Plan(request.deployment, request.replicas, (), None, why, why)
+    levels = sorted({o.quality for o in request.options}, reverse=True)
+    tried: list[tuple[int, Plan]] = []
+    for quality in levels:
+        options = tuple(o for o in request.options if o.quality == quality)
+        plan = _place_level(snapshot, request, options, workload)
+        if plan.complete:
+            return _with_why(plan, tried, request)
+        tried.append((quality, plan))
+    best = max(tried, key=lambda qp: (len(qp[1].placements), qp[0]))[1]
+    return _with_why(best, [t for t in tried if t[1] is not best], request)
+
+
+def _with_why(plan: Plan, worse: list[tuple[int, Plan]], request: PlacementRequest) -> Plan:
+    if len({o.quality for o in request.options}) <= 1 or plan.option is None:
+        return plan
+    reasons = [f"{_level_name(q, request)} does not fit ({p.closest or 'no node'})"
+               for q, p in worse]
+    chosen = f"chose {plan.option.quant}/{plan.option.engine} (quality {plan.option.quality})"
+    if reasons:
+        why = f"{chosen}, the best quality that fits now: " + "; ".join(reasons)
+    else:
+        why = f"{chosen}, the best quality offered"
+    return Plan(plan.deployment, plan.replicas, plan.placements, plan.option, why, plan.closest, plan.verdict_groups)
+
+
+def _level_name(quality: int, request: PlacementRequest) -> str:
+    names = sorted({f"{o.quant}/{o.engine}" for o in request.options if o.quality == quality})
+    return f"{', '.join(names)} (quality {quality})"
+
+
+def _place_level(snapshot: Snapshot, request: PlacementRequest, options: tuple[Option, ...],
+                 workload: Workload) -> Plan:
+    placements: list[Placement] = []
+    groups: tuple[tuple[tuple[str, ...], Verdict], ...] = ()
+    closest = ""
+    snap = snapshot
+    for replica in range(request.replicas):
+        ev = _place_one(snap, request, options, workload)
+        if replica == 0 or ev.best is None:
+            groups = tuple(ev.groups)
+        if ev.best is None:
+            closest = _closest_words(ev, request, options)
+            break
+        _, _, opt, fit, node = ev.best
+        assert fit is not None
+        placement = Placement(replica, node.name, tuple(node.gpus[i].index for i in fit.positions),
+                              tuple(node.gpus[i].uuid for i in fit.positions), opt.per_gpu_bytes, opt, fit.score)
+        placements.append(placement)
+        snap = snap.with_nodes([_reserved(node, placement, request)])
+        # One deployment runs one quantization on one engine; TP may differ between replicas.
+        options = tuple(o for o in options if (o.quant, o.engine) == (opt.quant, opt.engine))
+    option = placements[0].option if placements else None
+    why = "" if len(placements) == request.replicas else (
+        f"placed {len(placements)} of {request.replicas} replicas: {closest}")
+    return Plan(request.deployment, request.replicas, tuple(placements), option, why, closest, groups)
+
+
+def _closest_words(ev: _Pass, request: PlacementRequest, options: Sequence[Option]) -> str:
+    if ev.closest is not None:
+        return ev.closest[2]
+    counts: dict[str, int] = {}
+    for names, v in ev.groups:
+        if v.shortfall is not None:
+            counts[v.shortfall.message] = counts.get(v.shortfall.message, 0) + len(names)
+    if not counts:
+        return "the fleet has no nodes"
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    return "no node fits: " + "; ".join(f"{n} node{'s' if n != 1 else ''}: {m}" for m, n in top)
+
+
+def _reserved(node: NodeState, placement: Placement, request: PlacementRequest) -> NodeState:
+    pos = {g.uuid: i for i, g in enumerate(node.gpus)}
+    opt = placement.option
+    return reserve(node, {pos[u]: placement.per_gpu_bytes for u in placement.gpu_uuids},
+                   deployment=request.deployment, ram=opt.ram_bytes, disk=opt.disk_bytes, source=opt.source)
+
+
+def apply(snapshot: Snapshot, plan: Plan) -> Snapshot:
+    """The snapshot after committing `plan` (what the store's transaction does, for what-if and drain)."""
+    by_name = dict(snapshot.by_name)
+    request = PlacementRequest(plan.deployment)
+    for p in plan.placements:
+        by_name[p.node] = _reserved(by_name[p.node], p, request)
+    return snapshot.with_nodes(by_name[p.node] for p in plan.placements)
+
+
+# ---------------------------------------------------------------- workload data
+
+
+@cache
+def default_workload() -> Workload:
+    """The shipped demand mix (data/workload.toml), derived from popular catalog variants."""
+    text = resources.files("fleet.controller").joinpath("data/workload.toml").read_text()
+    return parse_workload(text)
+
+
+def parse_workload(text: str) -> Workload:
+    raw = tomllib.loads(text)
+    classes = tuple((int(round(float(c["per_gpu_gib"]) * GIB)), int(c["tp"]), int(c["weight"]))
+                    for c in raw["class"])
+    return Workload(tuple(sorted(classes)))
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.1f}"
+
+
+@cache
+def _gpu_name(name: str) -> str:
+    try:
+        return gpu_type(name).name
+    except KeyError:
+        return name.lower()
+
+
+@cache
+def _cc(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in value.split("."))
+    except ValueError:
+        return ()
+
+
+def _cc_ok(have: str, need: str) -> bool:
+    got = _cc(have)
+    return bool(got) and got >= _cc(need)
