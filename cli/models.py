@@ -1,0 +1,279 @@
+"""`fleet models`, `fleet models show NAME`, `fleet models add`, `fleet estimate`: the catalog and the
+memory estimator, run locally (no controller needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from fleet.cli.output import Output, OutputOpt, console, fail, gib, print_json
+from fleet.controller.catalog import (
+    ENGINES,
+    Catalog,
+    Model,
+    Variant,
+    load_catalog,
+    model_from_gguf,
+    model_from_hf_config,
+    write_model,
+)
+from fleet.controller.errors import FleetError
+from fleet.controller.estimate import GIB, Estimate, estimate, fits, incompatibility, min_gpus
+from fleet.controller.gpus import gpu_type
+
+
+def default_catalog_dir() -> Path:
+    env = os.environ.get("FLEET_CATALOG_DIR")
+    return Path(env).expanduser() if env else Path("~/.local/share/fleet/catalog").expanduser()
+
+
+CatalogDirOpt = Annotated[Path | None, typer.Option(
+    "--catalog-dir", help="where user-added models live (default $FLEET_CATALOG_DIR or ~/.local/share/fleet/catalog)")]
+
+
+def _catalog(catalog_dir: Path | None) -> Catalog:
+    return load_catalog([catalog_dir or default_catalog_dir()])
+
+
+def variant_dict(v: Variant) -> dict[str, Any]:
+    return {
+        "quant": v.quant, "engine": v.engine, "source": v.source, "file": v.file or None,
+        "min_compute_capability": v.min_compute_capability or None, "bits_per_weight": v.bits_per_weight,
+        "size_bytes": v.size_bytes, "group_size": v.group_size, "quality": v.quality,
+    }
+
+
+def model_dict(m: Model) -> dict[str, Any]:
+    a = m.arch
+    return {
+        "name": m.name, "family": m.family, "hf_id": m.hf_id, "aliases": list(m.aliases), "license": m.license,
+        "params_total": m.params_total, "params_active": m.params_active,
+        "architecture": {
+            "layers": a.layers, "hidden": a.hidden, "heads": a.heads, "kv_heads": a.kv_heads,
+            "head_dim": a.head_dim, "vocab": a.vocab, "intermediate_size": a.intermediate_size,
+            "max_context": a.max_context, "experts": a.experts, "experts_active": a.experts_active,
+            "attention": a.attention, "sliding_window": a.sliding_window or None,
+            "sliding_layers": a.sliding_layers or None, "tied_embeddings": a.tied_embeddings,
+        },
+        "variants": [variant_dict(v) for v in m.variants],
+        "origin": m.origin,
+    }
+
+
+def estimate_dict(e: Estimate) -> dict[str, Any]:
+    return {
+        "model": e.model, "quant": e.quant, "engine": e.engine, "context": e.context, "tp": e.tp,
+        "device": e.device,
+        "per_gpu": {"weights": e.weights, "kv_cache": e.kv_cache, "activations": e.activations,
+                    "runtime": e.runtime, "total": e.total},
+        "notes": list(e.notes),
+    }
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+def _list(catalog: Catalog, family: str | None, license: str | None, output: Output) -> None:
+    models = catalog.models()
+    if family:
+        models = [m for m in models if m.family.lower().startswith(family.lower())]
+    if license:
+        models = [m for m in models if license.lower() in m.license.lower()]
+    if (family or license) and not models:
+        fams = ", ".join(sorted({m.family for m in catalog.models()}))
+        lics = ", ".join(sorted({m.license for m in catalog.models()}))
+        fail(f"no model matches; families: {fams}; licenses: {lics}")
+    if output == Output.json:
+        print_json([model_dict(m) for m in models])
+        return
+    t = Table("NAME", "FAMILY", "PARAMS", "CONTEXT", "LICENSE", "VARIANTS", "HF ID")
+    for m in models:
+        quants = " ".join(dict.fromkeys(v.quant for v in m.variants))
+        active = f" ({_params(m.params_active)} active)" if m.params_active != m.params_total else ""
+        t.add_row(m.name, m.family, _params(m.params_total) + active, str(m.arch.max_context), m.license,
+                  quants, m.hf_id)
+    console.print(t)
+
+
+def _show(m: Model, output: Output) -> None:
+    if output == Output.json:
+        print_json(model_dict(m))
+        return
+    a = m.arch
+    console.print(f"[bold]{m.name}[/] ({m.family}) {m.hf_id}  license {m.license}")
+    if m.aliases:
+        console.print(f"aliases: {', '.join(m.aliases)}")
+    moe = f", MoE {a.experts} experts / {a.experts_active} active" if a.experts else ""
+    window = f" (window {a.sliding_window} on {a.sliding_layers} layers)" if a.sliding_window else ""
+    console.print(f"params {_params(m.params_total)} ({_params(m.params_active)} active); {a.layers} layers, "
+                  f"hidden {a.hidden}, heads {a.heads}/{a.kv_heads} kv, head_dim {a.head_dim}, vocab {a.vocab}, "
+                  f"max context {a.max_context}{moe}; attention {a.attention}{window}")
+    t = Table("QUANT", "ENGINE", "MIN CC", "BITS/W", "SIZE GiB", "QUALITY", "SOURCE")
+    for v in sorted(m.variants, key=lambda v: -v.quality):
+        size = gib(v.size_bytes) if v.size_bytes else "-"
+        src = f"{v.source} {v.file}".strip()
+        t.add_row(v.quant, v.engine, v.min_compute_capability or "-", f"{v.bits_per_weight:g}", size,
+                  str(v.quality), src)
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    models_app = typer.Typer(help="The model catalog: families, architectures, quantized variants.",
+                             no_args_is_help=False)
+
+    @models_app.callback(invoke_without_command=True)
+    def models(
+        ctx: typer.Context,
+        family: Annotated[str | None, typer.Option("--family", help="only this family (llama3.1, qwen2.5, …)")] = None,
+        license: Annotated[str | None, typer.Option("--license", help="only licenses containing this (MIT, Apache)")]
+        = None,
+        catalog_dir: CatalogDirOpt = None,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        """List the catalog's models (shipped and user-added)."""
+        if ctx.invoked_subcommand is not None:
+            return
+        _list(_guard(lambda: _catalog(catalog_dir)), family, license, output)
+
+    @models_app.command("show")
+    def show(
+        name: Annotated[str, typer.Argument(help="model name, alias or HF repo id")],
+        catalog_dir: CatalogDirOpt = None,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        """A model's architecture and variants."""
+        _show(_guard(lambda: _catalog(catalog_dir).get(name)), output)
+
+    @models_app.command("add")
+    def add(
+        from_config: Annotated[Path | None, typer.Option("--from-config", help="a Hugging Face config.json")] = None,
+        from_gguf: Annotated[Path | None, typer.Option("--from-gguf", help="a GGUF file")] = None,
+        name: Annotated[str | None, typer.Option("--name", help="catalog name (default: from the file)")] = None,
+        hf_id: Annotated[str, typer.Option("--hf-id", help="HF repo the weights come from (--from-config)")] = "",
+        license: Annotated[str | None, typer.Option("--license", help="license of the weights")] = None,
+        catalog_dir: CatalogDirOpt = None,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        """Import a custom model (a fine-tune) from its config.json or GGUF header."""
+        if (from_config is None) == (from_gguf is None):
+            fail("give exactly one of --from-config config.json or --from-gguf file.gguf")
+        model = _guard(lambda: _import(from_config, from_gguf, name, hf_id, license))
+        directory = catalog_dir or default_catalog_dir()
+        path = write_model(model, directory)
+        if output == Output.json:
+            print_json({**model_dict(model), "path": str(path)})
+        else:
+            v = model.variants[0]
+            console.print(f"added [bold]{model.name}[/] ({_params(model.params_total)} params, {v.quant} on "
+                          f"{v.engine}) to {path}")
+
+    app.add_typer(models_app, name="models")
+
+    @app.command("estimate")
+    def estimate_cmd(
+        model: Annotated[str, typer.Argument(help="model name, alias or HF repo id")],
+        quant: Annotated[str, typer.Option("--quant", "-q", help="bf16, fp8, awq, gptq, q4_k_m, … (see models show)")],
+        engine: Annotated[str | None, typer.Option("--engine", help="vllm or llama.cpp (default: the quant's)")] = None,
+        context: Annotated[int | None, typer.Option("--context", "-c", help="context length in tokens")] = None,
+        tp: Annotated[int | None, typer.Option("--tp", help="GPUs per replica (tensor parallel size)")] = None,
+        gpu: Annotated[str | None, typer.Option("--gpu", help="GPU type, e.g. A100-80GB, L4, RTX4090")] = None,
+        gpu_memory: Annotated[float | None, typer.Option("--gpu-memory", help="GPU memory in GiB")] = None,
+        kv_cache_dtype: Annotated[str, typer.Option("--kv-cache-dtype", help="auto, fp8 (vLLM), q8_0 (llama.cpp)")]
+        = "auto",
+        device: Annotated[str, typer.Option("--device", help="gpu, or cpu (llama.cpp in RAM)")] = "gpu",
+        catalog_dir: CatalogDirOpt = None,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        """Per-GPU memory a replica needs: weights, KV cache, activations, runtime."""
+        _guard(lambda: _estimate(model, quant, engine, context, tp, gpu, gpu_memory, kv_cache_dtype, device,
+                                 catalog_dir, output))
+
+
+def _guard(fn: Any) -> Any:
+    try:
+        return fn()
+    except FleetError as e:
+        fail(e.message)
+
+
+def _import(from_config: Path | None, from_gguf: Path | None, name: str | None, hf_id: str,
+            license: str | None) -> Model:
+    if from_gguf is not None:
+        if not from_gguf.is_file():
+            fail(f"{from_gguf}: no such GGUF file")
+        return model_from_gguf(from_gguf, name=name, license=license)
+    assert from_config is not None
+    try:
+        cfg = json.loads(from_config.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        fail(f"{from_config}: cannot read a JSON config ({e})")
+    return model_from_hf_config(cfg, name=name or (from_config.parent.name if from_config.parent.name else None),
+                                hf_id=hf_id, license=license or "unknown")
+
+
+def _estimate(name: str, quant: str, engine: str | None, context: int | None, tp: int | None, gpu: str | None,
+              gpu_memory: float | None, kv_cache_dtype: str, device: str, catalog_dir: Path | None,
+              output: Output) -> None:
+    if engine is not None and engine not in ENGINES:
+        fail(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
+    if gpu and gpu_memory:
+        fail("give --gpu NAME or --gpu-memory GIB, not both")
+    catalog = _catalog(catalog_dir)
+    m = catalog.get(name)
+    v = catalog.variant(m, quant, engine)
+    memory, cc, gpu_name = None, None, None
+    if gpu:
+        try:
+            g = gpu_type(gpu)
+        except KeyError as e:
+            fail(str(e.args[0]))
+        memory, cc, gpu_name = g.memory_bytes, g.compute_capability, g.name
+        problem = incompatibility(v, cc)
+        if problem:
+            fine = sorted({x.quant for x in m.variants if incompatibility(x, cc) is None})
+            fail(f"{problem}; on a {g.name} {m.name} can run: {', '.join(fine) or 'nothing'}")
+    elif gpu_memory is not None:
+        if gpu_memory <= 0:
+            fail("--gpu-memory must be positive (GiB)")
+        memory = int(gpu_memory * GIB)
+    e = estimate(m, v, context=context, tp=tp or 1, gpu_memory_bytes=memory, kv_cache_dtype=kv_cache_dtype,
+                 device=device)
+    result = estimate_dict(e)
+    if memory is not None and device == "gpu":
+        result["gpu"] = gpu_name
+        result["gpu_memory"] = memory
+        result["fits"] = fits(e, memory)
+        if tp is None:
+            result["min_gpus"] = min_gpus(m, v, context=e.context, gpu_memory_bytes=memory,
+                                          kv_cache_dtype=kv_cache_dtype)
+        if v.engine == "vllm":
+            result["gpu_memory_utilization"] = e.gpu_memory_utilization
+    if output == Output.json:
+        print_json(result)
+        return
+    _render(e, result)
+
+
+def _render(e: Estimate, result: dict[str, Any]) -> None:
+    where = "per GPU" if e.device == "gpu" else "in RAM"
+    console.print(f"[bold]{e.model}[/] {e.quant} on {e.engine}, context {e.context}, TP {e.tp} ({where}, GiB)")
+    t = Table("WEIGHTS", "KV CACHE", "ACTIVATIONS", "RUNTIME", "TOTAL")
+    t.add_row(gib(e.weights), gib(e.kv_cache), gib(e.activations), gib(e.runtime), f"[bold]{gib(e.total)}[/]")
+    console.print(t)
+    if "fits" in result:
+        label = result["gpu"] or f"{gib(result['gpu_memory'])} GiB GPU"
+        verdict = "[green]fits[/]" if result["fits"] else "[red]does not fit[/]"
+        console.print(f"{label}: {verdict}")
+        if "min_gpus" in result:
+            n = result["min_gpus"]
+            console.print(f"smallest TP that fits: {n}" if n else "no valid TP up to 8 fits")
+        if result.get("gpu_memory_utilization"):
+            console.print(f"launch vLLM with --gpu-memory-utilization {result['gpu_memory_utilization']:.2f}")
+    for n in e.notes:
+        console.print(f"[dim]- {n}[/]")
