@@ -13,6 +13,7 @@ from aiohttp import web
 
 from fleet.controller import apikeys
 from fleet.controller.errors import FleetError
+from fleet.controller.gateway import GATEWAY
 
 if TYPE_CHECKING:
     from fleet.controller.service import Controller
@@ -62,6 +63,8 @@ def setup(app: web.Application, ctl: Controller) -> None:
     @admin
     async def revoke_key(request: web.Request) -> web.Response:
         rows = apikeys.revoke(ctl.store.engine, request.match_info["ref"])
+        if GATEWAY in request.app:  # the gateway must not trust a revoked key it has seen before
+            request.app[GATEWAY].forget_keys()
         return web.json_response({"revoked": [apikeys.public(r) for r in rows]})
 
     app.router.add_get("/admin/apikeys", list_keys)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -61,6 +62,14 @@ class Gateway:
         self.sent: dict[str, int] = {}
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self.session: aiohttp.ClientSession | None = None
+        # Client keys known good, by key -> checked-at (monotonic). Every store read takes SQLite's write
+        # lock (BEGIN IMMEDIATE), so the hot path reads the store once per request, not three times.
+        # Revocation goes through this app's admin API, which calls forget_keys(); the TTL bounds any other path.
+        self.key_ttl = 5.0
+        self.good_keys: dict[str, float] = {}
+
+    def forget_keys(self) -> None:
+        self.good_keys.clear()
 
     async def start(self, _app: web.Application) -> None:
         # auto_decompress off: bytes and Content-Encoding travel together, untouched
@@ -82,9 +91,15 @@ class Gateway:
             return error_response(401, "no API key: send `Authorization: Bearer <key>` "
                                   "(an operator creates one with `fleet apikey create`)",
                                   "invalid_request_error", "invalid_api_key")
+        now = time.monotonic()
+        if now - self.good_keys.get(key, -self.key_ttl) < self.key_ttl:
+            return None
         if not apikeys.valid(self.ctl.store.engine, key):
             return error_response(401, "API key rejected (unknown or revoked)", "invalid_request_error",
                                   "invalid_api_key")
+        if len(self.good_keys) > 10_000:
+            self.good_keys.clear()  # bound memory; the next requests simply re-check
+        self.good_keys[key] = now
         return None
 
     # ---- /v1/models
@@ -121,14 +136,15 @@ class Gateway:
             return self._answer(UNKNOWN, started, error_response(
                 400, "the request body must be a JSON object with a `model` (a deployment name)",
                 "invalid_request_error", "invalid_request", "model"))
-        if self.ctl.store.get_deployment(model) is None:
+        targets = self.targets(model)
+        # A deployment without replica rows may still exist (all removed or not yet placed): only then ask.
+        if not targets and self.ctl.store.get_deployment(model) is None:
             names = ", ".join(d.name for d in self.ctl.store.deployments()) or "none"
             return self._answer(UNKNOWN, started, error_response(
                 404, f"the model {model!r} does not exist; deployments: {names}", "invalid_request_error",
                 "model_not_found", "model"))
 
         tried: set[str] = set()
-        targets = self.targets(model)
         while (target := pick(targets, self.outstanding, self.sent, tried)) is not None:
             tried.add(target.id)
             self._begin(model, target)
@@ -205,6 +221,9 @@ class Gateway:
             return self._answer(model, started, resp)
 
 
+GATEWAY = web.AppKey("fleet.gateway", Gateway)
+
+
 def make_app(ctl: Controller, connect_timeout: float = 5.0) -> web.Application:
     """The controller's HTTP app: OpenAI gateway, /metrics, the capacity page and the admin API."""
     from fleet.controller import admin_http, capacity_page  # siblings mounted on the same app
@@ -213,6 +232,7 @@ def make_app(ctl: Controller, connect_timeout: float = 5.0) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[CTL] = ctl
     gw = Gateway(ctl, connect_timeout=connect_timeout)
+    app[GATEWAY] = gw
     app.on_startup.append(gw.start)
     app.on_cleanup.append(gw.close)
     app.router.add_get("/v1/models", gw.models)
@@ -233,8 +253,11 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-async def start_http(ctl: Controller, listen: str) -> web.AppRunner:
-    """Serve `make_app(ctl)` on `listen` in the running loop; the caller awaits `runner.cleanup()` on stop."""
+async def start_http(ctl: Controller, listen: str, ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
+    """Serve `make_app(ctl)` on `listen` in the running loop; the caller awaits `runner.cleanup()` on stop.
+
+    `ssl_context` (e.g. from the controller's TLS certificate) makes it HTTPS; None serves plain HTTP.
+    """
     try:
         host, port = split_listen(listen)
     except ValueError as e:
@@ -242,10 +265,10 @@ async def start_http(ctl: Controller, listen: str) -> web.AppRunner:
     runner = web.AppRunner(make_app(ctl))
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except OSError as e:
         await runner.cleanup()
         raise SystemExit(f"error: cannot listen on {listen} for HTTP: {e} (is another controller running? "
                          "use --http-listen)") from None
-    log.info("HTTP (OpenAI gateway, /metrics, capacity page) on http://%s", listen)
+    log.info("HTTP (OpenAI gateway, /metrics, capacity page) on %s://%s", "https" if ssl_context else "http", listen)
     return runner

@@ -254,3 +254,19 @@ def test_apikey_cli_create_list_revoke(hf: HttpFleet, tmp_path: Path) -> None:
 
     env["FLEET_TOKEN"] = "wrong"
     assert fleet("list").returncode == 3
+
+
+def test_draining_replica_gets_no_new_requests(hf: HttpFleet) -> None:
+    a = hf.engine("a", "ka")
+    b = hf.engine("b", "kb")
+    hf.add_replica("chat-a", "chat", "n1", endpoint=a.endpoint, api_key="ka")
+    hf.add_replica("chat-b", "chat", "n2", endpoint=b.endpoint, api_key="kb", ordinal=1)
+    c = client(hf)
+    ask = lambda: c.chat.completions.with_raw_response.create(  # noqa: E731
+        model="chat", messages=[{"role": "user", "content": "hi"}]).headers["X-Fleet-Replica"]
+    assert sorted(ask() for _ in range(2)) == ["chat-a", "chat-b"]
+    # A drain (or remove) marks the replica desired "stop" before its agent is told: from that commit on,
+    # while the engine still runs and reports healthy, it gets nothing new.
+    hf.set_replica("chat-a", desired="stop")
+    assert [ask() for _ in range(4)] == ["chat-b"] * 4
+    assert len(a.requests) == 1
