@@ -21,6 +21,7 @@ import psutil
 from fleet.agent import logs
 from fleet.agent.probe import Probe
 from fleet.agent.supervisor import Supervisor
+from fleet.agent.trust import TrustError, ca_path, channel_options, discover_ca, split_token
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 
@@ -101,7 +102,8 @@ def backoff_delays(base: float = 0.5, cap: float = 30.0, rng: random.Random | No
 class Link:
     def __init__(self, controller: str, data_dir: Path, probe: Probe, name: str, join_token: str | None,
                  version: str, usage: Callable[[], dict[str, tuple[int, int, int]]] | None = None,
-                 labels: dict[str, str] | None = None, supervisor: Supervisor | None = None) -> None:
+                 labels: dict[str, str] | None = None, supervisor: Supervisor | None = None,
+                 insecure: bool = False, ca_file: Path | None = None) -> None:
         self.controller = controller
         self.data_dir = data_dir
         self.probe = probe
@@ -111,17 +113,53 @@ class Link:
         self.usage = usage  # fresh GPU usage per heartbeat (NVML); None: report the probe's numbers
         self.labels = labels or {}
         self.supervisor = supervisor
+        self.insecure = insecure
+        self.root_ca: bytes | None = None
+        if not insecure:
+            stored = ca_path(data_dir)
+            if ca_file is not None:
+                self.root_ca = ca_file.read_bytes()
+            elif stored.exists():
+                self.root_ca = stored.read_bytes()
         self.log_tasks: dict[int, asyncio.Task[None]] = {}
         self.connected = asyncio.Event()
         self.sessions_opened = 0
 
     def _channel(self) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(self.controller, options=CHANNEL_OPTIONS)
+        if self.insecure:
+            return grpc.aio.insecure_channel(self.controller, options=CHANNEL_OPTIONS)
+        if self.root_ca is None:
+            raise AgentFatal("no CA to verify the controller: join with a token that carries its fingerprint "
+                             "(the controller's DATA_DIR/join-token), or pass --ca-file, or --insecure for a "
+                             "plaintext loopback controller", 2)
+        return grpc.aio.secure_channel(self.controller, grpc.ssl_channel_credentials(self.root_ca),
+                                       options=CHANNEL_OPTIONS + channel_options(True))
+
+    async def discover(self) -> None:
+        """First join over TLS: learn the controller's CA from the chain it presents, pinned by the token."""
+        _, fingerprint = split_token(self.join_token or "")
+        if self.insecure or self.root_ca is not None or not fingerprint:
+            return
+        async for delay in backoff_delays():
+            try:
+                ca = await asyncio.to_thread(discover_ca, self.controller, fingerprint)
+                break
+            except OSError as e:
+                log.warning("cannot reach the controller at %s (%s); retrying in %.1fs", self.controller, e, delay)
+                await asyncio.sleep(delay)
+            except TrustError as e:
+                raise AgentFatal(str(e), 3) from e
+        self.root_ca = ca
+        path = ca_path(self.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_bytes(ca)
+        log.info("verified the controller's CA (fingerprint %s…), saved to %s", fingerprint[:16], path)
 
     async def register(self) -> Credential:
         if not self.join_token:
             raise AgentFatal(f"this agent has not joined yet ({credential_path(self.data_dir)} is missing): "
                              "pass --join-token (the controller's DATA_DIR/join-token)", 2)
+        await self.discover()
         req = pb.RegisterRequest(join_token=self.join_token, name=self.name,
                                  inventory=inventory_message(self.probe, self.version, self.labels))
         async for delay in backoff_delays():

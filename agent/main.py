@@ -33,6 +33,8 @@ class AgentConfig:
     advertise_host: str | None = None
     engine_ports: tuple[int, int] = (40000, 40999)
     engine_paths: dict[str, str] = field(default_factory=dict)
+    insecure: bool = False
+    ca_file: Path | None = None
 
 
 async def serve(cfg: AgentConfig) -> None:
@@ -56,7 +58,7 @@ async def serve(cfg: AgentConfig) -> None:
     supervisor = Supervisor(data_dir, launcher, host=cfg.engine_host, advertise=advertise, ports=cfg.engine_ports,
                             simulate=bool(cfg.simulate))
     link = Link(cfg.controller, data_dir, found, node, cfg.join_token, VERSION, usage=usage, labels=cfg.labels,
-                supervisor=supervisor)
+                supervisor=supervisor, insecure=cfg.insecure, ca_file=cfg.ca_file)
     task = asyncio.create_task(link.run())
     supervising = asyncio.create_task(supervisor.run())
     loop = asyncio.get_running_loop()

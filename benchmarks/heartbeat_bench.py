@@ -2,7 +2,7 @@
 
     python benchmarks/heartbeat_bench.py [--agents 200] [--seconds 10]
 
-Starts a real `fleet controller run` (SQLite file, loopback gRPC), joins N in-process simulated agents
+Starts a real `fleet controller run` (SQLite file, TLS gRPC on loopback), joins N in-process simulated agents
 over real Session streams (each heartbeat carries 8 GPUs' usage, like an 8-GPU server), sends as fast as
 flow control allows, and reads the controller's own count of heartbeats absorbed (Fleet.Stats).
 Then runs one idle `fleet agent run --simulate-gpus 8xA100-80GB` and samples its RSS and CPU.
@@ -42,11 +42,15 @@ def start_controller(data_dir: Path, address: str, heartbeat: float) -> subproce
                              "--heartbeat-interval", str(heartbeat), "--offline-after", str(heartbeat * 60)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 30
-    while not (data_dir / "admin-token").exists():
-        if time.time() > deadline:
-            raise SystemExit("controller did not start")
-        time.sleep(0.1)
-    return proc
+    host, port = address.rsplit(":", 1)
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return proc
+        except OSError:
+            if time.time() > deadline:
+                raise SystemExit("controller did not start") from None
+            time.sleep(0.1)
 
 
 def inventory(i: int) -> pb.Inventory:
@@ -55,9 +59,16 @@ def inventory(i: int) -> pb.Inventory:
                                      compute_capability="8.0", declared=True) for g in range(8)])
 
 
-async def run_agents(address: str, join_token: str, admin: str, n: int, seconds: float) -> tuple[float, float, int]:
+def channel(address: str, ca: bytes, extra: list[tuple[str, object]] | None = None) -> grpc.aio.Channel:
+    # the same verified TLS the agents use
+    return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca),
+                                   options=[("grpc.ssl_target_name_override", "fleet-controller"), *(extra or [])])
+
+
+async def run_agents(address: str, ca: bytes, join_token: str, admin: str, n: int,
+                     seconds: float) -> tuple[float, float, int]:
     opts = [("grpc.use_local_subchannel_pool", 1)]
-    async with grpc.aio.insecure_channel(address) as ch:
+    async with channel(address, ca) as ch:
         stub = pbg.AgentStub(ch)
         creds = []
         for i in range(n):
@@ -65,7 +76,7 @@ async def run_agents(address: str, join_token: str, admin: str, n: int, seconds:
                                                        inventory=inventory(i)))
             creds.append((r.node_name, r.credential))
     # a few channels, like many hosts; each carries n/len(channels) streams
-    channels = [grpc.aio.insecure_channel(address, options=opts) for _ in range(8)]
+    channels = [channel(address, ca, opts) for _ in range(8)]
     stop = asyncio.Event()
     sent = 0
 
@@ -87,7 +98,7 @@ async def run_agents(address: str, join_token: str, admin: str, n: int, seconds:
         call.cancel()
 
     tasks = [asyncio.create_task(agent(i, node, cred)) for i, (node, cred) in enumerate(creds)]
-    async with grpc.aio.insecure_channel(address) as ch:
+    async with channel(address, ca) as ch:
         fleet = pbg.FleetStub(ch)
         md = (("authorization", f"Bearer {admin}"),)
         await asyncio.sleep(2.0)  # warm up: every session open
@@ -135,7 +146,8 @@ def main() -> int:
         try:
             join = (root / "controller" / "join-token").read_text().strip()
             admin = (root / "controller" / "admin-token").read_text().strip()
-            rate, window, sessions = asyncio.run(run_agents(address, join, admin, args.agents, args.seconds))
+            ca = (root / "controller" / "tls" / "ca.crt").read_bytes()
+            rate, window, sessions = asyncio.run(run_agents(address, ca, join, admin, args.agents, args.seconds))
             ctl_cpu = psutil.Process(ctl.pid).cpu_times()
             rss, cpu = idle_agent(address, join, root, settle=5.0, sample=args.idle_seconds)
         finally:

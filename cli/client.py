@@ -42,6 +42,22 @@ EXIT_FOR = {
 }
 
 
+def open_channel(address: str, data_dir: Path | None) -> grpc.Channel:
+    """TLS verified against the controller's CA (FLEET_CA, or DATA_DIR/tls/ca.crt); plaintext if FLEET_INSECURE."""
+    from fleet.agent.trust import channel_options
+
+    if os.environ.get("FLEET_INSECURE", "").lower() in ("1", "true", "yes"):
+        return grpc.insecure_channel(address)
+    default = (data_dir or default_data_dir()) / "tls" / "ca.crt"
+    ca = Path(os.environ["FLEET_CA"]) if os.environ.get("FLEET_CA") else default
+    try:
+        root = ca.read_bytes()
+    except OSError:
+        fail(f"no CA to verify the controller ({ca} not found): pass --ca-file (the controller's DATA_DIR/tls/ca.crt), "
+             "--data-dir on the controller host, or --insecure for a plaintext controller", EXIT_USAGE)
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root), options=channel_options(True))
+
+
 def _user() -> str:
     """Who is at the keyboard, recorded with cordons and drains."""
     import getpass
@@ -61,7 +77,7 @@ class Client:
         self.address = controller or os.environ.get("FLEET_CONTROLLER") or DEFAULT_CONTROLLER
         self.token = resolve_token(token, data_dir)
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(self.address)
+        self.channel = open_channel(self.address, data_dir)
         self.fleet = pbg.FleetStub(self.channel)
 
     def call(self, method: str, request: Any, timeout: float | None = None) -> Any:

@@ -38,16 +38,29 @@ def register(app: typer.Typer) -> None:
         heartbeat_interval: Annotated[float, typer.Option(help="seconds between agent heartbeats")] = 5.0,
         offline_after: Annotated[float, typer.Option(help="seconds without a heartbeat before a node is offline")]
         = 15.0,
+        insecure: Annotated[bool, typer.Option("--insecure", help="plaintext gRPC (loopback addresses only)")]
+        = False,
+        tls_san: Annotated[list[str], typer.Option(help="extra name or IP for the server certificate (repeatable)")]
+        = [],  # noqa: B006
+        tls_cert: Annotated[Path | None, typer.Option(help="your server certificate (PEM) instead of DATA_DIR/tls")]
+        = None,
+        tls_key: Annotated[Path | None, typer.Option(help="its private key (PEM)")] = None,
+        tls_ca: Annotated[Path | None, typer.Option(help="the CA that signed it (PEM)")] = None,
     ) -> None:
-        """Start the controller. First start writes DATA_DIR/join-token and DATA_DIR/admin-token (mode 0600)."""
-        from fleet.controller.main import run
+        """Start the controller. First start writes DATA_DIR/join-token and DATA_DIR/admin-token (mode 0600).
+
+        TLS is on by default: a private CA and server certificate are created in DATA_DIR/tls, and the join
+        token carries the CA fingerprint so agents verify the controller without copying files.
+        """
+        from fleet.controller.main import TLSOptions, run
         from fleet.controller.service import Settings
 
         if heartbeat_interval <= 0 or offline_after <= heartbeat_interval:
             fail("--offline-after must be longer than --heartbeat-interval, and both positive")
         run(data_dir.expanduser(), listen, db,
             Settings(heartbeat_interval=heartbeat_interval, offline_after=offline_after,
-                     flush_interval=min(1.0, heartbeat_interval)))
+                     flush_interval=min(1.0, heartbeat_interval)),
+            TLSOptions(insecure=insecure, sans=tuple(tls_san), cert=tls_cert, key=tls_key, ca=tls_ca))
 
     @agent_app.command("run")
     def agent_run(
@@ -73,6 +86,10 @@ def register(app: typer.Typer) -> None:
         llama_server: Annotated[str | None, typer.Option(help="llama-server binary [default: engine cache, PATH]")]
         = None,
         vllm: Annotated[str | None, typer.Option(help="vllm executable [default: engine cache, PATH]")] = None,
+        insecure: Annotated[bool, typer.Option("--insecure", help="plaintext gRPC to a loopback controller")]
+        = False,
+        ca_file: Annotated[Path | None, typer.Option(
+            help="the controller's CA (PEM) when the join token carries no fingerprint")] = None,
     ) -> None:
         """Start the agent: probe GPUs/RAM/disk/engines, join with the join token once, then stay connected."""
         from fleet.agent.main import AgentConfig, run
@@ -97,5 +114,5 @@ def register(app: typer.Typer) -> None:
             controller=controller, data_dir=data_dir.expanduser(), join_token=join_token, name=name,
             simulate=simulate_gpus, declare_engines=declared, models_dir=models_dir, labels=parse_labels(label),
             engine_host=engine_host, advertise_host=advertise_host, engine_ports=(int(lo), int(hi)),
-            engine_paths=paths))
+            engine_paths=paths, insecure=insecure, ca_file=ca_file))
         raise typer.Exit(code)

@@ -13,3 +13,7 @@ TokenOpt = Annotated[str | None, typer.Option(
     "--token", envvar="FLEET_TOKEN", help="admin token [default: read from DATA_DIR/admin-token]", show_default=False)]
 DataDirOpt = Annotated[Path | None, typer.Option(
     "--data-dir", envvar="FLEET_DATA_DIR", help="controller data dir, to find the admin token on the controller host")]
+InsecureOpt = Annotated[bool, typer.Option(
+    "--insecure", envvar="FLEET_INSECURE", help="plaintext gRPC (a controller started with --insecure)")]
+CaFileOpt = Annotated[Path | None, typer.Option(
+    "--ca-file", envvar="FLEET_CA", help="the controller's CA (PEM) [default: DATA_DIR/tls/ca.crt]")]

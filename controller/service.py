@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import json_format
 
+from fleet.agent.trust import split_token
 from fleet.controller.auth import Credentials, metadata_dict
 from fleet.controller.desired import deployment_message, desired_set
 from fleet.controller.errors import (
@@ -213,7 +214,8 @@ class AgentService(pbg.AgentServicer):
 
     @rpc
     async def Register(self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext) -> pb.RegisterResponse:
-        if not request.join_token or not self.ctl.store.token_valid("join", request.join_token):
+        secret = split_token(request.join_token[:MAX_STR])[0]
+        if not secret or not self.ctl.store.token_valid("join", secret):
             log.warning("refused a join with a wrong or expired token from %s", context.peer())
             raise Unauthenticated("join token rejected: use the token in the controller's DATA_DIR/join-token")
         name = validate_node_name(request.name or request.inventory.hostname)

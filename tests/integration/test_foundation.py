@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
 
 from tests.integration.harness import Fleet, wait_for
 
@@ -59,7 +60,8 @@ def test_tokens_are_private_files(fleet: Fleet) -> None:
 
 
 def test_wrong_join_token_exits_nonzero_and_creates_nothing(fleet: Fleet) -> None:
-    proc = fleet.start_agent("intruder", "1xT4", join_token="not-the-token")
+    fingerprint = fleet.join_token.rpartition(".")[2]
+    proc = fleet.start_agent("intruder", "1xT4", join_token=f"not-the-secret.{fingerprint}")
     assert proc.wait(30) == 3
     assert "refused to join" in fleet.log("agent-intruder")
     assert fleet.nodes() == []
@@ -69,8 +71,11 @@ def test_wrong_join_token_exits_nonzero_and_creates_nothing(fleet: Fleet) -> Non
 
 def test_cli_without_or_with_wrong_admin_token_is_refused(fleet: Fleet) -> None:
     env_dir = fleet.root / "elsewhere"
-    r = fleet.cli("nodes", "--data-dir", str(env_dir))
+    ca = str(fleet.data_dir / "tls" / "ca.crt")
+    r = fleet.cli("--ca-file", ca, "nodes", "--data-dir", str(env_dir))
     assert r.returncode == 3 and "no admin token" in r.stderr
+    r = fleet.cli("nodes", "--data-dir", str(env_dir))
+    assert r.returncode == 2 and "no CA to verify the controller" in r.stderr
     r = fleet.cli("capacity", "--token", "guess")
     assert r.returncode == 3 and "admin token rejected" in r.stderr
     assert "Traceback" not in r.stderr
@@ -103,3 +108,26 @@ def test_capacity_and_describe(fleet: Fleet) -> None:
 def test_bad_simulate_spec_is_a_clear_error(fleet: Fleet) -> None:
     r = fleet.cli("agent", "run", "--simulate-gpus", "3xB9000", "--join-token", "x")
     assert r.returncode == 2 and "unknown GPU type 'B9000'" in r.stderr
+
+
+def test_join_token_pins_the_controller_ca(fleet: Fleet) -> None:
+    secret = fleet.join_token.rpartition(".")[0]
+    proc = fleet.start_agent("spoofed", "1xT4", join_token=f"{secret}.{'ab' * 32}")
+    assert proc.wait(30) == 3
+    assert "is not the one this join token names" in fleet.log("agent-spoofed")
+    bare = fleet.start_agent("bare", "1xT4", join_token=secret)
+    assert bare.wait(30) == 2 and "no CA to verify the controller" in fleet.log("agent-bare")
+    assert fleet.nodes() == []
+    # the right token: the agent learns and stores the CA, then joins over verified TLS
+    fleet.start_agent("good", "1xT4")
+    wait_for(lambda: fleet.states() == {"good": "ready"}, 20, "good joined")
+    assert (fleet.root / "agent-good" / "controller-ca.crt").read_bytes() == \
+        (fleet.data_dir / "tls" / "ca.crt").read_bytes()
+
+
+def test_plaintext_only_on_loopback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.harness import FLEET
+
+    r = subprocess.run([*FLEET, "controller", "run", "--data-dir", str(tmp_path), "--listen", "0.0.0.0:0",
+                        "--insecure"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "only on a loopback address" in (r.stderr + r.stdout)

@@ -14,7 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from fleet.agent import engine_install as ei
-from fleet.cli.main import app
+from fleet.cli.main import register_areas
+
+app = register_areas()
 
 FAKE_LLAMA = "#!/bin/sh\necho 'version: 4242 (abc1234)' >&2\necho 'built with cc for Linux' >&2\n"
 

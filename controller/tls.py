@@ -1,0 +1,129 @@
+"""TLS for the controller's port: a private CA and a server certificate, created on first start.
+
+The join token carries the CA's SHA-256 fingerprint, so a joining agent verifies the controller
+without anyone copying files (kubeadm's discovery hash, done with a certificate chain).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+# Agents and the CLI verify the server certificate against this name (set as the TLS target name),
+# so they can dial the controller by any address; trust comes from the pinned private CA.
+SERVER_NAME = "fleet-controller"
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    ca_pem: bytes
+    cert_chain_pem: bytes  # server certificate followed by the CA
+    key_pem: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return ca_fingerprint(self.ca_pem)
+
+
+def ca_fingerprint(ca_pem: bytes) -> str:
+    der = x509.load_pem_x509_certificate(ca_pem).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _sans(extra: list[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = [x509.DNSName(SERVER_NAME), x509.DNSName("localhost"),
+                                     x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    for host in [socket.gethostname(), *extra]:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            if host:
+                names.append(x509.DNSName(host))
+    unique: list[x509.GeneralName] = []
+    for n in names:
+        if n not in unique:
+            unique.append(n)
+    return unique
+
+
+def create(tls_dir: Path, sans: list[str], days: int = 3650) -> None:
+    tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = _key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleet CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=days))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = _key()
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAME)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(_sans(sans)), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    _write(tls_dir / "ca.key", _key_pem(ca_key), 0o600)
+    _write(tls_dir / "ca.crt", ca.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write(tls_dir / "server.key", _key_pem(key), 0o600)
+    _write(tls_dir / "server.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def load_or_create(tls_dir: Path, sans: list[str], cert_file: Path | None = None, key_file: Path | None = None,
+                   ca_file: Path | None = None) -> ServerTLS:
+    """Given files win; otherwise DATA_DIR/tls, created on first start."""
+    if cert_file or key_file or ca_file:
+        if not (cert_file and key_file and ca_file):
+            raise ValueError("--tls-cert, --tls-key and --tls-ca go together")
+        ca, cert, key = ca_file.read_bytes(), cert_file.read_bytes(), key_file.read_bytes()
+    else:
+        if not (tls_dir / "server.crt").exists():
+            create(tls_dir, sans)
+        ca = (tls_dir / "ca.crt").read_bytes()
+        cert = (tls_dir / "server.crt").read_bytes()
+        key = (tls_dir / "server.key").read_bytes()
+    return ServerTLS(ca_pem=ca, cert_chain_pem=cert + ca, key_pem=key)
+
+
+def is_loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
