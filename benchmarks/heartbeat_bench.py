@@ -39,7 +39,8 @@ def free_port() -> int:
 
 def start_controller(data_dir: Path, address: str, heartbeat: float) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([*FLEET, "controller", "run", "--data-dir", str(data_dir), "--listen", address,
-                             "--heartbeat-interval", str(heartbeat), "--offline-after", str(heartbeat * 60)],
+                             "--heartbeat-interval", str(heartbeat), "--offline-after", str(heartbeat * 60),
+                             "--http-listen", ""],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 30
     host, port = address.rsplit(":", 1)

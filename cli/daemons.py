@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
         = None,
         tls_key: Annotated[Path | None, typer.Option(help="its private key (PEM)")] = None,
         tls_ca: Annotated[Path | None, typer.Option(help="the CA that signed it (PEM)")] = None,
+        http_listen: Annotated[str, typer.Option(
+            help="HTTP address: OpenAI gateway (/v1), /metrics, capacity page (/); '' turns it off")]
+        = "127.0.0.1:8080",
     ) -> None:
         """Start the controller. First start writes DATA_DIR/join-token and DATA_DIR/admin-token (mode 0600).
 
@@ -60,7 +63,7 @@ def register(app: typer.Typer) -> None:
         run(data_dir.expanduser(), listen, db,
             Settings(heartbeat_interval=heartbeat_interval, offline_after=offline_after,
                      flush_interval=min(1.0, heartbeat_interval)),
-            TLSOptions(insecure=insecure, sans=tuple(tls_san), cert=tls_cert, key=tls_key, ca=tls_ca))
+            TLSOptions(insecure=insecure, sans=tuple(tls_san), cert=tls_cert, key=tls_key, ca=tls_ca), http_listen)
 
     @agent_app.command("run")
     def agent_run(

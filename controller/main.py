@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from fleet.agent.trust import split_token
 from fleet.controller.auth import AuthInterceptor, Credentials
+from fleet.controller.gateway import start_http
 from fleet.controller.service import AgentService, Controller, FleetService, Settings
 from fleet.controller.store import Store, sqlite_url, token_hash
 from fleet.controller.tls import is_loopback, load_or_create
@@ -73,7 +74,8 @@ def server_credentials(data_dir: Path, listen: str, opts: TLSOptions) -> tuple[g
 
 
 async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Settings,
-                ready: asyncio.Event | None = None, tls: TLSOptions = TLSOptions()) -> None:
+                ready: asyncio.Event | None = None, tls: TLSOptions = TLSOptions(),
+                http_listen: str = "127.0.0.1:8080") -> None:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     creds_tls, fingerprint = server_credentials(data_dir, listen, tls)
     store = Store(db_url or sqlite_url(data_dir))
@@ -102,6 +104,11 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
         raise SystemExit(
             f"error: cannot listen on {listen}: {e} (is another controller running? use --listen)") from None
     await server.start()
+    try:
+        http = await start_http(ctl, http_listen) if http_listen else None
+    except OSError as e:
+        await server.stop(grace=0)
+        raise SystemExit(f"error: cannot serve HTTP on {http_listen}: {e} (use --http-listen, or '' for off)") from None
 
     scheduler = AsyncIOScheduler()
     scheduler.add_job(ctl.flush, "interval", seconds=settings.flush_interval, id="flush-heartbeats",
@@ -112,7 +119,8 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
     log.info("controller listening on %s (%s), data in %s, heartbeat %.1fs, offline after %.1fs", listen,
              "plaintext" if creds_tls is None else f"TLS, CA {fingerprint[:16]}…", data_dir,
              settings.heartbeat_interval, settings.offline_after)
-    print(f"fleet controller listening on {listen} (data dir {data_dir})", flush=True)
+    print(f"fleet controller listening on {listen}" + (f", HTTP on {http_listen}" if http_listen else "")
+          + f" (data dir {data_dir})", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,12 +130,15 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
         ready.set()
     await stop.wait()
     log.info("stopping")
+    if http is not None:
+        await http.cleanup()
     scheduler.shutdown(wait=False)
     await server.stop(grace=2)
     ctl.flush()
 
 
-def run(data_dir: Path, listen: str, db_url: str | None, settings: Settings, tls: TLSOptions = TLSOptions()) -> None:
+def run(data_dir: Path, listen: str, db_url: str | None, settings: Settings, tls: TLSOptions = TLSOptions(),
+        http_listen: str = "127.0.0.1:8080") -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
-    asyncio.run(serve(data_dir, listen, db_url, settings, tls=tls))
+    asyncio.run(serve(data_dir, listen, db_url, settings, tls=tls, http_listen=http_listen))

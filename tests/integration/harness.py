@@ -39,11 +39,13 @@ class Fleet:
         self.root = root
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.http = f"127.0.0.1:{free_port()}"
         self.data_dir = root / "controller"
         self.heartbeat, self.offline_after = heartbeat, offline_after
         self.controller: subprocess.Popen[bytes] | None = None
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
-        self.env = {**os.environ, "FLEET_CONTROLLER": self.address, "FLEET_DATA_DIR": str(self.data_dir)}
+        self.env = {**os.environ, "FLEET_CONTROLLER": self.address, "FLEET_DATA_DIR": str(self.data_dir),
+                    "FLEET_HTTP": f"http://{self.http}"}
         self.env.pop("FLEET_TOKEN", None)
 
     def _spawn(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -54,7 +56,8 @@ class Fleet:
     def start_controller(self) -> None:
         self.controller = self._spawn(
             ["controller", "run", "--data-dir", str(self.data_dir), "--listen", self.address,
-             "--heartbeat-interval", str(self.heartbeat), "--offline-after", str(self.offline_after)],
+             "--heartbeat-interval", str(self.heartbeat), "--offline-after", str(self.offline_after),
+             "--http-listen", self.http],
             self.root / "controller.log")
         wait_for(lambda: (self.data_dir / "admin-token").exists() and self.cli("nodes", "-o", "json").returncode == 0,
                  20, "the controller to answer")
