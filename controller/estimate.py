@@ -86,9 +86,13 @@ def param_split(model: Model, variant: Variant | None = None) -> ParamSplit:
     embed = a.vocab * a.hidden
     output = 0 if a.tied_embeddings else a.vocab * a.hidden
     experts = a.routed_moe_layers * a.experts * a.mlp_matrices * a.hidden * a.moe_intermediate_size
+    if a.experts and variant and variant.intermediate_size:
+        # Kernels that pad the expert width (vLLM's MXFP4 MoE to a multiple of 256) store the padding.
+        experts = experts * variant.intermediate_size // a.moe_intermediate_size
     attention = 0 if a.attention == "mla" else a.layers * a.hidden * a.head_dim * (2 * a.heads + 2 * a.kv_heads)
-    rest = max(0, model.params_total - embed - output - experts)
-    if a.routed_moe_layers < a.layers and inter != a.intermediate_size:
+    rest = max(0, model.params_total - embed - output - a.routed_moe_layers * a.experts * a.mlp_matrices
+               * a.hidden * a.moe_intermediate_size)
+    if not a.experts and inter != a.intermediate_size:
         # Padded checkpoints (Qwen 72B AWQ/GPTQ) carry the extra rows.
         rest += (a.layers - a.routed_moe_layers) * a.mlp_matrices * a.hidden * (inter - a.intermediate_size)
     return ParamSplit(embed, output, experts, min(attention, rest), a.mlp_matrices * a.hidden * inter, rest)
@@ -174,17 +178,28 @@ def _widest_mlp(arch: Architecture, tp: int) -> float:
     return arch.intermediate_size / tp
 
 
-def vllm_activation_bytes(arch: Architecture, tp: int, context: int) -> int:
-    """Peak of vLLM's profiling run: max_num_batched_tokens through one layer, plus the sampler."""
+def vllm_scheduler_defaults(gpu_memory_bytes: int | None) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) that `vllm serve` picks for a GPU of this size;
+    the larger pair when the GPU is unknown (the conservative side)."""
     c = engine_constants()["vllm"]
-    tokens = min(c["profile_tokens"], max(context, c["max_num_seqs"]))
+    if gpu_memory_bytes is not None and gpu_memory_bytes < c["big_gpu_gib"] * GIB:
+        return c["small_gpu_profile_tokens"], c["small_gpu_max_num_seqs"]
+    return c["profile_tokens"], c["max_num_seqs"]
+
+
+def vllm_activation_bytes(arch: Architecture, tp: int, context: int, gpu_memory_bytes: int | None = None) -> int:
+    """Peak of vLLM's profiling run: max_num_batched_tokens through one layer, plus the sampler
+    run over max_num_seqs sequences."""
+    c = engine_constants()["vllm"]
+    batched, seqs = vllm_scheduler_defaults(gpu_memory_bytes)
+    tokens = min(batched, max(context, seqs))
     q_width = arch.heads * arch.head_dim / tp
     # Residual + normed hidden + attention q/k/v/out, then gate_up (2x), its activation (1x) and down.
     per_token = 2 * (4 * arch.hidden + 3 * q_width + 3 * _widest_mlp(arch, tp))
     if arch.experts:
         # fused_moe keeps its routed copies of the tokens (top-k of them) alongside.
         per_token += 2 * arch.experts_active * arch.hidden
-    sampler = c["max_num_seqs"] * arch.vocab * 4 * c["logits_copies"]
+    sampler = seqs * arch.vocab * c["sampler_bytes_per_logit"]
     return int(tokens * per_token + sampler)
 
 
@@ -262,7 +277,7 @@ def _check(model: Model, variant: Variant, context: int, tp: int, device: str) -
         raise InvalidArgument(f"device must be gpu or cpu, not {device!r}")
     if context < 1:
         raise InvalidArgument(f"context must be positive, got {context}")
-    if context > model.arch.max_context:
+    if context > model.arch.max_context and variant.engine == VLLM:
         raise InvalidArgument(f"{model.name} supports at most {model.arch.max_context} tokens of context, "
                               f"not {context}")
     problem = tp_problem(model, variant, tp)
@@ -278,7 +293,7 @@ def estimate(model: Model, variant: Variant, *, context: int | None = None, tp: 
     _check(model, variant, ctx, tp, device)
     kv_bytes = kv_dtype_bytes(variant.engine, kv_cache_dtype)
     if variant.engine == VLLM:
-        parts, notes = _vllm(model, variant, ctx, tp, kv_bytes, device)
+        parts, notes = _vllm(model, variant, ctx, tp, kv_bytes, device, gpu_memory_bytes)
     else:
         parts, notes = _llamacpp(model, variant, ctx, tp, kv_bytes, device)
     weights, kv, act, runtime = parts
@@ -292,18 +307,18 @@ def estimate(model: Model, variant: Variant, *, context: int | None = None, tp: 
     return est
 
 
-def _vllm(model: Model, variant: Variant, ctx: int, tp: int, kv_bytes: float,
-          device: str) -> tuple[tuple[int, int, int, int], list[str]]:
+def _vllm(model: Model, variant: Variant, ctx: int, tp: int, kv_bytes: float, device: str,
+          gpu_memory_bytes: int | None) -> tuple[tuple[int, int, int, int], list[str]]:
     a = model.arch
-    c = engine_constants()["vllm"]
     weights = weight_bytes(model, variant, tp)
+    batched, _ = vllm_scheduler_defaults(gpu_memory_bytes)
     # Sliding-window layers need the window plus one scheduled chunk (vLLM's SlidingWindowSpec).
-    kv = int(kv_bytes_per_token(a, VLLM, tp, kv_bytes, c["profile_tokens"], ctx))
+    kv = int(kv_bytes_per_token(a, VLLM, tp, kv_bytes, batched, ctx))
     notes = [f"KV pool sized for one {ctx}-token sequence; more memory = more concurrent sequences"]
     if device == "cpu":
-        return (weights, kv, vllm_activation_bytes(a, tp, ctx), _mib("vllm", "cpu_runtime_mib")), \
+        return (weights, kv, vllm_activation_bytes(a, tp, ctx, gpu_memory_bytes), _mib("vllm", "cpu_runtime_mib")), \
             notes + ["vLLM CPU backend: launch with --kv-cache-memory-bytes = kv_cache"]
-    act = vllm_activation_bytes(a, tp, ctx)
+    act = vllm_activation_bytes(a, tp, ctx, gpu_memory_bytes)
     runtime = vllm_runtime_bytes(a, tp)
     if tp > a.kv_heads and a.attention != "mla":
         notes.append(f"TP {tp} > {a.kv_heads} KV heads: each GPU keeps a replica of one KV head")
@@ -324,6 +339,8 @@ def _llamacpp(model: Model, variant: Variant, ctx: int, tp: int, kv_bytes: float
     kv = int(kv_bytes_per_token(a, LLAMA_CPP, tp, kv_bytes, c["ubatch"], n_ctx))
     act = llamacpp_compute_bytes(a, n_ctx)
     notes = [f"-c {n_ctx} is shared by all of llama-server's parallel slots"]
+    if ctx > a.max_context:
+        notes.append(f"context beyond the model's {a.max_context} trained tokens: only as several parallel slots")
     if kv_bytes < 2:
         notes.append("a quantized V cache needs flash attention (-fa on)")
     if device == "cpu":
