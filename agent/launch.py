@@ -24,6 +24,7 @@ class NodeEngines:
     llama_extra_args: tuple[str, ...] = ()
     vllm_extra_args: tuple[str, ...] = ()
     cache_root: Path | None = None
+    replicas_dir: Path | None = None  # the supervisor's DATA_DIR/replicas: engines keep temp files there
 
     def path(self, engine: str) -> str:
         for e in self.installed:
@@ -63,6 +64,10 @@ def make_launcher(node: NodeEngines, progress: Callable[[str, str], None] = lamb
             ), config)
         except engines.LaunchError as e:
             raise LaunchError(str(e)) from e
-        return Launch(argv=out.argv, env={**os.environ, **out.env})
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        # vLLM leaves /tmp/vllm_dist_* behind: keep an engine's temporary files with its replica
+        tmp = (node.replicas_dir or node.models_dir.parent / "replicas") / spec.id / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return Launch(argv=out.argv, env={**env, "TMPDIR": str(tmp), **out.env})
 
     return launcher

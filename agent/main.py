@@ -13,6 +13,7 @@ from fleet.agent.launch import NodeEngines, make_launcher
 from fleet.agent.link import AgentFatal, Link
 from fleet.agent.probe import nvml_usage, probe
 from fleet.agent.supervisor import Supervisor
+from fleet.cli import systemd_notify
 
 log = logging.getLogger("fleet.agent")
 
@@ -54,24 +55,30 @@ async def serve(cfg: AgentConfig) -> None:
             return nvml_usage(pynvml)
 
     advertise = cfg.advertise_host or (socket.gethostname() if cfg.engine_host == "0.0.0.0" else cfg.engine_host)
-    launcher = make_launcher(NodeEngines(installed=found.engines, gpus=found.gpus, models_dir=models_dir))
+    launcher = make_launcher(NodeEngines(installed=found.engines, gpus=found.gpus, models_dir=models_dir,
+                                        replicas_dir=data_dir / "replicas"))
     supervisor = Supervisor(data_dir, launcher, host=cfg.engine_host, advertise=advertise, ports=cfg.engine_ports,
                             simulate=bool(cfg.simulate))
     link = Link(cfg.controller, data_dir, found, node, cfg.join_token, VERSION, usage=usage, labels=cfg.labels,
                 supervisor=supervisor, insecure=cfg.insecure, ca_file=cfg.ca_file)
     task = asyncio.create_task(link.run())
     supervising = asyncio.create_task(supervisor.run())
+    # Ready before the controller answers: an outage there must not make systemd restart the agent.
+    systemd_notify.ready(f"node {node}")
+    watchdog = asyncio.create_task(systemd_notify.watchdog_loop())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     try:
         await task
     except asyncio.CancelledError:
+        systemd_notify.stopping()
         # Engines keep running: the next agent adopts them (systemd: KillMode=process).
         log.info("agent stopping; %d engine(s) left running for the next agent to adopt",
                  sum(1 for r in supervisor.replicas.values() if r.pid))
     finally:
         supervising.cancel()
+        watchdog.cancel()
 
 
 def run(cfg: AgentConfig) -> int:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from fleet.cli.config import AgentConfigOpt, ControllerConfigOpt
 from fleet.cli.output import fail
 
 
@@ -29,6 +30,7 @@ def register(app: typer.Typer) -> None:
 
     @controller_app.command("run")
     def controller_run(
+        config: ControllerConfigOpt = None,
         data_dir: Annotated[Path, typer.Option(
             envvar="FLEET_DATA_DIR", help="state: fleet.db, join-token, admin-token")]
         = Path.home() / ".local/share/fleet/controller",
@@ -67,16 +69,17 @@ def register(app: typer.Typer) -> None:
 
     @agent_app.command("run")
     def agent_run(
+        config: AgentConfigOpt = None,
         controller: Annotated[str, typer.Option(envvar="FLEET_CONTROLLER", help="controller HOST:PORT")]
         = "127.0.0.1:50051",
         join_token: Annotated[str | None, typer.Option(
             envvar="FLEET_JOIN_TOKEN", help="the controller's DATA_DIR/join-token (first start)")] = None,
         data_dir: Annotated[Path, typer.Option(envvar="FLEET_AGENT_DATA_DIR", help="node credential, logs, replicas")]
         = Path.home() / ".local/share/fleet/agent",
-        name: Annotated[str | None, typer.Option(help="node name [default: hostname]")] = None,
+        name: Annotated[str | None, typer.Option(help="node name (default: the hostname)")] = None,
         simulate_gpus: Annotated[str | None, typer.Option(
             help="declare GPUs instead of probing NVML, e.g. 8xA100-80GB or 2xRTX4090,1xL40S")] = None,
-        models_dir: Annotated[Path | None, typer.Option(help="where weights live [default: DATA_DIR/models]")] = None,
+        models_dir: Annotated[Path | None, typer.Option(help="where weights live (default: DATA_DIR/models)")] = None,
         label: Annotated[list[str], typer.Option(help="node label KEY=VALUE (repeatable)")] = [],  # noqa: B006
         declare_engines: Annotated[str | None, typer.Option(
             help="with --simulate-gpus: engines to report as installed, e.g. llama.cpp,vllm "

@@ -14,6 +14,7 @@ import grpc
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from fleet.agent.trust import split_token
+from fleet.cli import systemd_notify
 from fleet.controller.auth import AuthInterceptor, Credentials
 from fleet.controller.gateway import start_http
 from fleet.controller.service import AgentService, Controller, FleetService, Settings
@@ -128,8 +129,12 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
         loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
+    systemd_notify.ready(f"listening on {listen}")
+    watchdog = asyncio.create_task(systemd_notify.watchdog_loop())
     await stop.wait()
     log.info("stopping")
+    systemd_notify.stopping()
+    watchdog.cancel()
     if http is not None:
         await http.cleanup()
     scheduler.shutdown(wait=False)
