@@ -273,7 +273,7 @@ def _render(e: Estimate, result: dict[str, Any]) -> None:
         if "min_gpus" in result:
             n = result["min_gpus"]
             console.print(f"smallest TP that fits: {n}" if n else "no valid TP up to 8 fits")
-        if result.get("gpu_memory_utilization"):
+        if result["fits"] and result.get("gpu_memory_utilization"):
             console.print(f"launch vLLM with --gpu-memory-utilization {result['gpu_memory_utilization']:.2f}")
     for n in e.notes:
         console.print(f"[dim]- {n}[/]")
