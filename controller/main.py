@@ -84,6 +84,7 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
     admin = ensure_token(store, data_dir, "admin")
     creds = Credentials(admin_hashes={token_hash(admin)})
     ctl = Controller(store, settings, creds)
+    ctl.data_dir = data_dir
 
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(creds)],

@@ -10,6 +10,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -28,6 +29,8 @@ from fleet.controller.errors import (
     Unauthenticated,
 )
 from fleet.controller.liveness import Liveness
+from fleet.controller.metrics import PLACEMENT_SECONDS
+from fleet.controller.placing import Catalog, catalog_for, plan_placement
 from fleet.controller.store import GpuRow, NodeRow, Store
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
@@ -118,6 +121,8 @@ class Controller:
         self.liveness = Liveness()
         self.sessions: dict[str, asyncio.Queue[pb.ControllerMessage | None]] = {}
         self.started = time.time()
+        self.data_dir: Path | None = None  # set by main; user-added catalog models live in DATA_DIR/catalog
+        self._catalog: tuple[tuple[float, ...], Catalog] | None = None
         self.log_waiters: dict[int, asyncio.Queue[pb.LogData]] = {}
         self.next_log_request = 1
         # A restarted controller gives every node it believed alive a full timeout to reconnect.
@@ -161,6 +166,21 @@ class Controller:
             registered_at=row.registered_at, cordon_reason=row.cordon_reason, cordoned_by=row.cordoned_by,
             cordoned_at=row.cordoned_at,
         )
+
+    def catalog(self) -> Catalog:
+        """The catalog, re-read only when an operator added a model (a catalog folder changed)."""
+        import os
+
+        dirs = [d for d in ((self.data_dir / "catalog") if self.data_dir else None,
+                            Path(os.environ.get("FLEET_CATALOG_DIR") or Path.home() / ".local/share/fleet/catalog"))
+                if d is not None]
+        stamp = tuple(d.stat().st_mtime if d.is_dir() else 0.0 for d in dirs)
+        if self._catalog is None or self._catalog[0] != stamp:
+            self._catalog = (stamp, catalog_for(self.data_dir))
+        return self._catalog[1]
+
+    def states(self) -> dict[str, str]:
+        return {row.name: self.node_state(row) for row in self.store.nodes()}
 
     def reserved_by_gpu(self) -> dict[str, int]:
         return self.store.reserved_by_gpu()
@@ -406,3 +426,22 @@ class FleetService(pbg.FleetServicer):
             del self.ctl.log_waiters[rid]
             if request.follow and (q := self.ctl.sessions.get(replica.node)) is not None:
                 q.put_nowait(pb.ControllerMessage(logs=pb.LogRequest(request_id=rid, cancel=True)))
+
+    @rpc
+    async def Place(self, request: pb.PlaceRequest, context: grpc.aio.ServicerContext) -> pb.PlaceResponse:
+        # No await between the snapshot and the commit: one controller never interleaves two placements,
+        # and the commit re-checks GPU totals inside its transaction for any other writer.
+        with PLACEMENT_SECONDS.time():
+            resp, rows = plan_placement(self.ctl.store, self.ctl.catalog(), self.ctl.states(),
+                                        self.ctl.liveness.gpu_usage, request, time.time())
+            if rows is None:
+                return resp
+            dep, replicas, reservations = rows
+            if request.dry_run:
+                resp.deployment.CopyFrom(deployment_message(dep, replicas, reservations))
+                return resp
+            self.ctl.store.commit_placement(dep, replicas, reservations, time.time())
+        log.info("placed %s: %s", dep.name, resp.summary)
+        self.ctl.push({r.node for r in replicas})
+        resp.deployment.CopyFrom(self.ctl.deployment_message(dep.name))
+        return resp
