@@ -107,7 +107,7 @@ def workload_from_catalog(popular: Sequence[Popular], gpu_types: Sequence[GpuTyp
 
     How data/workload.toml is meant to be regenerated when the catalog moves.
     """
-    classes: dict[tuple[int, int], int] = {}
+    classes: dict[tuple[int, int, str], int] = {}
     for p in popular:
         try:
             opts = options_for(p.model, p.quant, None, context, gpu_types, catalog=catalog)
@@ -115,5 +115,6 @@ def workload_from_catalog(popular: Sequence[Popular], gpu_types: Sequence[GpuTyp
             continue
         for o in opts:
             size = (o.per_gpu_bytes + GIB // 2) // (GIB // 2) * (GIB // 2)  # half-GiB buckets merge near-equals
-            classes[(size, o.tp)] = classes.get((size, o.tp), 0) + max(1, p.weight // len(opts))
-    return Workload(tuple(sorted((b, t, w) for (b, t), w in classes.items())))
+            key = (size, o.tp, o.min_compute_capability)
+            classes[key] = classes.get(key, 0) + max(1, p.weight // len(opts))
+    return Workload(tuple(sorted((b, t, w, cc) for (b, t, cc), w in classes.items())))

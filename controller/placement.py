@@ -26,14 +26,15 @@ once (and memoised across calls: the fit of a free-memory vector never changes).
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cache, lru_cache
 from importlib import resources
 from typing import Literal
 
 from fleet.controller.gpus import gpu_type
-from fleet.controller.snapshot import NodeState, Snapshot, reserve
+from fleet.controller.snapshot import FreeKey, NodeState, Snapshot, reserve
 
 GIB = 1024**3
 MIB = 1024**2
@@ -71,9 +72,13 @@ class Option:
 
 @dataclass(frozen=True)
 class Workload:
-    """The fleet's expected demand: (per_gpu_bytes, tp, weight) per common variant. Weights are integers."""
+    """The fleet's expected demand: (per_gpu_bytes, tp, weight, min_compute_capability) per common variant.
 
-    classes: tuple[tuple[int, int, int], ...]
+    The capability matters: memory on an H100 is usable by fp8 variants, memory on an A100 is not, so
+    a model that runs anywhere should not take the H100 first. Weights are integers.
+    """
+
+    classes: tuple[tuple[int, int, int, str], ...]
 
 
 @dataclass(frozen=True)
@@ -139,22 +144,38 @@ class Plan:
     option: Option | None  # the option of the first replica (quant, engine, tp)
     why: str  # why this option (when several were offered), or why nothing fits
     closest: str  # for "does not fit": the node that came closest, in words
-    # Verdicts per group of nodes (same verdict); expand with verdicts(). Kept grouped because
-    # listing 10,000 nodes on every placement would cost more than placing.
-    verdict_groups: tuple[tuple[tuple[str, ...], Verdict], ...] = field(repr=False, default=())
+    # Verdicts per group of nodes with the same verdict (nodes or names); expand with verdicts().
+    # Kept grouped and unexpanded because listing 10,000 nodes per placement would cost more than placing.
+    verdict_groups: tuple[tuple[Sequence[NodeState] | Sequence[str], Verdict], ...] = field(repr=False, default=())
+    # Hardware groups whose free states were not all scored: (state -> nodes, the states that were).
+    unscored: tuple[tuple[Mapping[FreeKey, Sequence[NodeState]], frozenset[FreeKey]], ...] = field(
+        repr=False, default=())
 
     @property
     def complete(self) -> bool:
         return len(self.placements) == self.replicas
 
+    def _rows(self) -> Iterator[tuple[str, Verdict]]:
+        for members, v in self.verdict_groups:
+            for m in members:
+                yield (m if isinstance(m, str) else m.name), v
+        for by_free, scored in self.unscored:
+            for key, nodes in by_free.items():
+                if key not in scored:
+                    for n in nodes:
+                        yield n.name, Verdict()
+
     def verdicts(self) -> Iterator[NodeVerdict]:
-        """Every node with its reason or score, in node-name order."""
-        rows = [NodeVerdict(name, v) for names, v in self.verdict_groups for name in names]
-        yield from sorted(rows, key=lambda r: r.node)
+        """Every node with its reason or its score, in node-name order.
+
+        A verdict with neither (UNSCORED) is a node that fits but was not scored because tighter fits
+        ranked first; PlacementRequest.explain scores every node.
+        """
+        yield from sorted((NodeVerdict(name, v) for name, v in self._rows()), key=lambda r: r.node)
 
     def verdict(self, node: str) -> Verdict | None:
-        for names, v in self.verdict_groups:
-            if node in names:
+        for name, v in self._rows():
+            if name == node:
                 return v
         return None
 
@@ -281,29 +302,34 @@ def _all_blocks(n: int) -> tuple[tuple[int, ...], ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=1 << 16)
-def usable(free_desc: tuple[int, ...], workload: Workload) -> int:
-    """Weighted bytes of `free_desc` that whole replicas of the workload classes could use."""
+@lru_cache(maxsize=1 << 18)
+def usable(free_desc: tuple[int, ...], workload: Workload, node_cc: str = "") -> int:
+    """Weighted bytes of `free_desc` (descending; a node with capability node_cc) workload replicas could use."""
     total = 0
-    for b, t, w in workload.classes:
-        slots = [f // b for f in free_desc if f >= b]
+    for b, t, w, cc in workload.classes:
+        if cc and not _cc_ok(node_cc, cc):
+            continue
+        slots = []
+        for f in free_desc:
+            if f < b:
+                break  # descending: no later GPU holds one either
+            slots.append(f // b)
         if len(slots) < t:
             continue
-        # Most replicas k of t distinct GPUs: largest k with sum(min(slots, k)) >= k * t.
-        lo, hi = 0, sum(slots) // t
-        while lo < hi:
-            k = (lo + hi + 1) // 2
-            if sum(min(s, k) for s in slots) >= k * t:
-                lo = k
-            else:
-                hi = k - 1
-        total += w * lo * t * b
+        if t == 1:
+            total += w * sum(slots) * b
+            continue
+        # Most replicas k of t distinct GPUs: the largest k with sum(min(slots, k)) >= k * t.
+        k = sum(slots) // t
+        while k and sum(s if s < k else k for s in slots) < k * t:
+            k -= 1
+        total += w * k * t * b
     return total
 
 
 @cache
 def workload_weight(workload: Workload) -> int:
-    return max(1, sum(w for _, _, w in workload.classes))
+    return max(1, sum(c[2] for c in workload.classes))
 
 
 def _desc(values: Sequence[int]) -> tuple[int, ...]:
@@ -312,7 +338,7 @@ def _desc(values: Sequence[int]) -> tuple[int, ...]:
 
 @lru_cache(maxsize=1 << 17)
 def _fit(free_key: tuple[tuple[int, bool], ...], eligible: tuple[bool, ...], tp: int, need: int,
-         strategy: str, workload: Workload) -> _Fit | Shortfall:
+         strategy: str, workload: Workload, node_cc: str = "") -> _Fit | Shortfall:
     """Best GPUs on one node state for one option, or what is short. Memoised: pure in its arguments."""
     free = [f for f, _ in free_key]
     fitting = [i for i, f in enumerate(free) if eligible[i] and f >= need]
@@ -327,7 +353,7 @@ def _fit(free_key: tuple[tuple[int, bool], ...], eligible: tuple[bool, ...], tp:
             candidates.append(tight)
     untouched = [u for _, u in free_key]
     intact = [blk for blk in _all_blocks(len(free)) if all(untouched[i] for i in blk)]
-    before = usable(_desc(free), workload) if strategy == "pack" else 0
+    before = usable(_desc(free), workload, node_cc) if strategy == "pack" else 0
     best: _Fit | None = None
     for cand in candidates:
         after = list(free)
@@ -337,7 +363,7 @@ def _fit(free_key: tuple[tuple[int, bool], ...], eligible: tuple[bool, ...], tp:
         broken = sum(len(blk) for blk in intact if any(i in blk for i in cand) and not set(blk) <= set(cand))
         leftover = sum(after[i] for i in cand)
         if strategy == "pack":
-            lost = before - usable(_desc(after), workload)
+            lost = before - usable(_desc(after), workload, node_cc)
             rank = (not_aligned, lost, broken, leftover, *cand)
             score = -(lost // (workload_weight(workload) * MIB))  # MiB of usable memory lost, weighted mean
         else:  # spread: the node with the most free memory left, the GPUs with the most room
@@ -382,14 +408,50 @@ def _closeness(short: Shortfall, option: Option, free_key: tuple[tuple[int, bool
 
 # ---------------------------------------------------------------- the pipeline
 
+# A hardware group with at most this many distinct free-memory states is scored exhaustively.
+EXACT_STATES = 64
+# Beyond that, each option scores exactly only the states holding its tightest fits (walked up the
+# group's free-memory index from the need): the fragmentation rule prefers filling holes, so its
+# best choice is among the tightest fits, and scoring thousands of looser ones costs the 15 ms budget.
+SHORTLIST = 12
+
+class _AllNodes:
+    """Every node of a hardware group, without listing them until someone asks (verdicts are rarely read)."""
+
+    def __init__(self, by_free: Mapping[FreeKey, Sequence[NodeState]]) -> None:
+        self.by_free = by_free
+
+    def __iter__(self) -> Iterator[NodeState]:
+        for nodes in self.by_free.values():
+            yield from nodes
+
+    def __len__(self) -> int:
+        return sum(len(nodes) for nodes in self.by_free.values())
+
+
+Members = Sequence[NodeState] | Sequence[str] | _AllNodes
+UNSCORED = Verdict()  # fits, but a tighter state ranked first; request.explain scores every node
+
 
 @dataclass
 class _Pass:
     """One replica's evaluation over the snapshot."""
 
-    best: tuple[tuple[int, ...], str, Option, _Fit | None, NodeState] | None = None
-    groups: list[tuple[tuple[str, ...], Verdict]] = field(default_factory=list)
+    best: tuple[tuple[int, ...], str, Option, _Fit, NodeState] | None = None
+    groups: list[tuple[Members, Verdict]] = field(default_factory=list)
+    unscored: list[tuple[dict[FreeKey, list[NodeState]], frozenset[FreeKey]]] = field(default_factory=list)
     closest: tuple[tuple[float, int], str, str] | None = None  # (closeness, node, words)
+    missed: list[tuple[dict[FreeKey, list[NodeState]], Option]] = field(default_factory=list)
+    passed: int = 0  # nodes that passed every filter (scored candidates)
+
+    def near(self, closeness: tuple[float, int], node: str, words: str) -> None:
+        # Deterministic whatever the group order: closer first, then the smaller node name.
+        if self.closest is None or (closeness, _neg(node)) > (self.closest[0], _neg(self.closest[1])):
+            self.closest = (closeness, node, words)
+
+
+def _neg(name: str) -> tuple[int, ...]:
+    return tuple(-ord(c) for c in name) + (1,)
 
 
 def _place_one(snapshot: Snapshot, request: PlacementRequest, options: Sequence[Option],
@@ -402,7 +464,7 @@ def _place_one(snapshot: Snapshot, request: PlacementRequest, options: Sequence[
             out.groups.append((others, Verdict(Shortfall("node", request.node, "", f"not {request.node}"))))
         target = snapshot.by_name.get(request.node)
         snapshot = Snapshot((target,) if target is not None else ())
-    for by_free in snapshot.groups.values():
+    for attr, by_free in snapshot.groups.items():
         rep = next(iter(by_free.values()))[0]
         live: list[tuple[Option, tuple[bool, ...]]] = []
         first_short: Shortfall | None = None
@@ -414,24 +476,106 @@ def _place_one(snapshot: Snapshot, request: PlacementRequest, options: Sequence[
                 first_short = short
         if not live:
             assert first_short is not None
-            out.groups.append((tuple(n.name for nodes in by_free.values() for n in nodes), Verdict(first_short)))
+            out.groups.extend((nodes, Verdict(first_short)) for nodes in by_free.values())
             continue
-        for free_key, nodes in by_free.items():
-            if request.device == "cpu":
+        if request.device == "cpu":
+            for nodes in by_free.values():
                 _cpu_nodes(out, nodes, request, live)
-            else:
-                _gpu_group(out, free_key, nodes, request, live, workload)
+            continue
+        node_cc = _node_cc(rep)
+        exhaustive = (request.explain or len(by_free) <= EXACT_STATES
+                      or not all(all(e) for _, e in live))  # mixed GPUs in a node: the index cannot tell
+        if exhaustive:
+            for free_key, nodes in by_free.items():
+                _gpu_group(out, free_key, nodes, request, live, workload, node_cc)
+            continue
+        keys = _shortlist(snapshot.index[attr], live)
+        if not keys:
+            _no_fit(out, by_free, live)
+            continue
+        before = out.passed
+        for free_key in keys:
+            _gpu_group(out, free_key, by_free[free_key], request, live, workload, node_cc)
+        if out.passed == before:
+            # Every shortlisted node failed a per-node filter (anti-affinity, RAM, disk): score the rest.
+            for free_key, nodes in by_free.items():
+                if free_key not in keys:
+                    _gpu_group(out, free_key, nodes, request, live, workload, node_cc)
+        else:
+            out.unscored.append((by_free, frozenset(keys)))
     return out
 
 
-def _gpu_group(out: _Pass, free_key: tuple[tuple[int, bool], ...], nodes: list[NodeState],
-               request: PlacementRequest, live: list[tuple[Option, tuple[bool, ...]]], workload: Workload) -> None:
+def _shortlist(entries: list[tuple[int, FreeKey]], live: list[tuple[Option, tuple[bool, ...]]]) -> list[FreeKey]:
+    """For each option, the SHORTLIST free states whose tightest fitting GPU is smallest."""
+    keys: list[FreeKey] = []
+    chosen: set[FreeKey] = set()
+    for opt, _ in live:
+        if opt.tp <= 0:
+            continue
+        need, tp = opt.per_gpu_bytes, opt.tp
+        seen: set[FreeKey] = set()
+        found = 0
+        for j in range(bisect_left(entries, (need,)), len(entries)):
+            key = entries[j][1]
+            if key in seen:
+                continue
+            seen.add(key)
+            desc = _desc_key(key)
+            if len(desc) >= tp and desc[tp - 1] >= need:
+                if key not in chosen:
+                    chosen.add(key)
+                    keys.append(key)
+                found += 1
+                if found >= SHORTLIST:
+                    break
+    return keys
+
+
+@lru_cache(maxsize=1 << 16)
+def _desc_key(free_key: FreeKey) -> tuple[int, ...]:
+    return tuple(sorted((f for f, _ in free_key), reverse=True))
+
+
+def _no_fit(out: _Pass, by_free: dict[FreeKey, list[NodeState]], live: list[tuple[Option, tuple[bool, ...]]]) -> None:
+    """No free state of this hardware group has enough GPUs for any option: one reason for all its nodes."""
+    opt = min((o for o, _ in live if o.tp > 0), key=lambda o: o.tp * o.per_gpu_bytes, default=None)
+    if opt is None:
+        out.groups.append((_AllNodes(by_free), Verdict(Shortfall("device", "gpu", "cpu", "no GPU option offered"))))
+        return
+    short = Shortfall("gpu_memory", opt.per_gpu_bytes * opt.tp, 0,
+                      f"needs {opt.tp} × {_gib(opt.per_gpu_bytes)} GiB; no {opt.tp} GPUs with that much free")
+    out.groups.append((_AllNodes(by_free), Verdict(short)))
+    out.missed.append((by_free, opt))
+
+
+def _nearest_miss(out: _Pass) -> None:
+    """Only when nothing fits: the node that came closest among the groups _no_fit summarised."""
+    for by_free, opt in out.missed:
+        for free_key, nodes in by_free.items():
+            desc = _desc_key(free_key)
+            top = desc[:opt.tp]
+            fits = sum(1 for f in desc if f >= opt.per_gpu_bytes)
+            closeness = (min(fits, opt.tp) / opt.tp, sum(top))
+            if out.closest is None or closeness >= out.closest[0]:
+                words = (f"needs {opt.tp} × {_gib(opt.per_gpu_bytes)} GiB; "
+                         f"best node {nodes[0].name} has {_free_words(top)}")
+                out.near(closeness, nodes[0].name, words)
+
+
+def _node_cc(node: NodeState) -> str:
+    ccs = [g.compute_capability for g in node.gpus]
+    return min(ccs, key=_cc) if ccs else ""
+
+
+def _gpu_group(out: _Pass, free_key: FreeKey, nodes: list[NodeState], request: PlacementRequest,
+               live: list[tuple[Option, tuple[bool, ...]]], workload: Workload, node_cc: str) -> None:
     fits: list[tuple[tuple[int, ...], Option, _Fit]] = []
     miss: tuple[tuple[float, int], Shortfall] | None = None
     for opt, elig in live:
         if opt.tp <= 0:
             continue
-        fit = _fit(free_key, elig, opt.tp, opt.per_gpu_bytes, request.strategy, workload)
+        fit = _fit(free_key, elig, opt.tp, opt.per_gpu_bytes, request.strategy, workload, node_cc)
         if isinstance(fit, Shortfall):
             near = _closeness(fit, opt, free_key, elig)
             if miss is None or near > miss[0]:
@@ -439,14 +583,13 @@ def _gpu_group(out: _Pass, free_key: tuple[tuple[int, bool], ...], nodes: list[N
         else:
             fits.append((fit.rank, opt, fit))
     if not fits:
-        short = miss[1] if miss else Shortfall("gpu_memory", 0, 0, "no GPU option offered")
-        out.groups.append((tuple(n.name for n in nodes), Verdict(short)))
-        if miss is not None and (out.closest is None or miss[0] > out.closest[0]):
-            words = miss[1].message.replace("; has ", f"; best node {nodes[0].name} has ")
-            out.closest = (miss[0], nodes[0].name, words)
+        short = miss[1] if miss else Shortfall("device", "gpu", "cpu", "no GPU option offered")
+        out.groups.append((nodes, Verdict(short)))
+        if miss is not None:
+            out.near(miss[0], nodes[0].name, miss[1].message.replace("; has ", f"; best node {nodes[0].name} has "))
         return
     fits.sort(key=lambda x: x[0])
-    _scan_nodes(out, nodes, request, [(rank, opt, fit) for rank, opt, fit in fits])
+    _scan_nodes(out, nodes, request, fits)
 
 
 def _cpu_nodes(out: _Pass, nodes: list[NodeState], request: PlacementRequest,
@@ -469,8 +612,8 @@ def _cpu_nodes(out: _Pass, nodes: list[NodeState], request: PlacementRequest,
 def _scan_nodes(out: _Pass, nodes: list[NodeState], request: PlacementRequest,
                 ranked: list[tuple[tuple[int, ...], Option, _Fit]]) -> None:
     """Per-node filters in name order; the first node that passes represents the group's score."""
-    passed: list[str] = []
-    rest_score: Verdict | None = None
+    run: list[str] = []
+    run_verdict: Verdict | None = None
     for k, node in enumerate(nodes):
         chosen = None
         short: Shortfall | None = None
@@ -484,24 +627,23 @@ def _scan_nodes(out: _Pass, nodes: list[NodeState], request: PlacementRequest,
             assert short is not None
             out.groups.append(((node.name,), Verdict(short)))
             continue
+        out.passed += 1
         rank, opt, fit = chosen
-        gpus = tuple(node.gpus[i].index for i in fit.positions)
-        verdict = Verdict(score=fit.score, option=opt, gpus=gpus)
-        key = (rank, node.name)
-        if out.best is None or key < (out.best[0], out.best[1]):
+        verdict = Verdict(score=fit.score, option=opt, gpus=tuple(node.gpus[i].index for i in fit.positions))
+        if out.best is None or (rank, node.name) < (out.best[0], out.best[1]):
             out.best = (rank, node.name, opt, fit, node)
         if not request.explain:
-            # The remaining nodes of this group have the same free memory: same score, not scanned.
-            out.groups.append(((node.name, *(n.name for n in nodes[k + 1:])), verdict))
+            # The rest of this group has the same free memory: the same score, not scanned.
+            out.groups.append((nodes[k:], verdict))
             return
-        if rest_score == verdict:
-            passed.append(node.name)
+        if run_verdict == verdict:
+            run.append(node.name)
         else:
-            if passed and rest_score is not None:
-                out.groups.append((tuple(passed), rest_score))
-            passed, rest_score = [node.name], verdict
-    if passed and rest_score is not None:
-        out.groups.append((tuple(passed), rest_score))
+            if run and run_verdict is not None:
+                out.groups.append((tuple(run), run_verdict))
+            run, run_verdict = [node.name], verdict
+    if run and run_verdict is not None:
+        out.groups.append((tuple(run), run_verdict))
 
 
 def place(snapshot: Snapshot, request: PlacementRequest, workload: Workload | None = None) -> Plan:
@@ -536,7 +678,7 @@ def _with_why(plan: Plan, worse: list[tuple[int, Plan]], request: PlacementReque
         why = f"{chosen}, the best quality that fits now: " + "; ".join(reasons)
     else:
         why = f"{chosen}, the best quality offered"
-    return Plan(plan.deployment, plan.replicas, plan.placements, plan.option, why, plan.closest, plan.verdict_groups)
+    return replace(plan, why=why)
 
 
 def _level_name(quality: int, request: PlacementRequest) -> str:
@@ -547,13 +689,13 @@ def _level_name(quality: int, request: PlacementRequest) -> str:
 def _place_level(snapshot: Snapshot, request: PlacementRequest, options: tuple[Option, ...],
                  workload: Workload) -> Plan:
     placements: list[Placement] = []
-    groups: tuple[tuple[tuple[str, ...], Verdict], ...] = ()
+    shown: _Pass | None = None
     closest = ""
     snap = snapshot
     for replica in range(request.replicas):
         ev = _place_one(snap, request, options, workload)
         if replica == 0 or ev.best is None:
-            groups = tuple(ev.groups)
+            shown = ev
         if ev.best is None:
             closest = _closest_words(ev, request, options)
             break
@@ -568,16 +710,19 @@ def _place_level(snapshot: Snapshot, request: PlacementRequest, options: tuple[O
     option = placements[0].option if placements else None
     why = "" if len(placements) == request.replicas else (
         f"placed {len(placements)} of {request.replicas} replicas: {closest}")
-    return Plan(request.deployment, request.replicas, tuple(placements), option, why, closest, groups)
+    assert shown is not None
+    return Plan(request.deployment, request.replicas, tuple(placements), option, why, closest,
+                tuple(shown.groups), tuple(shown.unscored))
 
 
 def _closest_words(ev: _Pass, request: PlacementRequest, options: Sequence[Option]) -> str:
+    _nearest_miss(ev)
     if ev.closest is not None:
         return ev.closest[2]
     counts: dict[str, int] = {}
-    for names, v in ev.groups:
+    for members, v in ev.groups:
         if v.shortfall is not None:
-            counts[v.shortfall.message] = counts.get(v.shortfall.message, 0) + len(names)
+            counts[v.shortfall.message] = counts.get(v.shortfall.message, 0) + len(members)
     if not counts:
         return "the fleet has no nodes"
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
@@ -612,8 +757,8 @@ def default_workload() -> Workload:
 
 def parse_workload(text: str) -> Workload:
     raw = tomllib.loads(text)
-    classes = tuple((int(round(float(c["per_gpu_gib"]) * GIB)), int(c["tp"]), int(c["weight"]))
-                    for c in raw["class"])
+    classes = tuple((int(round(float(c["per_gpu_gib"]) * GIB)), int(c["tp"]), int(c["weight"]),
+                     str(c.get("min_compute_capability", ""))) for c in raw["class"])
     return Workload(tuple(sorted(classes)))
 
 

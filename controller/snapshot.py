@@ -11,6 +11,7 @@ snapshots and only rebuilds the ones that changed, and their keys are computed o
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -72,6 +73,13 @@ class NodeState:
         return tuple(g.free for g in self.gpus)
 
 
+FreeKey = tuple[tuple[int, bool], ...]
+Groups = dict[tuple[object, ...], dict[FreeKey, list[NodeState]]]
+# attr_key -> sorted [(free bytes of one GPU, free_key)] over the distinct free states of that group:
+# lets placement walk from "the tightest GPU that still fits" upward instead of scanning every state.
+Index = dict[tuple[object, ...], list[tuple[int, FreeKey]]]
+
+
 @dataclass(frozen=True)
 class Snapshot:
     nodes: tuple[NodeState, ...]
@@ -81,9 +89,13 @@ class Snapshot:
         return {n.name: n for n in self.nodes}
 
     @cached_property
-    def groups(self) -> dict[tuple[object, ...], dict[tuple[tuple[int, bool], ...], list[NodeState]]]:
+    def positions(self) -> Mapping[str, int]:
+        return {n.name: i for i, n in enumerate(self.nodes)}
+
+    @cached_property
+    def groups(self) -> Groups:
         """attr_key -> free_key -> nodes sorted by name. Evaluating one node per group is the 10k-node trick."""
-        out: dict[tuple[object, ...], dict[tuple[tuple[int, bool], ...], list[NodeState]]] = {}
+        out: Groups = {}
         for node in sorted(self.nodes, key=_name):
             by_free = out.get(node.attr_key)
             if by_free is None:
@@ -95,11 +107,93 @@ class Snapshot:
                 members.append(node)
         return out
 
+    @cached_property
+    def index(self) -> Index:
+        out: Index = {}
+        for attr, by_free in self.groups.items():
+            entries = [(f, key) for key in by_free for f in {f for f, _ in key}]
+            entries.sort()
+            out[attr] = entries
+        return out
+
     def with_nodes(self, changed: Iterable[NodeState]) -> Snapshot:
-        """A new snapshot with these nodes replaced (matched by name) or added."""
+        """A new snapshot with these nodes replaced (matched by name) or added.
+
+        When this snapshot's groups are already built, the new one's are derived by moving only the
+        changed nodes (copy-on-write), so a placement stream never regroups 10,000 nodes per call.
+        """
         new = {n.name: n for n in changed}
-        nodes = tuple(new.pop(n.name, n) for n in self.nodes) + tuple(new.values())
-        return Snapshot(nodes)
+        pos = self.positions
+        nodes = list(self.nodes)
+        olds: list[NodeState] = []
+        added = False
+        for name, node in new.items():
+            i = pos.get(name)
+            if i is None:
+                nodes.append(node)
+                added = True
+            else:
+                olds.append(nodes[i])
+                nodes[i] = node
+        snap = Snapshot(tuple(nodes))
+        if added:
+            return snap
+        snap.__dict__["positions"] = pos  # same names at the same positions
+        if "by_name" in self.__dict__:
+            by_name = dict(self.by_name)
+            by_name.update(new)
+            snap.__dict__["by_name"] = by_name
+        if "groups" in self.__dict__:
+            groups, index = _moved(self.groups, self.__dict__.get("index"), olds, list(new.values()))
+            snap.__dict__["groups"] = groups
+            if index is not None:
+                snap.__dict__["index"] = index
+        return snap
+
+
+def _moved(groups: Groups, index: Index | None, olds: list[NodeState],
+           news: list[NodeState]) -> tuple[Groups, Index | None]:
+    groups = dict(groups)
+    # Without an index yet, keep none: it is built on first use from the derived groups.
+    idx: Index = dict(index) if index is not None else {}
+    copied: set[tuple[object, ...]] = set()
+
+    def own(attr: tuple[object, ...]) -> dict[FreeKey, list[NodeState]]:
+        if attr not in copied:
+            groups[attr] = dict(groups.get(attr, {}))
+            idx[attr] = list(idx.get(attr, []))
+            copied.add(attr)
+        return groups[attr]
+
+    for old in olds:
+        by_free = own(old.attr_key)
+        rest = [n for n in by_free[old.free_key] if n.name != old.name]
+        if rest:
+            by_free[old.free_key] = rest
+        else:
+            del by_free[old.free_key]
+            entries = idx[old.attr_key]
+            for f in {f for f, _ in old.free_key}:
+                i = bisect_left(entries, (f, old.free_key))
+                if i < len(entries) and entries[i] == (f, old.free_key):
+                    del entries[i]
+    for node in news:
+        by_free = own(node.attr_key)
+        members = by_free.get(node.free_key)
+        if members is None:
+            by_free[node.free_key] = [node]
+            entries = idx[node.attr_key]
+            for f in {f for f, _ in node.free_key}:
+                insort(entries, (f, node.free_key))
+        else:
+            members = list(members)
+            insort(members, node, key=_name)
+            by_free[node.free_key] = members
+    for attr in copied:
+        if not groups[attr]:
+            del groups[attr]
+            del idx[attr]
+    return groups, (idx if index is not None else None)
 
 
 def _name(node: NodeState) -> str:

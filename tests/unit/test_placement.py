@@ -242,18 +242,26 @@ def test_apply_reserves_what_was_placed() -> None:
 # ---------------------------------------------------------------- workload and the usable measure
 
 def test_usable_counts_whole_replicas() -> None:
-    w = Workload(((40 * GIB, 2, 1),))
+    w = Workload(((40 * GIB, 2, 1, ""),))
     assert usable((80 * GIB, 80 * GIB), w) == 160 * GIB  # two TP-2 replicas
     assert usable((80 * GIB, 39 * GIB), w) == 0  # no second GPU for the pair
     assert usable((80 * GIB, 80 * GIB, 40 * GIB), w) == 160 * GIB  # 2+2+1 slots make only 2 pairs
-    w1 = Workload(((30 * GIB, 1, 1),))
+    w1 = Workload(((30 * GIB, 1, 1, ""),))
     assert usable((80 * GIB, 29 * GIB), w1) == 60 * GIB
+    fp8 = Workload(((30 * GIB, 1, 1, "8.9"),))
+    assert usable((80 * GIB,), fp8, "8.0") == 0 and usable((80 * GIB,), fp8, "9.0") == 60 * GIB
 
 
 def test_default_workload_ships() -> None:
     w = default_workload()
-    assert len(w.classes) >= 10 and all(b > GIB and t in (1, 2, 4, 8) and wt > 0 for b, t, wt in w.classes)
-    assert parse_workload('[[class]]\nper_gpu_gib = 1.5\ntp = 2\nweight = 3\n').classes == ((int(1.5 * GIB), 2, 3),)
+    assert len(w.classes) >= 10 and all(b > GIB and t in (1, 2, 4, 8) and wt > 0 for b, t, wt, _ in w.classes)
+    assert parse_workload('[[class]]\nper_gpu_gib = 1.5\ntp = 2\nweight = 3\n').classes == ((int(1.5 * GIB), 2, 3, ""),)
+
+
+def test_pack_keeps_fp8_capable_gpus_for_fp8() -> None:
+    a100 = node("a-a100", 2)
+    h100 = node("b-h100", 2, gpu_name="H100-80GB", cc="9.0")
+    assert where(place(snapshot(a100, h100), req(opt(40))))[0][0] == "a-a100"
 
 
 def test_filters_are_an_explicit_tuple() -> None:
@@ -349,3 +357,22 @@ def test_properties(snap: Snapshot, options: list[Any], replicas: int, strategy:
     assert again.placements == plan.placements and again.closest == plan.closest
     # every node has exactly one verdict
     assert sorted(v.node for v in plan.verdicts()) == sorted(states)
+
+
+def test_large_fleet_shortlist_path_is_safe_and_deterministic() -> None:
+    # > EXACT_STATES distinct free states: the indexed shortlist path, and snapshots derived incrementally.
+    rng = random.Random(7)
+    nodes = [node(f"n{i:03d}", [rng.choice([0, 10, 25, 40, 60, 75]) for _ in range(8)]) for i in range(300)]
+    snap = Snapshot(tuple(nodes))
+    fresh = snap
+    for i in range(40):
+        request = PlacementRequest(f"d{i}", 1, (opt(rng.choice([6, 18, 30, 45])), opt(rng.choice([12, 25]), tp=2)))
+        plan = place(snap, request)
+        assert plan.placements == place(Snapshot(tuple(reversed(snap.nodes))), request).placements
+        _check_no_overcommit(snap, plan.placements)
+        assert sum(1 for _ in plan.verdicts()) == 300
+        snap = apply(snap, plan)
+        fresh = Snapshot(snap.nodes)  # built from scratch: must group exactly like the derived one
+        assert {k: {f: [n.name for n in ns] for f, ns in v.items()} for k, v in snap.groups.items()} == \
+            {k: {f: [n.name for n in ns] for f, ns in v.items()} for k, v in fresh.groups.items()}
+        assert snap.index == fresh.index
