@@ -70,7 +70,8 @@ def wait_healthy(client: Client, name: str, timeout: float) -> pb.Deployment:
     from rich.live import Live
 
     deadline = time.monotonic() + timeout
-    with Live(console=console, refresh_per_second=4, transient=not console.is_terminal) as live:
+    # progress goes to stderr: stdout stays the result (a table, or JSON for scripts)
+    with Live(console=err_console, refresh_per_second=4, transient=True) as live:
         while True:
             d = client.call("DescribeDeployment", pb.DescribeDeploymentRequest(name=name)).deployment
             live.update(replicas_table(d))
@@ -146,15 +147,16 @@ def register(app: typer.Typer) -> None:
             console.print(verdicts_table(resp))
             fail(resp.summary, EXIT_USAGE)
         d = resp.deployment
+        say = err_console if output == Output.json else console  # with -o json, stdout is only the JSON
         for note in resp.notes:
-            console.print(f"[dim]{note}[/]")
+            say.print(f"[dim]{note}[/]")
         e = d.estimate
         unit = "per GPU" if d.device == "gpu" else "of RAM"
-        console.print(f"{'would place' if dry_run else 'placed'} [bold]{d.name}[/]: {d.model} {d.quant} on {d.engine}, "
+        say.print(f"{'would place' if dry_run else 'placed'} [bold]{d.name}[/]: {d.model} {d.quant} on {d.engine}, "
                       f"TP {d.tp}, context {d.context}; needs {gib(e.total)} GiB {unit} (weights {gib(e.weights)}, "
                       f"KV {gib(e.kv_cache)}, activations {gib(e.activations)}, runtime {gib(e.runtime)})")
         if explain:
-            console.print(verdicts_table(resp))
+            say.print(verdicts_table(resp))
         if wait and not dry_run:
             d = wait_healthy(client, d.name, timeout)
         if output == Output.json:
