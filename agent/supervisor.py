@@ -299,6 +299,7 @@ class Supervisor:
         else:
             r.state = "stopped"
             r.pid = 0
+            log.info("replica %s stopped (no engine process was running)", r.spec.id)
 
     def _watch_stop(self, r: Replica, now: float) -> None:
         if self._exited(r) is not None:

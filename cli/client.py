@@ -80,12 +80,13 @@ class Client:
         self.channel = open_channel(self.address, data_dir)
         self.fleet = pbg.FleetStub(self.channel)
 
-    def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+    def call(self, method: str, request: Any, timeout: float | None = None, stub: Any = None) -> Any:
+        """One RPC on the Fleet service, or on `stub` (e.g. pbg.AdminStub(self.channel)), with our metadata."""
         md: tuple[tuple[str, str], ...] = (("x-fleet-user", _user()),)
         if self.token:
             md += (("authorization", f"Bearer {self.token}"),)
         try:
-            return getattr(self.fleet, method)(request, metadata=md, timeout=timeout or self.timeout)
+            return getattr(stub or self.fleet, method)(request, metadata=md, timeout=timeout or self.timeout)
         except grpc.RpcError as e:
             code = e.code()  # type: ignore[attr-defined]
             if code == grpc.StatusCode.UNAVAILABLE:

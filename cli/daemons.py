@@ -40,6 +40,10 @@ def register(app: typer.Typer) -> None:
         heartbeat_interval: Annotated[float, typer.Option(help="seconds between agent heartbeats")] = 5.0,
         offline_after: Annotated[float, typer.Option(help="seconds without a heartbeat before a node is offline")]
         = 15.0,
+        reschedule_after: Annotated[float, typer.Option(
+            help="seconds a node may be offline before its replicas are placed elsewhere")] = 60.0,
+        drain_min_healthy: Annotated[float, typer.Option(
+            help="seconds a drain's replacement must serve before the old replica stops")] = 5.0,
         insecure: Annotated[bool, typer.Option("--insecure", help="plaintext gRPC (loopback addresses only)")]
         = False,
         tls_san: Annotated[list[str], typer.Option(help="extra name or IP for the server certificate (repeatable)")]
@@ -64,7 +68,8 @@ def register(app: typer.Typer) -> None:
             fail("--offline-after must be longer than --heartbeat-interval, and both positive")
         run(data_dir.expanduser(), listen, db,
             Settings(heartbeat_interval=heartbeat_interval, offline_after=offline_after,
-                     flush_interval=min(1.0, heartbeat_interval)),
+                     flush_interval=min(1.0, heartbeat_interval), reschedule_after=reschedule_after,
+                     drain_min_healthy=drain_min_healthy),
             TLSOptions(insecure=insecure, sans=tuple(tls_san), cert=tls_cert, key=tls_key, ca=tls_ca), http_listen)
 
     @agent_app.command("run")

@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         replicas: Annotated[int, typer.Option(min=1, max=64)] = 1,
         context: Annotated[int | None, typer.Option(help="context length [default: the model's, capped]")] = None,
         tp: Annotated[int | None, typer.Option(help="tensor-parallel size [default: the fewest GPUs that fit]")] = None,
-        node: Annotated[str | None, typer.Option(help="only this node")] = None,
+        node: Annotated[str | None, typer.Option(help="only this node (this placement; a drain may move it)")] = None,
         gpu_type: Annotated[str | None, typer.Option(help="only GPUs of this type, e.g. A100-80GB")] = None,
         label: Annotated[list[str], typer.Option(help="node label constraint KEY=VALUE (repeatable)")] = [],  # noqa: B006
         device: Annotated[str, typer.Option(help="gpu, or cpu (llama.cpp in RAM, small models)")] = "gpu",

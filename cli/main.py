@@ -30,7 +30,8 @@ def connection(insecure: InsecureOpt = False, ca_file: CaFileOpt = None) -> None
 
 
 # Each area registers its commands; an area whose module is not there yet is simply absent.
-AREAS = ("daemons", "install", "nodes", "deployments", "models", "plan", "engine", "apikeys")
+# "tokens" adds `fleet node remove` to the `node` group that "nodes" creates, so it comes after it.
+AREAS = ("daemons", "install", "nodes", "deployments", "drain", "models", "plan", "engine", "apikeys", "tokens")
 # The long-running processes need only their own area: the agent's idle memory is a product target.
 DAEMON_COMMANDS = (["agent", "run"], ["controller", "run"])
 _registered: set[str] = set()

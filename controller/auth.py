@@ -1,6 +1,7 @@
 """Who may call what: every RPC is authenticated before it reaches a servicer.
 
 - `/fleet.v1.Fleet/*`         admin token            (authorization: Bearer <admin token>)
+- `/fleet.v1.Admin/*`         admin token            (join tokens, node removal)
 - `/fleet.v1.Agent/Session`   node credential        (authorization: Bearer <cred>, x-fleet-node: <name>)
 - `/fleet.v1.Agent/Register`  join token, in the request itself (checked by the servicer)
 Anything else is refused.
@@ -19,6 +20,10 @@ from fleet.controller.store import same_hash, token_hash
 REGISTER = "/fleet.v1.Agent/Register"
 SESSION = "/fleet.v1.Agent/Session"
 FLEET_PREFIX = "/fleet.v1.Fleet/"
+ADMIN_PREFIX = "/fleet.v1.Admin/"
+# Our own metadata is a bearer token (~45 chars), a node name and a user name; 8 KiB is generous and
+# keeps hostile headers from being hashed and compared on every call.
+MAX_METADATA = 8 * 1024
 
 
 @dataclass
@@ -58,7 +63,7 @@ def refusal(method: str, md: dict[str, str], creds: Credentials) -> str | None:
         if not creds.is_node(node, token):
             return f"node credential for {node!r} rejected; remove the agent's credential file and join again"
         return None
-    if method.startswith(FLEET_PREFIX):
+    if method.startswith((FLEET_PREFIX, ADMIN_PREFIX)):
         if not token:
             return ("no admin token: pass --token, set FLEET_TOKEN, or run on the controller host "
                     "(reads DATA_DIR/admin-token)")
@@ -68,11 +73,17 @@ def refusal(method: str, md: dict[str, str], creds: Credentials) -> str | None:
     return f"unknown method {method}"
 
 
-def _aborting_handler(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    async def abort(_request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+def metadata_size(metadata: Any) -> int:
+    return sum(len(k) + len(v) for k, v in (metadata or ()))
 
-    kw = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+
+def _aborting_handler(handler: grpc.RpcMethodHandler, message: str,
+                      code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED) -> grpc.RpcMethodHandler:
+    async def abort(_request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
+
+    # No request deserializer: a refused caller's payload is never parsed.
+    kw = {"request_deserializer": None, "response_serializer": handler.response_serializer}
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(abort, **kw)
     if handler.request_streaming:
@@ -94,5 +105,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        if metadata_size(handler_call_details.invocation_metadata) > MAX_METADATA:
+            return _aborting_handler(handler, f"call metadata larger than {MAX_METADATA} bytes",
+                                     grpc.StatusCode.INVALID_ARGUMENT)
         why = refusal(handler_call_details.method, metadata_dict(handler_call_details.invocation_metadata), self.creds)
         return handler if why is None else _aborting_handler(handler, why)

@@ -117,6 +117,7 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
                       max_instances=1, coalesce=True)
     scheduler.add_job(ctl.check_liveness, "interval", seconds=min(1.0, settings.heartbeat_interval),
                       id="offline-nodes", max_instances=1, coalesce=True)
+    scheduler.add_job(ctl.reconciler.tick, "interval", seconds=1.0, id="reconcile", max_instances=1, coalesce=True)
     scheduler.start()
     log.info("controller listening on %s (%s), data in %s, heartbeat %.1fs, offline after %.1fs", listen,
              "plaintext" if creds_tls is None else f"TLS, CA {fingerprint[:16]}…", data_dir,

@@ -18,7 +18,7 @@ from fleet.controller.demand import options_for
 from fleet.controller.errors import AlreadyExists, InvalidArgument
 from fleet.controller.estimate import Estimate, estimate
 from fleet.controller.gpus import GpuType, gpu_type
-from fleet.controller.placement import Option, PlacementRequest, Plan, place
+from fleet.controller.placement import Option, Placement, PlacementRequest, Plan, place
 from fleet.controller.snapshot import GpuState, NodeState, Snapshot
 from fleet.controller.store import DeploymentRow, ReplicaRow, ReservationRow, Store
 from fleet.proto import fleet_pb2 as pb
@@ -181,23 +181,46 @@ def plan_placement(store: Store, catalog: Catalog, states: dict[str, str],
     rows: list[ReplicaRow] = []
     reservations: list[ReservationRow] = []
     for p in plan.placements:
-        rid = f"{name}-{p.replica}-{secrets.token_hex(3)}"
-        node = by_node[p.node]
-        util = 0.0
-        if option.engine == "vllm" and p.gpus:
-            # vLLM's budget is util x the GPU's memory: make it exactly the reservation (the estimate),
-            # so replicas can share a GPU and none takes more than fleet reserved for it.
-            total = min(node.gpus[i].memory_total for i in p.gpus)
-            util = math.floor(min(0.98, p.per_gpu_bytes / total) * 10_000) / 10_000
-        rows.append(ReplicaRow(id=rid, deployment=name, ordinal=p.replica, node=p.node, tp=max(1, option.tp),
-                               api_key=secrets.token_urlsafe(24), gpu_memory_utilization=util,
-                               ram_bytes=option.ram_bytes if not p.gpus else 0, kv_cache_bytes=int(est.kv_cache),
-                               created_at=now))
-        for i, uuid in zip(p.gpus, p.gpu_uuids, strict=True):
-            reservations.append(ReservationRow(replica=rid, gpu_uuid=uuid, gpu_index=node.gpus[i].index,
-                                               bytes=p.per_gpu_bytes))
+        row, res = replica_rows(name, p, option, by_node[p.node], int(est.kv_cache), now)
+        rows.append(row)
+        reservations += res
     notes = [f"chosen: {plan.why}"] if plan.why and not req.quant else []
     return pb.PlaceResponse(placed=True, verdicts=verdicts, notes=notes,
                             summary=f"{name}: {replicas} replica(s) on {', '.join(p.node for p in plan.placements)}"
                             ), (dep, rows, reservations)
 
+
+def replica_rows(deployment: str, p: Placement, option: Option, node: NodeState, kv_cache_bytes: int, now: float,
+                 ordinal: int | None = None, replaces: str = "") -> tuple[ReplicaRow, list[ReservationRow]]:
+    """The rows one placed replica becomes: a fresh id and engine API key, its GPU reservations."""
+    ordinal = p.replica if ordinal is None else ordinal
+    rid = f"{deployment}-{ordinal}-{secrets.token_hex(3)}"
+    util = 0.0
+    if option.engine == "vllm" and p.gpus:
+        # vLLM's budget is util x the GPU's memory: make it exactly the reservation (the estimate),
+        # so replicas can share a GPU and none takes more than fleet reserved for it.
+        total = min(node.gpus[i].memory_total for i in p.gpus)
+        util = math.floor(min(0.98, p.per_gpu_bytes / total) * 10_000) / 10_000
+    row = ReplicaRow(id=rid, deployment=deployment, ordinal=ordinal, node=p.node, tp=max(1, option.tp),
+                     api_key=secrets.token_urlsafe(24), gpu_memory_utilization=util,
+                     ram_bytes=option.ram_bytes if not p.gpus else 0, kv_cache_bytes=kv_cache_bytes,
+                     created_at=now, replaces=replaces)
+    res = [ReservationRow(replica=rid, gpu_uuid=uuid, gpu_index=node.gpus[i].index, bytes=p.per_gpu_bytes)
+           for i, uuid in zip(p.gpus, p.gpu_uuids, strict=True)]
+    return row, res
+
+
+def deployment_request(dep: DeploymentRow, catalog: Catalog, snapshot: Snapshot, replicas: int = 1) -> PlacementRequest:
+    """Place more replicas of an existing deployment: its chosen variant, TP and constraints.
+
+    `--node` pinned the first placement only: a replica that must move (drain, offline node) may go
+    to any node that meets the other constraints.
+    """
+    asked = json.loads(dep.request or "{}")
+    types = gpu_types_in(snapshot) if dep.device == "gpu" else []
+    options = options_for(dep.model, dep.quant, dep.engine, dep.context, types, dep.tp if dep.device == "gpu" else None,
+                          device=dep.device, catalog=catalog)
+    return PlacementRequest(deployment=dep.name, replicas=replicas, options=options,
+                            gpu_type=asked.get("gpu_type") or None,
+                            labels=tuple(sorted((asked.get("labels") or {}).items())), device=dep.device,
+                            strategy=dep.strategy)  # type: ignore[arg-type]

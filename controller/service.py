@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from fleet.agent.trust import split_token
 from fleet.controller.auth import Credentials, metadata_dict
 from fleet.controller.desired import deployment_message, desired_set
+from fleet.controller.drain import DrainPlan, Movable, plan_drain
 from fleet.controller.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -30,8 +31,9 @@ from fleet.controller.errors import (
 )
 from fleet.controller.liveness import Liveness
 from fleet.controller.metrics import PLACEMENT_SECONDS
-from fleet.controller.placing import Catalog, catalog_for, plan_placement
-from fleet.controller.store import GpuRow, NodeRow, Store
+from fleet.controller.placing import Catalog, build_snapshot, catalog_for, deployment_request, plan_placement
+from fleet.controller.reconcile import Reconciler, RepairSettings
+from fleet.controller.store import DrainRow, GpuRow, NodeRow, Store
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 
@@ -72,6 +74,8 @@ class Settings:
     heartbeat_interval: float = 5.0
     offline_after: float = 15.0
     flush_interval: float = 1.0
+    reschedule_after: float = 60.0  # an offline node's replicas move elsewhere after this grace
+    drain_min_healthy: float = 5.0  # a drain's replacement serves this long before the old replica stops
 
 
 def validate_node_name(name: str) -> str:
@@ -121,6 +125,8 @@ class Controller:
         self.liveness = Liveness()
         self.sessions: dict[str, asyncio.Queue[pb.ControllerMessage | None]] = {}
         self.started = time.time()
+        self.reconciler = Reconciler(self, RepairSettings(min_healthy=settings.drain_min_healthy,
+                                                          reschedule_after=settings.reschedule_after))
         self.data_dir: Path | None = None  # set by main; user-added catalog models live in DATA_DIR/catalog
         self._catalog: tuple[tuple[float, ...], Catalog] | None = None
         self.log_waiters: dict[int, asyncio.Queue[pb.LogData]] = {}
@@ -178,6 +184,17 @@ class Controller:
         if self._catalog is None or self._catalog[0] != stamp:
             self._catalog = (stamp, catalog_for(self.data_dir))
         return self._catalog[1]
+
+    def drain_plan(self, nodes: list[str]) -> DrainPlan:
+        """Every move a drain of `nodes` would make, decided on a copy of the fleet (changes nothing)."""
+        snapshot = build_snapshot(self.store, self.states(), self.liveness.gpu_usage)
+        deps = {d.name: d for d in self.store.deployments()}
+        movables = []
+        for r in self.store.replicas():
+            if r.node in nodes and r.desired == "run" and r.deployment in deps and deps[r.deployment].state == "active":
+                request = deployment_request(deps[r.deployment], self.catalog(), snapshot)
+                movables.append(Movable(r.id, r.deployment, request))
+        return plan_drain(snapshot, nodes, movables)
 
     def states(self) -> dict[str, str]:
         return {row.name: self.node_state(row) for row in self.store.nodes()}
@@ -386,6 +403,9 @@ class FleetService(pbg.FleetServicer):
     async def Cordon(self, request: pb.CordonRequest, context: grpc.aio.ServicerContext) -> pb.CordonResponse:
         md = metadata_dict(context.invocation_metadata())
         who = md.get("x-fleet-user", "")[:64] or "admin"
+        if request.uncordon and (drain := self.ctl.store.get_drain(request.name)) and drain.state == "active":
+            drain.state, drain.message = "cancelled", f"uncordoned by {who}"
+            self.ctl.store.save_drain(drain)
         row = self.ctl.store.set_cordon(request.name, not request.uncordon, request.reason[:MAX_STR], who, time.time())
         return pb.CordonResponse(node=self.ctl.node_message(row, self.ctl.store.gpus(row.name),
                                                             self.ctl.reserved_by_gpu()))
@@ -445,3 +465,59 @@ class FleetService(pbg.FleetServicer):
         self.ctl.push({r.node for r in replicas})
         resp.deployment.CopyFrom(self.ctl.deployment_message(dep.name))
         return resp
+
+    @rpc
+    async def Drain(self, request: pb.DrainRequest, context: grpc.aio.ServicerContext) -> pb.DrainResponse:
+        store, now = self.ctl.store, time.time()
+        names = list(dict.fromkeys(request.nodes))[:64]
+        if not names:
+            raise InvalidArgument("name the node(s) to drain")
+        for name in names:
+            if store.get_node(name) is None:
+                raise NotFound(f"no node named {name!r}; nodes: {', '.join(n.name for n in store.nodes()) or 'none'}")
+        who = metadata_dict(context.invocation_metadata()).get("x-fleet-user", "")[:64] or "admin"
+        if request.cancel:
+            for name in names:
+                drain = store.get_drain(name)
+                if drain is not None and drain.state == "active":
+                    drain.state, drain.message = "cancelled", f"cancelled by {who}"
+                    store.save_drain(drain)
+                    store.set_admin_state(name, "cordoned", now)  # stays cordoned; uncordon to reuse it
+            return self._drain_statuses(names)
+        if request.status_only:
+            return self._drain_statuses(names)
+        plan = self.ctl.drain_plan(names)
+        if request.dry_run:
+            return self._drain_statuses(names, plan, planned=True)
+        # every node is cordoned before any replica moves, so no move lands on a node about to drain
+        for name in names:
+            store.set_admin_state(name, "draining", now, request.reason[:MAX_STR], who)
+        for name in names:
+            store.save_drain(DrainRow(node=name, state="active", started_at=now, force=request.force,
+                                      deadline=now + request.deadline_seconds if request.deadline_seconds > 0 else 0.0,
+                                      reason=request.reason[:MAX_STR], by=who, message="starting"))
+        log.info("draining %s (by %s)", ", ".join(names), who)
+        self.ctl.reconciler.tick()
+        return self._drain_statuses(names, plan)
+
+    def _drain_statuses(self, names: list[str], plan: DrainPlan | None = None,
+                        planned: bool = False) -> pb.DrainResponse:
+        out = []
+        replicas = self.ctl.store.replicas()
+        node_of = {r.id: r.node for r in replicas}
+        rows = {n.name: n for n in self.ctl.store.nodes()}
+        for name in names:
+            drain = self.ctl.store.get_drain(name)
+            status = pb.DrainStatus(
+                node=name, state="planned" if planned else (drain.state if drain else "none"),
+                message="" if planned or drain is None else drain.message,
+                remaining=sum(1 for r in replicas if r.node == name),
+                node_state=self.ctl.node_state(rows[name]) if name in rows else "")
+            if plan is not None:
+                status.moves.extend(pb.DrainMove(replica=m.replica, deployment=m.deployment, to_node=m.placement.node,
+                                                 gpus=list(m.placement.gpus))
+                                    for m in plan.moves if node_of.get(m.replica) == name)
+                status.blocked.extend(pb.DrainBlocked(replica=b.replica, deployment=b.deployment, reason=b.reason)
+                                      for b in plan.blocked if node_of.get(b.replica) == name)
+            out.append(status)
+        return pb.DrainResponse(drains=out)

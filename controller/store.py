@@ -70,6 +70,7 @@ class DeploymentRow(SQLModel, table=True):
     created_at: float = 0.0
     estimate: str = "{}"  # JSON: weights, kv_cache, activations, runtime, total (bytes, per GPU)
     request: str = "{}"  # JSON of the PlaceRequest, to place again when a replica must move
+    max_moves: int = 1  # replicas of this deployment moved at once by a drain
 
 
 class ReplicaRow(SQLModel, table=True):
@@ -89,6 +90,22 @@ class ReplicaRow(SQLModel, table=True):
     message: str = ""
     restarts: int = 0
     created_at: float = 0.0
+    healthy_since: float = 0.0  # when it last became healthy (drains wait a minimum healthy time)
+    replaces: str = ""  # a drain's replacement: the replica it takes over from
+
+
+class DrainRow(SQLModel, table=True):
+    """A drain in progress survives controller restarts: the reconciler picks it up again."""
+
+    __tablename__ = "drain"
+    node: str = Field(primary_key=True, foreign_key="node.name")
+    state: str = "active"  # active | done | cancelled
+    started_at: float = 0.0
+    deadline: float = 0.0  # after it, a replica that cannot move is stopped anyway (break-before-make)
+    force: bool = False
+    reason: str = ""
+    by: str = ""
+    message: str = ""  # what blocks it, or what it is doing
 
 
 class ReservationRow(SQLModel, table=True):
@@ -117,6 +134,33 @@ class EventRow(SQLModel, table=True):
     kind: str
     node: str = ""
     message: str = ""
+
+
+def _check_capacity(s: Session, reservations: list[ReservationRow]) -> None:
+    """Inside the transaction: the new reservations plus what is held never exceed a GPU's memory."""
+    wanted: dict[str, int] = {}
+    for r in reservations:
+        wanted[r.gpu_uuid] = wanted.get(r.gpu_uuid, 0) + r.bytes
+    if not wanted:
+        return
+    gpus = {g.uuid: g for g in s.exec(select(GpuRow).where(col(GpuRow.uuid).in_(wanted))).all()}
+    held = dict(s.exec(select(ReservationRow.gpu_uuid, func.sum(ReservationRow.bytes))
+                       .where(col(ReservationRow.gpu_uuid).in_(wanted))
+                       .group_by(ReservationRow.gpu_uuid)).all())
+    for uuid, need in wanted.items():
+        g = gpus.get(uuid)
+        if g is None:
+            raise FailedPrecondition(f"GPU {uuid} disappeared while placing; try again")
+        if int(held.get(uuid, 0)) + need > g.memory_total:
+            raise FailedPrecondition(f"GPU {g.index} on {g.node} was reserved by a concurrent placement; try again")
+
+
+def _bump(s: Session, nodes: set[str]) -> None:
+    for node in nodes:
+        row = s.get(NodeRow, node)
+        if row is not None:
+            row.generation += 1
+            s.add(row)
 
 
 def token_hash(token: str) -> str:
@@ -317,21 +361,7 @@ class Store:
         with self.session() as s:
             if s.get(DeploymentRow, dep.name) is not None:
                 raise AlreadyExists(f"deployment {dep.name!r} exists; pass --name, or `fleet remove {dep.name}`")
-            wanted: dict[str, int] = {}
-            for r in reservations:
-                wanted[r.gpu_uuid] = wanted.get(r.gpu_uuid, 0) + r.bytes
-            if wanted:
-                gpus = {g.uuid: g for g in s.exec(select(GpuRow).where(col(GpuRow.uuid).in_(wanted))).all()}
-                held = dict(s.exec(select(ReservationRow.gpu_uuid, func.sum(ReservationRow.bytes))
-                                   .where(col(ReservationRow.gpu_uuid).in_(wanted))
-                                   .group_by(ReservationRow.gpu_uuid)).all())
-                for uuid, need in wanted.items():
-                    g = gpus.get(uuid)
-                    if g is None:
-                        raise FailedPrecondition(f"GPU {uuid} disappeared while placing; try again")
-                    if int(held.get(uuid, 0)) + need > g.memory_total:
-                        raise FailedPrecondition(f"GPU {g.index} on {g.node} was reserved by a concurrent placement; "
-                                                 "try again")
+            _check_capacity(s, reservations)
             s.add(dep)
             s.flush()
             for r in replicas:
@@ -407,7 +437,96 @@ class Store:
                 if (r.state, r.endpoint, r.message, r.restarts) != (state, endpoint, message, restarts):
                     r.state, r.endpoint, r.message, r.restarts = state, endpoint, message, restarts
                     s.add(r)
+                if state == "healthy" and not r.healthy_since:
+                    r.healthy_since = time.time()
+                    s.add(r)
+                elif state != "healthy" and r.healthy_since:
+                    r.healthy_since = 0.0
+                    s.add(r)
                 if r.desired == "stop" and state == "stopped":
                     done.append(rid)
             s.commit()
         return done
+
+    def add_replicas(self, replicas: list[ReplicaRow], reservations: list[ReservationRow], now: float,
+                     event: str) -> None:
+        """More replicas for existing deployments (drain replacements, rescheduling): one transaction."""
+        with self.session() as s:
+            _check_capacity(s, reservations)
+            for r in replicas:
+                s.add(r)
+            s.flush()
+            for x in reservations:
+                s.add(x)
+            _bump(s, {r.node for r in replicas})
+            s.add(EventRow(at=now, kind="replica.added", message=event))
+            s.commit()
+
+    def stop_replicas(self, ids: list[str], now: float, why: str, state: str | None = None) -> set[str]:
+        """Tell the replicas' nodes to stop them (fencing: the next desired set no longer holds them)."""
+        nodes: set[str] = set()
+        with self.session() as s:
+            for rid in ids:
+                r = s.get(ReplicaRow, rid)
+                if r is None or r.desired == "stop":
+                    continue
+                r.desired = "stop"
+                if state is not None:
+                    r.state = state
+                r.message = why
+                s.add(r)
+                nodes.add(r.node)
+            _bump(s, nodes)
+            if nodes:
+                s.add(EventRow(at=now, kind="replica.stopping", message=f"{', '.join(ids)}: {why}"))
+            s.commit()
+        return nodes
+
+    def set_replica_state(self, ids: list[str], state: str) -> None:
+        with self.session() as s:
+            for rid in ids:
+                r = s.get(ReplicaRow, rid)
+                if r is not None and r.state != state:
+                    r.state = state
+                    s.add(r)
+            s.commit()
+
+    def set_admin_state(self, name: str, state: str, now: float, reason: str = "", by: str = "") -> None:
+        with self.session() as s:
+            row = s.get(NodeRow, name)
+            if row is None:
+                raise NotFound(f"no node named {name!r}")
+            row.admin_state = state
+            if state in ("cordoned", "draining") and not row.cordoned_at:
+                row.cordon_reason, row.cordoned_by, row.cordoned_at = reason, by, now
+            if state == "ready":
+                row.cordon_reason, row.cordoned_by, row.cordoned_at = "", "", 0.0
+            s.add(row)
+            s.add(EventRow(at=now, kind=f"node.{state}", node=name, message=reason))
+            s.commit()
+
+    def forget_link(self, rid: str) -> None:
+        """A replacement that took over is an ordinary replica from now on."""
+        with self.session() as s:
+            r = s.get(ReplicaRow, rid)
+            if r is not None and r.replaces:
+                r.replaces = ""
+                s.add(r)
+                s.commit()
+
+    # ---- drains
+    def drains(self, active_only: bool = True) -> list[DrainRow]:
+        with self.session() as s:
+            q = select(DrainRow)
+            if active_only:
+                q = q.where(DrainRow.state == "active")
+            return list(s.exec(q).all())
+
+    def get_drain(self, node: str) -> DrainRow | None:
+        with self.session() as s:
+            return s.get(DrainRow, node)
+
+    def save_drain(self, drain: DrainRow) -> None:
+        with self.session() as s:
+            s.merge(drain)
+            s.commit()

@@ -542,6 +542,70 @@ class LogChunk(_message.Message):
     data: bytes
     def __init__(self, replica_id: _Optional[str] = ..., node: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class DrainRequest(_message.Message):
+    __slots__ = ("nodes", "deadline_seconds", "force", "reason", "dry_run", "cancel", "status_only")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    deadline_seconds: float
+    force: bool
+    reason: str
+    dry_run: bool
+    cancel: bool
+    status_only: bool
+    def __init__(self, nodes: _Optional[_Iterable[str]] = ..., deadline_seconds: _Optional[float] = ..., force: bool = ..., reason: _Optional[str] = ..., dry_run: bool = ..., cancel: bool = ..., status_only: bool = ...) -> None: ...
+
+class DrainMove(_message.Message):
+    __slots__ = ("replica", "deployment", "to_node", "gpus")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    deployment: str
+    to_node: str
+    gpus: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, replica: _Optional[str] = ..., deployment: _Optional[str] = ..., to_node: _Optional[str] = ..., gpus: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class DrainBlocked(_message.Message):
+    __slots__ = ("replica", "deployment", "reason")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    deployment: str
+    reason: str
+    def __init__(self, replica: _Optional[str] = ..., deployment: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DrainStatus(_message.Message):
+    __slots__ = ("node", "state", "message", "moves", "blocked", "remaining", "node_state")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    NODE_STATE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    state: str
+    message: str
+    moves: _containers.RepeatedCompositeFieldContainer[DrainMove]
+    blocked: _containers.RepeatedCompositeFieldContainer[DrainBlocked]
+    remaining: int
+    node_state: str
+    def __init__(self, node: _Optional[str] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., moves: _Optional[_Iterable[_Union[DrainMove, _Mapping]]] = ..., blocked: _Optional[_Iterable[_Union[DrainBlocked, _Mapping]]] = ..., remaining: _Optional[int] = ..., node_state: _Optional[str] = ...) -> None: ...
+
+class DrainResponse(_message.Message):
+    __slots__ = ("drains",)
+    DRAINS_FIELD_NUMBER: _ClassVar[int]
+    drains: _containers.RepeatedCompositeFieldContainer[DrainStatus]
+    def __init__(self, drains: _Optional[_Iterable[_Union[DrainStatus, _Mapping]]] = ...) -> None: ...
+
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -559,3 +623,79 @@ class StatsResponse(_message.Message):
     nodes: int
     nodes_alive: int
     def __init__(self, heartbeats_total: _Optional[int] = ..., sessions_open: _Optional[int] = ..., uptime: _Optional[float] = ..., nodes: _Optional[int] = ..., nodes_alive: _Optional[int] = ...) -> None: ...
+
+class JoinToken(_message.Message):
+    __slots__ = ("id", "kind", "description", "created_at", "expires_at", "revoked", "state")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    kind: str
+    description: str
+    created_at: float
+    expires_at: float
+    revoked: bool
+    state: str
+    def __init__(self, id: _Optional[int] = ..., kind: _Optional[str] = ..., description: _Optional[str] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., revoked: bool = ..., state: _Optional[str] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("ttl_seconds", "description")
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ttl_seconds: int
+    description: str
+    def __init__(self, ttl_seconds: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ("token", "join_token")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: JoinToken
+    join_token: str
+    def __init__(self, token: _Optional[_Union[JoinToken, _Mapping]] = ..., join_token: _Optional[str] = ...) -> None: ...
+
+class ListTokensRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[JoinToken]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[JoinToken, _Mapping]]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class RevokeTokenResponse(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: JoinToken
+    def __init__(self, token: _Optional[_Union[JoinToken, _Mapping]] = ...) -> None: ...
+
+class RemoveNodeRequest(_message.Message):
+    __slots__ = ("name", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., force: bool = ...) -> None: ...
+
+class RemoveNodeResponse(_message.Message):
+    __slots__ = ("name", "replicas_forgotten", "gpus_removed", "session_closed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FORGOTTEN_FIELD_NUMBER: _ClassVar[int]
+    GPUS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    SESSION_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    replicas_forgotten: int
+    gpus_removed: int
+    session_closed: bool
+    def __init__(self, name: _Optional[str] = ..., replicas_forgotten: _Optional[int] = ..., gpus_removed: _Optional[int] = ..., session_closed: bool = ...) -> None: ...

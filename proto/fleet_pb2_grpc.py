@@ -199,6 +199,11 @@ class FleetStub(object):
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.LogsRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.LogChunk.FromString,
                 _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/fleet.v1.Fleet/Drain',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.DrainRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.DrainResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServicer(object):
@@ -264,6 +269,12 @@ class FleetServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -316,6 +327,11 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.Logs,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.LogsRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.LogChunk.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.DrainRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.DrainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -588,6 +604,234 @@ class Fleet(object):
             '/fleet.v1.Fleet/Logs',
             fleet_dot_proto_dot_fleet__pb2.LogsRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Fleet/Drain',
+            fleet_dot_proto_dot_fleet__pb2.DrainRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AdminStub(object):
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateToken = channel.unary_unary(
+                '/fleet.v1.Admin/CreateToken',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/fleet.v1.Admin/ListTokens',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/fleet.v1.Admin/RevokeToken',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.RemoveNode = channel.unary_unary(
+                '/fleet.v1.Admin/RemoveNode',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RemoveNodeRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RemoveNodeResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServicer(object):
+    """Missing associated documentation comment in .proto file."""
+
+    def CreateToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.CreateTokenRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.ListTokensRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'RemoveNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNode,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RemoveNodeRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RemoveNodeResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'fleet.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('fleet.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin(object):
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Admin/CreateToken',
+            fleet_dot_proto_dot_fleet__pb2.CreateTokenRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Admin/ListTokens',
+            fleet_dot_proto_dot_fleet__pb2.ListTokensRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Admin/RevokeToken',
+            fleet_dot_proto_dot_fleet__pb2.RevokeTokenRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Admin/RemoveNode',
+            fleet_dot_proto_dot_fleet__pb2.RemoveNodeRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RemoveNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,7 +35,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
 class Fleet:
     """One controller (restartable) and any number of agents, all real subprocesses."""
 
-    def __init__(self, root: Path, heartbeat: float = 0.5, offline_after: float = 3.0) -> None:
+    def __init__(self, root: Path, heartbeat: float = 0.5, offline_after: float = 3.0,
+                 controller_args: tuple[str, ...] = ()) -> None:
+        self.controller_args = controller_args
         self.root = root
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -57,7 +59,7 @@ class Fleet:
         self.controller = self._spawn(
             ["controller", "run", "--data-dir", str(self.data_dir), "--listen", self.address,
              "--heartbeat-interval", str(self.heartbeat), "--offline-after", str(self.offline_after),
-             "--http-listen", self.http],
+             "--http-listen", self.http, *self.controller_args],
             self.root / "controller.log")
         wait_for(lambda: (self.data_dir / "admin-token").exists() and self.cli("nodes", "-o", "json").returncode == 0,
                  20, "the controller to answer")
