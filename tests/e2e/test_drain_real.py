@@ -1,0 +1,58 @@
+"""Issue 6 acceptance 1 with real llama-server replicas: drain A, service never drops."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cpu_fleet import chat, deployment, start_cpu_fleet, stop_cpu_fleet
+from tests.integration.harness import Fleet, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def two_agents(tmp_path: Path, llama_server_path: Path, smollm2_gguf: Path) -> Iterator[Fleet]:
+    f = start_cpu_fleet(tmp_path, smollm2_gguf, ["a", "b"], controller_args=("--drain-min-healthy", "2"))
+    try:
+        yield f
+    finally:
+        stop_cpu_fleet(f)
+
+
+def test_drain_is_make_before_break(two_agents: Fleet) -> None:
+    f = two_agents
+    r = f.cli("place", "smollm2-135m", "--quant", "q4_1", "--device", "cpu", "--context", "512", "--node", "a",
+              "--name", "chat", "--wait", "--timeout", "120", timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert [x["node"] for x in deployment(f, "chat")["replicas"]] == ["a"]
+
+    assert f.cli("drain", "a", "--detach", "--reason", "bios").returncode == 0
+    polls, served_by = 0, set()
+    deadline = time.monotonic() + 180
+    while f.states()["a"] != "drained":
+        assert time.monotonic() < deadline, "drain did not finish"
+        healthy = [x for x in deployment(f, "chat")["replicas"] if x["state"] == "healthy"]
+        assert healthy, "no healthy replica during the drain"
+        answers = []
+        for rep in healthy:  # at every poll at least one healthy replica answers a completion
+            try:
+                answers.append(chat(rep["endpoint"], rep["api_key"], "chat"))
+                served_by.add(rep["node"])
+            except OSError:
+                pass  # the old copy may be stopping right now; another one must answer
+        assert answers, f"no replica answered at poll {polls}"
+        polls += 1
+        time.sleep(0.5)
+    final = deployment(f, "chat")["replicas"]
+    assert [(x["node"], x["state"]) for x in final] == [("b", "healthy")]
+    assert chat(final[0]["endpoint"], final[0]["api_key"], "chat").strip()
+    assert polls >= 1 and served_by  # observed while the drain ran; the drain itself takes a few seconds
+    assert f.cli("uncordon", "a").returncode == 0
+    wait_for(lambda: f.states()["a"] == "ready", 10, "a eligible again")
+    r = f.cli("place", "smollm2-135m", "--quant", "q4_1", "--device", "cpu", "--context", "512", "--node", "a",
+              "--name", "again", "--wait", "--timeout", "120", timeout=180)
+    assert r.returncode == 0, r.stderr
