@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +67,11 @@ def make_launcher(node: NodeEngines, progress: Callable[[str, str], None] = lamb
         except engines.LaunchError as e:
             raise LaunchError(str(e)) from e
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
-        # vLLM leaves /tmp/vllm_dist_* behind: keep an engine's temporary files with its replica
-        tmp = (node.replicas_dir or node.models_dir.parent / "replicas") / spec.id / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
+        # vLLM leaves /tmp/vllm_dist_* behind: give each replica its own temp dir. Short, in the system temp
+        # dir: vLLM puts IPC sockets there, and a socket path is limited to 107 bytes.
+        where = str((node.replicas_dir or node.models_dir.parent / "replicas") / spec.id)
+        tmp = Path(tempfile.gettempdir()) / f"fleet-{hashlib.sha1(where.encode()).hexdigest()[:12]}"
+        tmp.mkdir(mode=0o700, exist_ok=True)
         return Launch(argv=out.argv, env={**env, "TMPDIR": str(tmp), **out.env})
 
     return launcher

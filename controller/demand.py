@@ -45,7 +45,7 @@ def options_for(model_name: str, quant: str | None, engine: str | None, context:
       operator would choose on that hardware); tp given: that TP only, if valid.
     - per_gpu_bytes is the largest estimate over the GPU types (vLLM's KV sizing can depend on the
       GPU), so an Option never under-reserves on any of them.
-    - device "cpu": llama.cpp variants in RAM (tp 0), per the estimator's CPU estimate.
+    - device "cpu": variants in RAM (tp 0; llama.cpp, or vLLM's CPU build), per the estimator's CPU estimate.
     Raises InvalidArgument (from the catalog) for an unknown model or quant, or when nothing is possible.
     """
     from fleet.controller.estimate import estimate, incompatibility, valid_tps
@@ -63,8 +63,7 @@ def options_for(model_name: str, quant: str | None, engine: str | None, context:
     for v in variants:
         disk = int(v.size_bytes) if v.size_bytes else 0
         if device == "cpu":
-            if v.engine != "llama.cpp":
-                continue
+            # llama.cpp in RAM, or vLLM's CPU build where a node has it (placement checks the engine)
             est = estimate(model, v, context=context, tp=1, device="cpu")
             out[(v.quant, v.engine, 0)] = Option(v.quant, v.engine, 0, 0, "", int(v.quality),
                                                  disk or int(est.weights), int(est.total), str(v.source))

@@ -201,6 +201,9 @@ def replica_rows(deployment: str, p: Placement, option: Option, node: NodeState,
         # so replicas can share a GPU and none takes more than fleet reserved for it.
         total = min(node.gpus[i].memory_total for i in p.gpus)
         util = math.floor(min(0.98, p.per_gpu_bytes / total) * 10_000) / 10_000
+    if option.engine == "vllm" and not p.gpus:
+        # vLLM on CPU must be given its KV pool; it rounds to whole blocks, so never hand it less than 64 MiB
+        kv_cache_bytes = max(kv_cache_bytes, 64 * 2**20)
     row = ReplicaRow(id=rid, deployment=deployment, ordinal=ordinal, node=p.node, tp=max(1, option.tp),
                      api_key=secrets.token_urlsafe(24), gpu_memory_utilization=util,
                      ram_bytes=option.ram_bytes if not p.gpus else 0, kv_cache_bytes=kv_cache_bytes,
