@@ -56,3 +56,45 @@ def test_drain_is_make_before_break(two_agents: Fleet) -> None:
     r = f.cli("place", "smollm2-135m", "--quant", "q4_1", "--device", "cpu", "--context", "512", "--node", "a",
               "--name", "again", "--wait", "--timeout", "120", timeout=180)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture
+def two_agents_fast_grace(tmp_path: Path, llama_server_path: Path, smollm2_gguf: Path) -> Iterator[Fleet]:
+    f = start_cpu_fleet(tmp_path, smollm2_gguf, ["a", "b"], controller_args=("--reschedule-after", "5"))
+    try:
+        yield f
+    finally:
+        stop_cpu_fleet(f)
+
+
+def test_frozen_agent_is_fenced_exactly_one_copy_serves(two_agents_fast_grace: Fleet) -> None:
+    import os
+    import signal
+
+    import psutil
+
+    f = two_agents_fast_grace
+    r = f.cli("place", "smollm2-135m", "--quant", "q4_1", "--device", "cpu", "--context", "512", "--node", "a",
+              "--name", "svc", "--wait", "--timeout", "120", timeout=180)
+    assert r.returncode == 0, r.stderr
+    old = deployment(f, "svc")["replicas"][0]
+    old_port = int(old["endpoint"].rsplit(":", 1)[1])
+    agent = f.agents["a"].pid
+    os.kill(agent, signal.SIGSTOP)  # longer than timeout (5 s) + grace (5 s)
+    try:
+        wait_for(lambda: any(x["node"] == "b" and x["state"] == "healthy"
+                             for x in deployment(f, "svc")["replicas"]), 90, "rescheduled on b")
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    # back online, node a receives a desired set without the old replica: its engine is stopped
+    wait_for(lambda: f.states()["a"] == "ready", 30, "a back")
+    wait_for(lambda: [(x["node"], x["state"]) for x in deployment(f, "svc")["replicas"]] == [("b", "healthy")],
+             60, "only b's copy left")
+
+    def serving_on(port: int) -> bool:
+        return any(f"--port {port}" in " ".join(p.info["cmdline"] or []) and "llama-server" in
+                   " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+
+    wait_for(lambda: not serving_on(old_port), 30, "stale engine stopped")
+    new = deployment(f, "svc")["replicas"][0]
+    assert chat(new["endpoint"], new["api_key"], "svc").strip()
