@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
 from fleet.cli.output import EXIT_USAGE, Output, OutputOpt, console, fail, gib, print_json
 from fleet.controller.errors import FleetError
 
@@ -29,15 +30,20 @@ def plan_cmd(
     requests: Annotated[Path | None, typer.Option("--requests",
                                                   help="REQUESTS.json: deployments, placed in order")] = None,
     output: OutputOpt = Output.table,
+    controller: ControllerOpt = None, token: TokenOpt = None, data_dir: DataDirOpt = None,
 ) -> None:
-    """What-if: how many of these deployments fit on this fleet? Places requests in order, one replica at a time."""
+    """What-if: how many of these deployments fit? Places requests in order, one replica at a time.
+
+    With --fleet, on the fleet that file describes (offline, no controller). Without it, on the live
+    inventory with its current reservations (nothing is reserved by planning).
+    """
     from fleet.controller.whatif import plan_files
 
     if requests is None:
         fail("--requests REQUESTS.json is required", EXIT_USAGE)
     if fleet is None:
-        fail("planning against the live inventory needs the controller; for an offline what-if pass "
-             "--fleet FLEET.json", EXIT_USAGE)
+        live(_read_json(requests, "--requests"), output, controller, token, data_dir)
+        return
     fleet_data = _read_json(fleet, "--fleet")
     request_data = _read_json(requests, "--requests")
     try:
@@ -69,6 +75,28 @@ def render(result: Any) -> None:
     console.print(f"placed {summary['placed_total']} of {len(result.rows)} replicas; "
                   f"{summary['placed_before_first_reject']} before the first rejection; "
                   f"VRAM reserved {summary['vram_reserved_fraction'] * 100:.1f} %", highlight=False)
+
+
+def live(requests: Any, output: Output, controller: str | None, token: str | None, data_dir: Path | None) -> None:
+    from fleet.cli.client import Client
+    from fleet.proto import fleet_pb2 as pb
+
+    resp = Client(controller, token, data_dir).call("Plan", pb.PlanRequest(requests_json=json.dumps(requests)))
+    result = json.loads(resp.result_json)
+    if output == Output.json:
+        print_json(result)
+        return
+    t = Table(title="plan (live inventory)")
+    for col in ("REQ", "REPLICA", "NODE", "GPUS", "PER GPU (GiB)", "REASON"):
+        t.add_column(col)
+    for p in result["placements"]:
+        t.add_row(str(p["request"]), str(p["replica"]), p["node"], ",".join(map(str, p["gpus"])) or "cpu",
+                  gib(p["per_gpu_bytes"]), "")
+    for r in result["rejected"]:
+        t.add_row(str(r["request"]), str(r["replica"]), "[red]rejected[/]", "-", "-", r["reason"])
+    console.print(t)
+    console.print(f"placed {result['placed_total']} replicas; {result['placed_before_first_reject']} before the "
+                  f"first rejection; VRAM reserved {result['vram_reserved_fraction'] * 100:.1f} %", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

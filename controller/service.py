@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import re
 import secrets
@@ -521,3 +522,20 @@ class FleetService(pbg.FleetServicer):
                                       for b in plan.blocked if node_of.get(b.replica) == name)
             out.append(status)
         return pb.DrainResponse(drains=out)
+
+    @rpc
+    async def Plan(self, request: pb.PlanRequest, context: grpc.aio.ServicerContext) -> pb.PlanResponse:
+        from functools import partial
+
+        from fleet.controller.demand import options_for
+        from fleet.controller.whatif import parse_requests, plan
+
+        if len(request.requests_json) > 1_000_000:
+            raise InvalidArgument("REQUESTS.json is larger than 1 MB")
+        try:
+            data = json.loads(request.requests_json)
+        except json.JSONDecodeError as e:
+            raise InvalidArgument(f"REQUESTS.json is not valid JSON: {e.msg} at line {e.lineno}") from None
+        snapshot = build_snapshot(self.ctl.store, self.ctl.states(), self.ctl.liveness.gpu_usage)
+        result = plan(snapshot, parse_requests(data), partial(options_for, catalog=self.ctl.catalog()))
+        return pb.PlanResponse(result_json=json.dumps(result.as_json()))

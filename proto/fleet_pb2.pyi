@@ -606,6 +606,18 @@ class DrainResponse(_message.Message):
     drains: _containers.RepeatedCompositeFieldContainer[DrainStatus]
     def __init__(self, drains: _Optional[_Iterable[_Union[DrainStatus, _Mapping]]] = ...) -> None: ...
 
+class PlanRequest(_message.Message):
+    __slots__ = ("requests_json",)
+    REQUESTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    requests_json: str
+    def __init__(self, requests_json: _Optional[str] = ...) -> None: ...
+
+class PlanResponse(_message.Message):
+    __slots__ = ("result_json",)
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    result_json: str
+    def __init__(self, result_json: _Optional[str] = ...) -> None: ...
+
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

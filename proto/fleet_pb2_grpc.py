@@ -204,6 +204,11 @@ class FleetStub(object):
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.DrainRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.DrainResponse.FromString,
                 _registered_method=True)
+        self.Plan = channel.unary_unary(
+                '/fleet.v1.Fleet/Plan',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.PlanRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.PlanResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServicer(object):
@@ -275,6 +280,12 @@ class FleetServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Plan(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -332,6 +343,11 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.Drain,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.DrainRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.DrainResponse.SerializeToString,
+            ),
+            'Plan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Plan,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.PlanRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.PlanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -631,6 +647,33 @@ class Fleet(object):
             '/fleet.v1.Fleet/Drain',
             fleet_dot_proto_dot_fleet__pb2.DrainRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Plan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Fleet/Plan',
+            fleet_dot_proto_dot_fleet__pb2.PlanRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.PlanResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -117,3 +117,18 @@ def test_twenty_concurrent_places_never_double_book(fleet: Fleet) -> None:
     assert len(deps) == len(ok)
     used = [g["uuid"] for d in deps for r in d["replicas"] for g in r["gpus"]]
     assert len(used) == len(set(used))  # one 72B AWQ replica per A100: no GPU shared past its memory
+
+
+def test_live_plan_reserves_nothing(fleet: Fleet, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    start(fleet, {"gpu-a": "2xA100-80GB"})
+    reqs = tmp_path / "requests.json"
+    reqs.write_text(json.dumps({"requests": [{"model": "qwen2-72b", "quant": "awq", "context": 8192, "replicas": 3}]}))
+    r = fleet.cli("plan", "--requests", str(reqs), "-o", "json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["placed_total"] == len(result["placements"]) >= 1
+    assert result["placed_total"] + len(result["rejected"]) == 3
+    assert all(p["node"] == "gpu-a" for p in result["placements"])
+    assert sum(h for _, h in gpu_reservations(fleet).values()) == 0  # a what-if reserves nothing
+    table = fleet.cli("plan", "--requests", str(reqs))
+    assert table.returncode == 0 and "live inventory" in table.stdout
