@@ -24,23 +24,28 @@ pids+=($!)
 for _ in $(seq 100); do [ -s "$FLEET_DATA_DIR/admin-token" ] && fleet nodes >/dev/null 2>&1 && break; sleep 0.2; done
 JOIN=$(cat "$FLEET_DATA_DIR/join-token")
 
-echo "== agents: this machine as it is, and a declared 8xA100-80GB + 2xRTX4090 pair for planning"
+echo "== agents: this machine as it is, and two declared-GPU nodes (8xA100-80GB, 2xRTX4090) for planning"
 fleet agent run --join-token "$JOIN" --data-dir "$DIR/agent-local" --name local >"$DIR/agent-local.log" 2>&1 &
 pids+=($!)
 fleet agent run --join-token "$JOIN" --data-dir "$DIR/agent-a100" --name gpu-a100 --simulate-gpus 8xA100-80GB \
-  >"$DIR/agent-a100.log" 2>&1 &
+  --declare-engines vllm,llama.cpp >"$DIR/agent-a100.log" 2>&1 &
 pids+=($!)
 fleet agent run --join-token "$JOIN" --data-dir "$DIR/agent-4090" --name gpu-4090 --simulate-gpus 2xRTX4090 \
-  >"$DIR/agent-4090.log" 2>&1 &
+  --declare-engines vllm,llama.cpp >"$DIR/agent-4090.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ "$(fleet nodes -o json | python -c 'import json,sys; print(sum(n["state"]=="ready" for n in json.load(sys.stdin)))')" = 3 ] && break; sleep 0.3; done
 
 echo "== fleet nodes"; fleet nodes
+echo "== fleet estimate qwen2-72b --quant awq --gpu A100-80GB"; fleet estimate qwen2-72b --quant awq --gpu A100-80GB
+echo "== fleet place qwen2-72b --quant awq --context 8192 --explain"
+fleet place qwen2-72b --quant awq --context 8192 --explain
+echo "== fleet place llama3.1-8b --replicas 2 --context 8192   (no --quant: the best quality that fits)"
+fleet place llama3.1-8b --replicas 2 --context 8192
+echo "== fleet place llama3.1-405b --quant awq   (does not fit: exit 2 and the closest candidate)"
+fleet place llama3.1-405b --quant awq || echo "(exit $?)"
 echo "== fleet capacity"; fleet capacity
-if fleet --help | grep -q " place "; then
-  echo "== fleet place qwen2-72b --quant awq --dry-run --explain"
-  fleet place qwen2-72b --quant awq --dry-run --explain || true
-fi
+echo "== fleet deployments"; fleet deployments
+echo "== fleet drain gpu-a100 --dry-run"; fleet drain gpu-a100 --dry-run
 if [ "$KEEP" = 1 ]; then
   echo "still running (pids ${pids[*]}); try: FLEET_CONTROLLER=$FLEET_CONTROLLER FLEET_DATA_DIR=$FLEET_DATA_DIR fleet nodes"
 fi
