@@ -55,8 +55,11 @@ async def serve(cfg: AgentConfig) -> None:
             return nvml_usage(pynvml)
 
     advertise = cfg.advertise_host or (socket.gethostname() if cfg.engine_host == "0.0.0.0" else cfg.engine_host)
+    def progress(rid: str, message: str) -> None:
+        supervisor.note(rid, message)
+
     launcher = make_launcher(NodeEngines(installed=found.engines, gpus=found.gpus, models_dir=models_dir,
-                                        replicas_dir=data_dir / "replicas"))
+                                         replicas_dir=data_dir / "replicas"), progress)
     supervisor = Supervisor(data_dir, launcher, host=cfg.engine_host, advertise=advertise, ports=cfg.engine_ports,
                             simulate=bool(cfg.simulate))
     link = Link(cfg.controller, data_dir, found, node, cfg.join_token, VERSION, usage=usage, labels=cfg.labels,

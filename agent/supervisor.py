@@ -135,7 +135,17 @@ class Supervisor:
         self.replicas: dict[str, Replica] = {}
         self.generation = 0
         self.changed = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.adopt()
+
+    def note(self, rid: str, message: str) -> None:
+        """Progress from a slow start (weights downloading), shown by the controller; callable from any thread."""
+        r = self.replicas.get(rid)
+        if r is None:
+            return
+        r.message = message
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.changed.set)
 
     # ---- persistence: what survives an agent restart
     def _record(self, r: Replica) -> None:
@@ -187,6 +197,7 @@ class Supervisor:
 
     # ---- the loop
     async def run(self, interval: float = 0.5) -> None:
+        self.loop = asyncio.get_running_loop()
         while True:
             before = self._fingerprint()
             await asyncio.to_thread(self.tick)

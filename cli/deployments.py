@@ -111,7 +111,8 @@ def register(app: typer.Typer) -> None:
         label: Annotated[list[str], typer.Option(help="node label constraint KEY=VALUE (repeatable)")] = [],  # noqa: B006
         device: Annotated[str, typer.Option(help="gpu, or cpu (llama.cpp in RAM, small models)")] = "gpu",
         strategy: Annotated[str, typer.Option(help="pack (keep big free blocks) or spread")] = "pack",
-        name: Annotated[str | None, typer.Option(help="deployment name [default: MODEL-QUANT]")] = None,
+        name: Annotated[str | None, typer.Option(help="deployment name (default: MODEL-QUANT)")] = None,
+        max_moves: Annotated[int, typer.Option(min=1, max=64, help="replicas a drain moves at once")] = 1,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="show the plan; change nothing")] = False,
         explain: Annotated[bool, typer.Option("--explain", help="list every node with its reason or score")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="wait until every replica is healthy")] = False,
@@ -133,7 +134,7 @@ def register(app: typer.Typer) -> None:
         req = pb.PlaceRequest(model=model, quant=quant or "", engine=engine or "", replicas=replicas,
                               context=context or 0, tp=tp or 0, node=node or "", gpu_type=gpu_type or "",
                               labels=parse_labels(label), device=device, strategy=strategy, name=name or "",
-                              dry_run=dry_run)
+                              dry_run=dry_run, max_moves=max_moves)
         resp = client.call("Place", req)
         if output == Output.json and not wait:
             print_json({"placed": resp.placed, "dry_run": dry_run, "summary": resp.summary, "notes": list(resp.notes),

@@ -99,7 +99,7 @@ def validate(req: pb.PlaceRequest) -> None:
         raise InvalidArgument("--device is gpu or cpu")
     if req.strategy not in ("", "pack", "spread"):
         raise InvalidArgument("--strategy is pack or spread")
-    if req.context > 10_000_000 or req.tp > 64:
+    if req.context > 10_000_000 or req.tp > 64 or req.max_moves > 64:
         raise InvalidArgument("--context or --tp out of range")
     if len(req.labels) > 32 or any(len(k) > 63 or len(v) > 63 for k, v in req.labels.items()):
         raise InvalidArgument("at most 32 labels, keys and values up to 63 characters")
@@ -171,7 +171,7 @@ def plan_placement(store: Store, catalog: Catalog, states: dict[str, str],
     dep = DeploymentRow(
         name=name, model=model.name, quant=option.quant, engine=option.engine, context=est.context,
         replicas_wanted=replicas, device=device, strategy=req.strategy or "pack", tp=max(1, option.tp),
-        source=variant.source, file=variant.file, why=plan.why, created_at=now,
+        source=variant.source, file=variant.file, why=plan.why, created_at=now, max_moves=max(1, req.max_moves or 1),
         estimate=json.dumps({k: int(getattr(est, k)) for k in ("weights", "kv_cache", "activations", "runtime",
                                                               "total")}),
         request=json.dumps({"model": req.model, "quant": req.quant, "engine": req.engine, "context": req.context,

@@ -126,3 +126,17 @@ def test_offline_node_replicas_rescheduled_and_fenced(fleet: Fleet) -> None:
     wait_for(lambda: [(x["node"], x["state"]) for x in replicas(fleet, "svc")] == [("b", "healthy")], 30,
              "exactly one copy")
     assert "stopped" in fleet.log("agent-a") or "stopping" in fleet.log("agent-a")
+
+
+def test_drain_survives_a_controller_restart(fleet: Fleet) -> None:
+    start(fleet, {"a": "2xA100-80GB", "small": "1xT4"})
+    r = fleet.cli("place", "llama3.1-8b", "--quant", "bf16", "--node", "a", "--name", "svc", "--max-moves", "1")
+    assert r.returncode == 0, r.stderr
+    assert fleet.cli("drain", "a", "--detach").returncode == 0
+    wait_for(lambda: "blocked" in _status(fleet, "a")["message"], 20, "drain blocked: nowhere to go")
+    fleet.stop_controller(signal.SIGKILL)  # the drain lives in the store, not in the process
+    fleet.start_controller()
+    assert _status(fleet, "a")["state"] == "active"
+    fleet.start_agent("c", "2xA100-80GB", extra=ENGINES)  # room appears: the restarted controller finishes it
+    wait_for(lambda: fleet.states().get("a") == "drained", 40, "drain finished after restart")
+    assert [(x["node"], x["state"]) for x in replicas(fleet, "svc")] == [("c", "healthy")]
