@@ -155,5 +155,7 @@ def test_cli_missing_file_and_live_mode(tmp_path: Path) -> None:
     requests = write(tmp_path, "r.json", {"requests": []})
     res = CliRunner().invoke(app, ["plan", "--fleet", str(tmp_path / "absent.json"), "--requests", str(requests)])
     assert res.exit_code == 2 and "cannot read" in res.output
-    res = CliRunner().invoke(app, ["plan", "--requests", str(requests)])
-    assert res.exit_code == 2 and "needs the controller" in res.output
+    # without --fleet it plans on the live inventory: no controller here, so one clear line and exit 2
+    env = {"FLEET_DATA_DIR": str(tmp_path / "nowhere"), "FLEET_CONTROLLER": "127.0.0.1:1", "FLEET_CA": ""}
+    res = CliRunner().invoke(app, ["plan", "--requests", str(requests)], env=env)
+    assert res.exit_code == 2 and "controller" in res.output and res.output.count("error:") == 1
