@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from fleet.controller.decoding import strict_decoding
 from fleet.controller.store import same_hash, token_hash
 
 REGISTER = "/fleet.v1.Agent/Register"
@@ -109,4 +110,4 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return _aborting_handler(handler, f"call metadata larger than {MAX_METADATA} bytes",
                                      grpc.StatusCode.INVALID_ARGUMENT)
         why = refusal(handler_call_details.method, metadata_dict(handler_call_details.invocation_metadata), self.creds)
-        return handler if why is None else _aborting_handler(handler, why)
+        return strict_decoding(handler) if why is None else _aborting_handler(handler, why)

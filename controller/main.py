@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from fleet.agent.trust import split_token
 from fleet.cli import systemd_notify
+from fleet.controller.admin_service import AdminService
 from fleet.controller.auth import AuthInterceptor, Credentials
 from fleet.controller.gateway import start_http
 from fleet.controller.service import AgentService, Controller, FleetService, Settings
@@ -97,6 +98,7 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
     )
     pbg.add_AgentServicer_to_server(AgentService(ctl), server)
     pbg.add_FleetServicer_to_server(FleetService(ctl), server)
+    pbg.add_AdminServicer_to_server(AdminService(ctl), server)
     try:
         if creds_tls is None:
             server.add_insecure_port(listen)
