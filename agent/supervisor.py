@@ -30,6 +30,7 @@ log = logging.getLogger("fleet.agent")
 
 LOG_LIMIT = 20 * 1024 * 1024  # rotate an engine log past this size (copy-truncate: the engine keeps its fd)
 TAIL_LINES = 20
+HEALTH_FAILURES = 3  # consecutive failed checks (0.5 s apart, 5 s timeout each) before healthy -> starting
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Replica:
     stop_deadline: float = 0.0
     crash_times: list[float] = field(default_factory=list)
     restart_after_stop: bool = False  # the spec changed under the same id: stop, then start the new one
+    health_failures: int = 0  # consecutive failed health checks of a healthy engine
 
     def status(self, host: str) -> pb.ReplicaStatus:
         endpoint = f"http://{host}:{self.port}" if self.port and self.state in ("starting", "healthy") else ""
@@ -102,7 +104,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def healthy(port: int, api_key: str, timeout: float = 2.0) -> bool:
+def healthy(port: int, api_key: str, timeout: float = 5.0) -> bool:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/health", headers={"Authorization": f"Bearer {api_key}"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -294,11 +296,17 @@ class Supervisor:
             self._record(r)
             return
         ok = healthy(r.port, r.spec.api_key)
+        if ok:
+            r.health_failures = 0
         if ok and r.state == "starting":
             r.state, r.message = "healthy", ""
             log.info("replica %s healthy on port %d", r.spec.id, r.port)
         elif not ok and r.state == "healthy":
-            r.state = "starting"  # serving stopped answering; the exit check above catches a crash
+            # One slow answer on a busy machine is not an outage: drains and the gateway act on this state.
+            r.health_failures += 1
+            if r.health_failures >= HEALTH_FAILURES:
+                r.state = "starting"  # serving stopped answering; the exit check above catches a crash
+                log.warning("replica %s stopped answering /health", r.spec.id)
 
     def _begin_stop(self, r: Replica, then_restart: bool = False) -> None:
         r.restart_after_stop = then_restart

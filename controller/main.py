@@ -48,7 +48,7 @@ def ensure_token(store: Store, data_dir: Path, kind: str, fingerprint: str = "")
     if not path.exists() or path.read_text().strip() != text:
         write_secret(path, text)
         log.info("wrote the %s token to %s", kind, path)
-    if not store.token_valid(kind, secret):
+    if not store.has_token(kind, secret):  # known but expired or revoked stays refused
         store.add_token(kind, secret)
     return secret
 

@@ -35,6 +35,7 @@ from fleet.controller.metrics import PLACEMENT_SECONDS
 from fleet.controller.placing import Catalog, build_snapshot, catalog_for, deployment_request, plan_placement
 from fleet.controller.reconcile import Reconciler, RepairSettings
 from fleet.controller.store import DrainRow, GpuRow, NodeRow, Store
+from fleet.controller.tokens import join_refusal
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 
@@ -255,7 +256,8 @@ class AgentService(pbg.AgentServicer):
         secret = split_token(request.join_token[:MAX_STR])[0]
         if not secret or not self.ctl.store.token_valid("join", secret):
             log.warning("refused a join with a wrong or expired token from %s", context.peer())
-            raise Unauthenticated("join token rejected: use the token in the controller's DATA_DIR/join-token")
+            raise Unauthenticated(join_refusal(self.ctl.store, secret, time.time())
+                                  or "join token rejected: use the token in the controller's DATA_DIR/join-token")
         name = validate_node_name(request.name or request.inventory.hostname)
         validate_inventory(request.inventory)
         existing = self.ctl.store.get_node(name)
@@ -280,7 +282,12 @@ class AgentService(pbg.AgentServicer):
         self.ctl.sessions[node] = queue
 
         try:
-            first = await anext(aiter(request_iterator), None)
+            try:
+                first = await anext(aiter(request_iterator), None)
+            except (grpc.aio.AioRpcError, asyncio.CancelledError):
+                raise
+            except Exception:  # undecodable first message
+                first = None
             if first is None or first.WhichOneof("kind") != "inventory":
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a session must start with the inventory")
             try:
@@ -335,6 +342,8 @@ class AgentService(pbg.AgentServicer):
                         waiter.put_nowait(msg.log)
         except (grpc.aio.AioRpcError, asyncio.CancelledError, InvalidArgument):
             pass
+        except Exception as e:  # an unreadable message from a node: end its session, keep the controller quiet
+            log.warning("node %s sent an unreadable message (%s); closing its session", node, type(e).__name__)
         finally:
             queue.put_nowait(None)
 
@@ -536,6 +545,8 @@ class FleetService(pbg.FleetServicer):
             data = json.loads(request.requests_json)
         except json.JSONDecodeError as e:
             raise InvalidArgument(f"REQUESTS.json is not valid JSON: {e.msg} at line {e.lineno}") from None
+        except RecursionError:
+            raise InvalidArgument("REQUESTS.json is nested too deeply") from None
         snapshot = build_snapshot(self.ctl.store, self.ctl.states(), self.ctl.liveness.gpu_usage)
         result = plan(snapshot, parse_requests(data), partial(options_for, catalog=self.ctl.catalog()))
         return pb.PlanResponse(result_json=json.dumps(result.as_json()))

@@ -218,6 +218,12 @@ class Store:
         with self.session() as s:
             return s.exec(select(TokenRow).where(TokenRow.kind == kind)).first() is not None
 
+    def has_token(self, kind: str, token: str) -> bool:
+        wanted = token_hash(token)
+        with self.session() as s:
+            rows = s.exec(select(TokenRow).where(TokenRow.kind == kind)).all()
+        return any(same_hash(r.token_hash, wanted) for r in rows)
+
     def token_valid(self, kind: str, token: str, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         wanted = token_hash(token)

@@ -37,14 +37,14 @@ def test_drain_is_make_before_break(two_agents: Fleet) -> None:
         assert time.monotonic() < deadline, "drain did not finish"
         healthy = [x for x in deployment(f, "chat")["replicas"] if x["state"] == "healthy"]
         assert healthy, "no healthy replica during the drain"
-        answers = []
+        answers, errors = [], []
         for rep in healthy:  # at every poll at least one healthy replica answers a completion
             try:
                 answers.append(chat(rep["endpoint"], rep["api_key"], "chat"))
                 served_by.add(rep["node"])
-            except OSError:
-                pass  # the old copy may be stopping right now; another one must answer
-        assert answers, f"no replica answered at poll {polls}"
+            except OSError as e:
+                errors.append(f"{rep['node']} {rep['endpoint']}: {e}")  # the old copy may be stopping right now
+        assert answers, f"no replica answered at poll {polls}: {errors}"
         polls += 1
         time.sleep(0.5)
     final = deployment(f, "chat")["replicas"]
