@@ -16,14 +16,18 @@ from tests.integration.harness import Fleet, wait_for
 def start_cpu_fleet(root: Path, gguf: Path, agents: list[str], controller_args: tuple[str, ...] = ()) -> Fleet:
     f = Fleet(root, heartbeat=0.5, offline_after=5.0, controller_args=controller_args)
     f.env["HF_HUB_OFFLINE"] = "1"  # no hub here: weights come from each agent's models dir
-    f.start_controller()
-    for i, name in enumerate(agents):
-        models = root / f"agent-{name}" / "models"
-        models.mkdir(parents=True)
-        shutil.copy(gguf, models / gguf.name)
-        lo = 41000 + 100 * i  # agents on one machine: separate engine port ranges
-        f.start_agent(name, extra=("--models-dir", str(models), "--engine-ports", f"{lo}-{lo + 99}"))
-    wait_for(lambda: f.states() == dict.fromkeys(agents, "ready"), 30, "agents ready")
+    try:
+        f.start_controller()
+        for i, name in enumerate(agents):
+            models = root / f"agent-{name}" / "models"
+            models.mkdir(parents=True)
+            shutil.copy(gguf, models / gguf.name)
+            lo = 41000 + 100 * i  # agents on one machine: separate engine port ranges
+            f.start_agent(name, extra=("--models-dir", str(models), "--engine-ports", f"{lo}-{lo + 99}"))
+        wait_for(lambda: f.states() == dict.fromkeys(agents, "ready"), 30, "agents ready")
+    except BaseException:
+        stop_cpu_fleet(f)
+        raise
     return f
 
 

@@ -11,8 +11,8 @@ from tests.integration.harness import Fleet
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     f = Fleet(tmp_path)
-    f.start_controller()
     try:
+        f.start_controller()  # inside try: a controller that started but did not answer is still killed
         yield f
     finally:
         f.close()

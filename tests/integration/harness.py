@@ -61,8 +61,12 @@ class Fleet:
              "--heartbeat-interval", str(self.heartbeat), "--offline-after", str(self.offline_after),
              "--http-listen", self.http, *self.controller_args],
             self.root / "controller.log")
-        wait_for(lambda: (self.data_dir / "admin-token").exists() and self.cli("nodes", "-o", "json").returncode == 0,
-                 20, "the controller to answer")
+        try:
+            wait_for(lambda: (self.data_dir / "admin-token").exists()
+                     and self.cli("nodes", "-o", "json").returncode == 0, 20, "the controller to answer")
+        except BaseException:
+            self.close()  # never leave a half-started controller behind a failed test
+            raise
 
     def stop_controller(self, sig: int = signal.SIGTERM) -> None:
         assert self.controller is not None
