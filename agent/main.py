@@ -36,6 +36,8 @@ class AgentConfig:
     engine_paths: dict[str, str] = field(default_factory=dict)
     insecure: bool = False
     ca_file: Path | None = None
+    llama_extra_args: tuple[str, ...] = ()
+    vllm_extra_args: tuple[str, ...] = ()
 
 
 async def serve(cfg: AgentConfig) -> None:
@@ -59,7 +61,8 @@ async def serve(cfg: AgentConfig) -> None:
         supervisor.note(rid, message)
 
     launcher = make_launcher(NodeEngines(installed=found.engines, gpus=found.gpus, models_dir=models_dir,
-                                         replicas_dir=data_dir / "replicas"), progress)
+                                         replicas_dir=data_dir / "replicas", llama_extra_args=cfg.llama_extra_args,
+                                         vllm_extra_args=cfg.vllm_extra_args), progress)
     supervisor = Supervisor(data_dir, launcher, host=cfg.engine_host, advertise=advertise, ports=cfg.engine_ports,
                             simulate=bool(cfg.simulate))
     link = Link(cfg.controller, data_dir, found, node, cfg.join_token, VERSION, usage=usage, labels=cfg.labels,

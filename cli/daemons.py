@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -97,6 +98,10 @@ def register(app: typer.Typer) -> None:
         llama_server: Annotated[str | None, typer.Option(help="llama-server binary [default: engine cache, PATH]")]
         = None,
         vllm: Annotated[str | None, typer.Option(help="vllm executable [default: engine cache, PATH]")] = None,
+        llama_server_args: Annotated[str, typer.Option(
+            help="extra flags for every llama-server on this node, e.g. '--flash-attn on -t 16'")] = "",
+        vllm_args: Annotated[str, typer.Option(
+            help="extra flags for every vllm serve on this node, e.g. '--enable-prefix-caching'")] = "",
         insecure: Annotated[bool, typer.Option("--insecure", help="plaintext gRPC to a loopback controller")]
         = False,
         ca_file: Annotated[Path | None, typer.Option(
@@ -125,5 +130,6 @@ def register(app: typer.Typer) -> None:
             controller=controller, data_dir=data_dir.expanduser(), join_token=join_token, name=name,
             simulate=simulate_gpus, declare_engines=declared, models_dir=models_dir, labels=parse_labels(label),
             engine_host=engine_host, advertise_host=advertise_host, engine_ports=(int(lo), int(hi)),
-            engine_paths=paths, insecure=insecure, ca_file=ca_file))
+            engine_paths=paths, insecure=insecure, ca_file=ca_file,
+            llama_extra_args=tuple(shlex.split(llama_server_args)), vllm_extra_args=tuple(shlex.split(vllm_args))))
         raise typer.Exit(code)
