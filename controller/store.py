@@ -202,10 +202,22 @@ def sqlite_url(data_dir: Path) -> str:
 class Store:
     def __init__(self, url: str) -> None:
         self.engine = open_engine(url)
+        # Reads need no write lock (WAL): a separate engine without BEGIN IMMEDIATE, so the gateway and the
+        # CLI's reads never queue behind a placement or a heartbeat flush.
+        if url.startswith("sqlite"):
+            self.reader = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+            event.listen(self.reader, "connect", _sqlite_pragmas)
+        else:
+            self.reader = self.engine
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.reader, expire_on_commit=False) as s:
             yield s
 
     # ---- tokens
@@ -215,40 +227,40 @@ class Store:
             s.commit()
 
     def has_tokens(self, kind: str) -> bool:
-        with self.session() as s:
+        with self.read() as s:
             return s.exec(select(TokenRow).where(TokenRow.kind == kind)).first() is not None
 
     def has_token(self, kind: str, token: str) -> bool:
         wanted = token_hash(token)
-        with self.session() as s:
+        with self.read() as s:
             rows = s.exec(select(TokenRow).where(TokenRow.kind == kind)).all()
         return any(same_hash(r.token_hash, wanted) for r in rows)
 
     def token_valid(self, kind: str, token: str, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         wanted = token_hash(token)
-        with self.session() as s:
+        with self.read() as s:
             rows = s.exec(select(TokenRow).where(TokenRow.kind == kind, TokenRow.revoked == False)).all()  # noqa: E712
         return any(same_hash(r.token_hash, wanted) and (r.expires_at is None or r.expires_at > now) for r in rows)
 
     # ---- nodes
     def get_node(self, name: str) -> NodeRow | None:
-        with self.session() as s:
+        with self.read() as s:
             return s.get(NodeRow, name)
 
     def nodes(self) -> list[NodeRow]:
-        with self.session() as s:
+        with self.read() as s:
             return list(s.exec(select(NodeRow).order_by(NodeRow.name)).all())
 
     def gpus(self, node: str | None = None) -> list[GpuRow]:
-        with self.session() as s:
+        with self.read() as s:
             q = select(GpuRow).order_by(GpuRow.node, GpuRow.index)
             if node is not None:
                 q = q.where(GpuRow.node == node)
             return list(s.exec(q).all())
 
     def credential_hashes(self) -> dict[str, str]:
-        with self.session() as s:
+        with self.read() as s:
             return {n.name: n.credential_hash for n in s.exec(select(NodeRow)).all()}
 
     def register_node(self, name: str, credential: str, inventory_json: str, now: float) -> None:
@@ -331,21 +343,21 @@ class Store:
 
     # ---- deployments, replicas, reservations
     def reserved_by_gpu(self) -> dict[str, int]:
-        with self.session() as s:
+        with self.read() as s:
             rows = s.exec(select(ReservationRow.gpu_uuid, func.sum(ReservationRow.bytes))
                           .group_by(ReservationRow.gpu_uuid)).all()
         return {uuid: int(total) for uuid, total in rows}
 
     def deployments(self) -> list[DeploymentRow]:
-        with self.session() as s:
+        with self.read() as s:
             return list(s.exec(select(DeploymentRow).order_by(DeploymentRow.name)).all())
 
     def get_deployment(self, name: str) -> DeploymentRow | None:
-        with self.session() as s:
+        with self.read() as s:
             return s.get(DeploymentRow, name)
 
     def replicas(self, deployment: str | None = None, node: str | None = None) -> list[ReplicaRow]:
-        with self.session() as s:
+        with self.read() as s:
             q = select(ReplicaRow).order_by(ReplicaRow.deployment, ReplicaRow.ordinal, ReplicaRow.id)
             if deployment is not None:
                 q = q.where(ReplicaRow.deployment == deployment)
@@ -354,7 +366,7 @@ class Store:
             return list(s.exec(q).all())
 
     def reservations(self) -> list[ReservationRow]:
-        with self.session() as s:
+        with self.read() as s:
             return list(s.exec(select(ReservationRow)).all())
 
     def commit_placement(self, dep: DeploymentRow, replicas: list[ReplicaRow],
@@ -522,14 +534,14 @@ class Store:
 
     # ---- drains
     def drains(self, active_only: bool = True) -> list[DrainRow]:
-        with self.session() as s:
+        with self.read() as s:
             q = select(DrainRow)
             if active_only:
                 q = q.where(DrainRow.state == "active")
             return list(s.exec(q).all())
 
     def get_drain(self, node: str) -> DrainRow | None:
-        with self.session() as s:
+        with self.read() as s:
             return s.get(DrainRow, node)
 
     def save_drain(self, drain: DrainRow) -> None:
