@@ -26,15 +26,15 @@ once (and memoised across calls: the fit of a free-memory vector never changes).
 from __future__ import annotations
 
 import tomllib
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 from importlib import resources
 from typing import Literal
 
 from fleet.controller.gpus import gpu_type
-from fleet.controller.snapshot import FreeKey, NodeState, Snapshot, reserve
+from fleet.controller.snapshot import FreeKey, IndexEntry, NodeState, Snapshot, reserve
 
 GIB = 1024**3
 MIB = 1024**2
@@ -79,6 +79,15 @@ class Workload:
     """
 
     classes: tuple[tuple[int, int, int, str], ...]
+
+    def __hash__(self) -> int:
+        # Part of every memoised fit's key, looked up hundreds of times per placement: hash the 18-odd
+        # classes once, not on every lookup. (An explicit __hash__ is kept by the frozen dataclass.)
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash(self.classes)
 
 
 @dataclass(frozen=True)
@@ -305,26 +314,78 @@ def _all_blocks(n: int) -> tuple[tuple[int, ...], ...]:
 @lru_cache(maxsize=1 << 18)
 def usable(free_desc: tuple[int, ...], workload: Workload, node_cc: str = "") -> int:
     """Weighted bytes of `free_desc` (descending; a node with capability node_cc) workload replicas could use."""
+    demand = _demand(workload, node_cc)
     total = 0
+    for b, wb in demand.singles:
+        total += wb * sum(f // b for f in free_desc if f >= b)
+    for b, t, wtb in demand.multis:
+        total += wtb * _replicas([f // b for f in free_desc if f >= b], t)
+    return total
+
+
+def _replicas(slots: Sequence[int], t: int, most: int | None = None) -> int:
+    """Most replicas k of t distinct GPUs, each GPU holding `slots[i]`: the largest k with sum(min(slots, k)) >= k * t.
+
+    Zero slots change nothing, so callers may pass one entry per GPU, fitting or not. `most` is a known
+    upper bound (the count before memory was taken); the k that qualify are 0..answer (sum(min(slots, k))
+    - k * t is concave in k), so counting down from any bound >= the answer finds it.
+    """
+    k = sum(slots) // t
+    if most is not None and most < k:
+        k = most
+    if max(slots, default=0) <= k:
+        return k  # no GPU is capped by k, so sum(min(slots, k)) == sum(slots) >= k * t already
+    while k and sum(s if s < k else k for s in slots) < k * t:
+        k -= 1
+    return k
+
+
+@dataclass(frozen=True)
+class _Demand:
+    """The workload as one node (of capability node_cc) sees it, split so `lost` can be computed by difference.
+
+    TP-1 classes add up per GPU (w * b * (free // b) each), so taking memory from a few GPUs changes only
+    their terms; classes with TP >= 2 pair GPUs and are recounted, but there are few of them.
+    """
+
+    singles: tuple[tuple[int, int], ...]  # (b, w * b)
+    multis: tuple[tuple[int, int, int], ...]  # (b, t, w * t * b)
+    # The TP-1 value of one GPU, sum(w * b * (f // b)), is a step function of its free bytes f: it rises by
+    # w * b at every multiple of b. Kept as sorted steps and running totals, a lookup is one bisect instead
+    # of a division per class (new free amounts appear on every placement, so memoising them misses).
+    steps: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    totals: tuple[int, ...] = field(default=(0,), compare=False, repr=False)
+
+    def value(self, f: int) -> int:
+        if self.steps and f <= self.steps[-1]:
+            return self.totals[bisect_right(self.steps, f)]
+        return sum(wb * (f // b) for b, wb in self.singles if f >= b)  # beyond the table: count directly
+
+
+# The step table covers GPUs up to this much free memory (larger ones are counted directly) and is
+# skipped for workloads whose classes are so small that it would grow past STEP_LIMIT entries.
+STEP_BYTES = 256 * GIB
+STEP_LIMIT = 4096
+
+
+@lru_cache(maxsize=256)
+def _demand(workload: Workload, node_cc: str) -> _Demand:
+    singles: list[tuple[int, int]] = []
+    multis: list[tuple[int, int, int]] = []
     for b, t, w, cc in workload.classes:
         if cc and not _cc_ok(node_cc, cc):
-            continue
-        slots = []
-        for f in free_desc:
-            if f < b:
-                break  # descending: no later GPU holds one either
-            slots.append(f // b)
-        if len(slots) < t:
-            continue
+            continue  # this node's GPUs cannot run the class: its memory is not usable by it
         if t == 1:
-            total += w * sum(slots) * b
-            continue
-        # Most replicas k of t distinct GPUs: the largest k with sum(min(slots, k)) >= k * t.
-        k = sum(slots) // t
-        while k and sum(s if s < k else k for s in slots) < k * t:
-            k -= 1
-        total += w * k * t * b
-    return total
+            singles.append((b, w * b))
+        else:
+            multis.append((b, t, w * t * b))
+    if not singles or min(b for b, _ in singles) <= 0 or sum(STEP_BYTES // b for b, _ in singles) > STEP_LIMIT:
+        return _Demand(tuple(singles), tuple(multis))
+    rises = sorted((m * b, wb) for b, wb in singles for m in range(1, STEP_BYTES // b + 1))
+    totals = [0]
+    for _, wb in rises:
+        totals.append(totals[-1] + wb)
+    return _Demand(tuple(singles), tuple(multis), tuple(p for p, _ in rises), tuple(totals))
 
 
 @cache
@@ -332,14 +393,44 @@ def workload_weight(workload: Workload) -> int:
     return max(1, sum(c[2] for c in workload.classes))
 
 
-def _desc(values: Sequence[int]) -> tuple[int, ...]:
-    return tuple(sorted(values, reverse=True))
+@dataclass(frozen=True)
+class _State:
+    """What _fit needs of one free state whatever the option: computed once per state, not per option."""
+
+    intact: tuple[tuple[int, ...], ...]  # aligned blocks no fleet replica has touched
+    broken_by: tuple[int, ...]  # per GPU: GPUs of intact blocks that taking it alone would break
+    demand: _Demand
+    slots: tuple[tuple[int, ...], ...]  # per TP>=2 class: replicas of it each GPU could hold
+    # Per TP>=2 class: replicas k the state holds now, and sum(min(slots, k)), the room that proves k.
+    base: tuple[tuple[int, int], ...]
+
+
+@lru_cache(maxsize=1 << 16)
+def _state(free_key: FreeKey, workload: Workload, node_cc: str) -> _State:
+    # Tuples of ints, not lists: the cyclic GC stops tracking them, and these live as long as the memo.
+    intact = tuple(blk for blk in _all_blocks(len(free_key)) if all(free_key[i][1] for i in blk))
+    # One GPU never covers a whole block, so taking GPU i breaks exactly the intact blocks holding i.
+    broken_by = [0] * len(free_key)
+    for blk in intact:
+        for i in blk:
+            broken_by[i] += len(blk)
+    demand = _demand(workload, node_cc)
+    slots = tuple(tuple(f // b for f, _ in free_key) for b, _, _ in demand.multis)
+    base = []
+    for s, (_, t, _) in zip(slots, demand.multis, strict=True):
+        k = _replicas(s, t)
+        base.append((k, sum(x if x < k else k for x in s)))
+    return _State(intact, tuple(broken_by), demand, slots, tuple(base))
 
 
 @lru_cache(maxsize=1 << 17)
 def _fit(free_key: tuple[tuple[int, bool], ...], eligible: tuple[bool, ...], tp: int, need: int,
          strategy: str, workload: Workload, node_cc: str = "") -> _Fit | Shortfall:
-    """Best GPUs on one node state for one option, or what is short. Memoised: pure in its arguments."""
+    """Best GPUs on one node state for one option, or what is short. Memoised: pure in its arguments.
+
+    A miss here is the cost of a node state placement has not seen yet (a new option, or a state a
+    placement just created), so it is kept to arithmetic on the few GPUs a candidate touches.
+    """
     free = [f for f, _ in free_key]
     fitting = [i for i, f in enumerate(free) if eligible[i] and f >= need]
     if len(fitting) < tp:
@@ -351,31 +442,58 @@ def _fit(free_key: tuple[tuple[int, bool], ...], eligible: tuple[bool, ...], tp:
         tight = tuple(sorted(sorted(fitting, key=lambda i: (free[i], i))[:tp]))
         if tight not in candidates:
             candidates.append(tight)
-    untouched = [u for _, u in free_key]
-    intact = [blk for blk in _all_blocks(len(free)) if all(untouched[i] for i in blk)]
-    before = usable(_desc(free), workload, node_cc) if strategy == "pack" else 0
-    best: _Fit | None = None
+    state = _state(free_key, workload, node_cc)
+    intact = state.intact
+    pack = strategy == "pack"
+    if pack:
+        # lost = usable(before) - usable(after), by difference: TP-1 classes only change on the GPUs taken,
+        # and it depends only on which free amounts shrink, so candidates with equal amounts share it.
+        demand = state.demand
+        slots, base = state.slots, state.base
+        lost_of: dict[tuple[int, ...], int] = {}
+        weight = workload_weight(workload) * MIB
+    broken_by = state.broken_by
+    best_rank: tuple[int, ...] | None = None
+    best: tuple[tuple[int, ...], int] = ((), 0)
     for cand in candidates:
-        after = list(free)
-        for i in cand:
-            after[i] -= need
-        not_aligned = 0 if tp == 1 or cand in aligned else 1
-        broken = sum(len(blk) for blk in intact if any(i in blk for i in cand) and not set(blk) <= set(cand))
-        leftover = sum(after[i] for i in cand)
-        if strategy == "pack":
-            lost = before - usable(_desc(after), workload, node_cc)
+        if tp == 1:
+            not_aligned, broken, leftover = 0, broken_by[cand[0]], free[cand[0]] - need
+        else:
+            taken = set(cand)
+            not_aligned = 0 if cand in aligned else 1
+            broken = sum(len(blk) for blk in intact if not taken.isdisjoint(blk) and not taken.issuperset(blk))
+            leftover = sum(free[i] - need for i in cand)
+        if pack:
+            amounts = (free[cand[0]],) if tp == 1 else tuple(sorted(free[i] for i in cand))
+            lost = lost_of.get(amounts)
+            if lost is None:
+                lost = sum(demand.value(f) - demand.value(f - need) for f in amounts)
+                if best_rank is not None and (not_aligned, lost) > best_rank[:2]:
+                    # The TP>=2 classes can only add to what is lost: this candidate already ranks below
+                    # the best, so skip recounting them (the ranks are distinct, so the best is unchanged).
+                    continue
+                for (b, t, wtb), s, (k, room) in zip(demand.multis, slots, base, strict=True):
+                    # Taking memory never adds replicas; if the room left still proves k, k stands.
+                    for i in cand:
+                        v = (free[i] - need) // b
+                        room -= (s[i] if s[i] < k else k) - (v if v < k else k)
+                    if room < k * t:  # too little room left for k: recount this class's replicas
+                        after = list(s)
+                        for i in cand:
+                            after[i] = (free[i] - need) // b
+                        lost += wtb * (k - _replicas(after, t, k))
+                lost_of[amounts] = lost
             rank = (not_aligned, lost, broken, leftover, *cand)
-            score = -(lost // (workload_weight(workload) * MIB))  # MiB of usable memory lost, weighted mean
+            score = -(lost // weight)  # MiB of usable memory lost, weighted mean
         else:  # spread: the node with the most free memory left, the GPUs with the most room
-            node_free = sum(after)
+            node_free = sum(free) - need * tp
             rank = (not_aligned, -node_free, broken, -leftover, *cand)
             score = node_free // MIB
-        fit = _Fit(cand, rank, score)
-        if best is None or fit.rank < best.rank:
-            best = fit
-    assert best is not None
+        if best_rank is None or rank < best_rank:
+            best_rank, best = rank, (cand, score)
+    assert best_rank is not None
     # Positions are a tie-break inside one node only; across nodes the name decides.
-    return _Fit(best.positions, best.rank[:4], best.score)
+    return _Fit(best[0], best_rank[:4], best[1])
 
 
 def _memory_shortfall(free: list[int], eligible: tuple[bool, ...], tp: int, need: int) -> Shortfall:
@@ -506,7 +624,7 @@ def _place_one(snapshot: Snapshot, request: PlacementRequest, options: Sequence[
     return out
 
 
-def _shortlist(entries: list[tuple[int, FreeKey]], live: list[tuple[Option, tuple[bool, ...]]]) -> list[FreeKey]:
+def _shortlist(entries: list[IndexEntry], live: list[tuple[Option, tuple[bool, ...]]]) -> list[FreeKey]:
     """For each option, the SHORTLIST free states whose tightest fitting GPU is smallest."""
     keys: list[FreeKey] = []
     chosen: set[FreeKey] = set()
@@ -517,12 +635,12 @@ def _shortlist(entries: list[tuple[int, FreeKey]], live: list[tuple[Option, tupl
         seen: set[FreeKey] = set()
         found = 0
         for j in range(bisect_left(entries, (need,)), len(entries)):
-            key = entries[j][1]
-            if key in seen:
-                continue
-            seen.add(key)
-            desc = _desc_key(key)
+            _, key, desc = entries[j]
+            # Test the fit first: most entries of a long walk fail it, and it needs no hashing of the key.
             if len(desc) >= tp and desc[tp - 1] >= need:
+                if key in seen:
+                    continue
+                seen.add(key)
                 if key not in chosen:
                     chosen.add(key)
                     keys.append(key)
@@ -738,11 +856,14 @@ def _reserved(node: NodeState, placement: Placement, request: PlacementRequest) 
 
 def apply(snapshot: Snapshot, plan: Plan) -> Snapshot:
     """The snapshot after committing `plan` (what the store's transaction does, for what-if and drain)."""
-    by_name = dict(snapshot.by_name)
+    # Look nodes up by position rather than through `by_name`: building (and then carrying into every
+    # derived snapshot) a 10,000-entry name map per placement only feeds the cyclic GC.
     request = PlacementRequest(plan.deployment)
+    changed: dict[str, NodeState] = {}
     for p in plan.placements:
-        by_name[p.node] = _reserved(by_name[p.node], p, request)
-    return snapshot.with_nodes(by_name[p.node] for p in plan.placements)
+        node = changed.get(p.node) or snapshot.nodes[snapshot.positions[p.node]]
+        changed[p.node] = _reserved(node, p, request)
+    return snapshot.with_nodes(changed.values())
 
 
 # ---------------------------------------------------------------- workload data
