@@ -408,18 +408,20 @@ class _State:
 @lru_cache(maxsize=1 << 16)
 def _state(free_key: FreeKey, workload: Workload, node_cc: str) -> _State:
     # Tuples of ints, not lists: the cyclic GC stops tracking them, and these live as long as the memo.
-    intact = tuple(blk for blk in _all_blocks(len(free_key)) if all(free_key[i][1] for i in blk))
+    touched = {i for i, (_, untouched) in enumerate(free_key) if not untouched}
+    intact = tuple([blk for blk in _all_blocks(len(free_key)) if touched.isdisjoint(blk)])
     # One GPU never covers a whole block, so taking GPU i breaks exactly the intact blocks holding i.
     broken_by = [0] * len(free_key)
     for blk in intact:
         for i in blk:
             broken_by[i] += len(blk)
     demand = _demand(workload, node_cc)
-    slots = tuple(tuple(f // b for f, _ in free_key) for b, _, _ in demand.multis)
+    free = [f for f, _ in free_key]
+    slots = tuple([tuple([f // b for f in free]) for b, _, _ in demand.multis])
     base = []
     for s, (_, t, _) in zip(slots, demand.multis, strict=True):
         k = _replicas(s, t)
-        base.append((k, sum(x if x < k else k for x in s)))
+        base.append((k, sum([x if x < k else k for x in s])))
     return _State(intact, tuple(broken_by), demand, slots, tuple(base))
 
 
@@ -822,7 +824,8 @@ def _place_level(snapshot: Snapshot, request: PlacementRequest, options: tuple[O
         placement = Placement(replica, node.name, tuple(node.gpus[i].index for i in fit.positions),
                               tuple(node.gpus[i].uuid for i in fit.positions), opt.per_gpu_bytes, opt, fit.score)
         placements.append(placement)
-        snap = snap.with_nodes([_reserved(node, placement, request)])
+        if replica + 1 < request.replicas:  # the last replica's snapshot would only be thrown away
+            snap = snap.with_nodes([_reserved(node, placement, request)])
         # One deployment runs one quantization on one engine; TP may differ between replicas.
         options = tuple(o for o in options if (o.quant, o.engine) == (opt.quant, opt.engine))
     option = placements[0].option if placements else None
