@@ -21,7 +21,8 @@ import psutil
 from fleet.agent import logs
 from fleet.agent.probe import Probe
 from fleet.agent.supervisor import Supervisor
-from fleet.agent.trust import TrustError, ca_path, channel_options, discover_ca, split_token
+from fleet.agent.trust import TrustError, ca_path, discover_ca
+from fleet.common.trust import channel_options, split_token
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 

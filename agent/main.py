@@ -13,7 +13,7 @@ from fleet.agent.launch import NodeEngines, make_launcher
 from fleet.agent.link import AgentFatal, Link
 from fleet.agent.probe import nvml_usage, probe
 from fleet.agent.supervisor import Supervisor
-from fleet.cli import systemd_notify
+from fleet.common import sdnotify
 
 log = logging.getLogger("fleet.agent")
 
@@ -70,15 +70,15 @@ async def serve(cfg: AgentConfig) -> None:
     task = asyncio.create_task(link.run())
     supervising = asyncio.create_task(supervisor.run())
     # Ready before the controller answers: an outage there must not make systemd restart the agent.
-    systemd_notify.ready(f"node {node}")
-    watchdog = asyncio.create_task(systemd_notify.watchdog_loop())
+    sdnotify.ready(f"node {node}")
+    watchdog = asyncio.create_task(sdnotify.watchdog_loop())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     try:
         await task
     except asyncio.CancelledError:
-        systemd_notify.stopping()
+        sdnotify.stopping()
         # Engines keep running: the next agent adopts them (systemd: KillMode=process).
         log.info("agent stopping; %d engine(s) left running for the next agent to adopt",
                  sum(1 for r in supervisor.replicas.values() if r.pid))

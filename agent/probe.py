@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from fleet.controller.gpus import gpu_type
+from fleet.common.gpus import gpu_type
 
 log = logging.getLogger("fleet.agent")
 

@@ -13,19 +13,12 @@ import socket
 import ssl
 from pathlib import Path
 
-SERVER_NAME = "fleet-controller"  # the name the controller's certificate carries (fleet.controller.tls)
+from fleet.common.trust import SERVER_NAME
 
 
 class TrustError(Exception):
     pass
 
-
-def split_token(token: str) -> tuple[str, str]:
-    """'<secret>.<sha256 of the CA>' -> (secret, fingerprint); a bare secret has no fingerprint."""
-    secret, dot, fingerprint = token.strip().rpartition(".")
-    if not dot:
-        return token.strip(), ""
-    return secret, fingerprint.lower()
 
 
 def fetch_chain(address: str, timeout: float = 10.0) -> list[bytes]:
@@ -60,7 +53,3 @@ def discover_ca(address: str, fingerprint: str) -> bytes:
 def ca_path(data_dir: Path) -> Path:
     return data_dir / "controller-ca.crt"
 
-
-def channel_options(tls: bool) -> list[tuple[str, object]]:
-    # The controller's certificate names SERVER_NAME whatever address we dial; trust is the pinned CA.
-    return [("grpc.ssl_target_name_override", SERVER_NAME)] if tls else []

@@ -30,10 +30,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fleet.controller.demand import options_for
-from fleet.controller.gpus import GpuType, gpu_type
-from fleet.controller.placement import Option, PlacementRequest, apply, place
-from fleet.controller.snapshot import GpuState, NodeState, Snapshot, reserve
+from fleet.common.gpus import GpuType, gpu_type
+from fleet.controller.core.options import options_for
+from fleet.controller.core.placement import Option, PlacementRequest, Plan, apply
+from fleet.controller.core.placement import place as core_place
+from fleet.controller.core.snapshot import GpuState, NodeState, Snapshot, reserve
+from fleet.controller.store.files import shipped_catalog
+
+CATALOG = shipped_catalog()
+
+
+def place(snap: Snapshot, request: PlacementRequest) -> Plan:
+    # explain off, as the live Place RPC runs unless an operator asks for --explain
+    return core_place(snap, request, CATALOG.workload)
+
 
 MIB = 1024**2
 ENGINES = frozenset({"vllm", "llama.cpp"})
@@ -67,7 +77,7 @@ def catalog_asks() -> list[tuple[Ask, int]]:
     out = []
     for model, quant, weight in POPULAR:
         try:
-            opts = options_for(model, quant, None, CONTEXT, types)
+            opts = options_for(model, quant, None, CONTEXT, types, catalog=CATALOG)
         except Exception as e:  # noqa: BLE001 - a catalog gap should not stop the benchmark
             print(f"  (skipping {model} {quant}: {e})", file=sys.stderr)
             continue

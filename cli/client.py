@@ -44,7 +44,7 @@ EXIT_FOR = {
 
 def open_channel(address: str, data_dir: Path | None) -> grpc.Channel:
     """TLS verified against the controller's CA (FLEET_CA, or DATA_DIR/tls/ca.crt); plaintext if FLEET_INSECURE."""
-    from fleet.agent.trust import channel_options
+    from fleet.common.trust import channel_options
 
     if os.environ.get("FLEET_INSECURE", "").lower() in ("1", "true", "yes"):
         return grpc.insecure_channel(address)

@@ -62,8 +62,7 @@ def register(app: typer.Typer) -> None:
         TLS is on by default: a private CA and server certificate are created in DATA_DIR/tls, and the join
         token carries the CA fingerprint so agents verify the controller without copying files.
         """
-        from fleet.controller.main import TLSOptions, run
-        from fleet.controller.service import Settings
+        from fleet.controller.main import Settings, TLSOptions, run
 
         if heartbeat_interval <= 0 or offline_after <= heartbeat_interval:
             fail("--offline-after must be longer than --heartbeat-interval, and both positive")

@@ -134,7 +134,7 @@ def register(app: typer.Typer) -> None:
         req = pb.PlaceRequest(model=model, quant=quant or "", engine=engine or "", replicas=replicas,
                               context=context or 0, tp=tp or 0, node=node or "", gpu_type=gpu_type or "",
                               labels=parse_labels(label), device=device, strategy=strategy, name=name or "",
-                              dry_run=dry_run, max_moves=max_moves)
+                              dry_run=dry_run, max_moves=max_moves, explain=explain)
         resp = client.call("Place", req)
         if output == Output.json and not wait:
             print_json({"placed": resp.placed, "dry_run": dry_run, "summary": resp.summary, "notes": list(resp.notes),

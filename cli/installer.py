@@ -4,9 +4,9 @@ Everything is computed first and written only where it differs, so a second run 
 changes nothing (and says so). `root` is where "/" is: "/" for a real install, a staging directory for
 packaging and tests (`--root`), in which case nothing outside it is touched: no systemctl, no useradd.
 
-The unit templates are package data (`fleet.cli/units/*.service`, byte-identical to the repository's
-`systemd/` folder, which a test enforces). Rendering only rewrites the ExecStart executable to the fleet
-that runs the install and appends extra writable paths (a custom models or data dir) to ReadWritePaths.
+The unit templates are the repository's `systemd/` folder, packaged as `fleet.systemd` (the only copy).
+Rendering only rewrites the ExecStart executable to the fleet that runs the install and appends extra
+writable paths (a custom models or data dir) to ReadWritePaths.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Change:
 # ---------------------------------------------------------------- rendering (pure)
 
 def unit_template(daemon: Daemon) -> str:
-    return (importlib.resources.files("fleet.cli") / "units" / daemon.unit).read_text()
+    return (importlib.resources.files("fleet.systemd") / daemon.unit).read_text()
 
 
 def _plain_path(path: Path, what: str) -> str:

@@ -4,7 +4,6 @@ memory estimator, run locally (no controller needed)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,32 +11,19 @@ import typer
 from rich.table import Table
 
 from fleet.cli.output import Output, OutputOpt, console, fail, gib, print_json
-from fleet.controller.catalog import (
-    ENGINES,
-    Catalog,
-    Model,
-    Variant,
-    load_catalog,
-    model_from_gguf,
-    model_from_hf_config,
-    write_model,
-)
-from fleet.controller.errors import FleetError
-from fleet.controller.estimate import GIB, Estimate, estimate, fits, incompatibility, min_gpus
-from fleet.controller.gpus import gpu_type
-
-
-def default_catalog_dir() -> Path:
-    env = os.environ.get("FLEET_CATALOG_DIR")
-    return Path(env).expanduser() if env else Path("~/.local/share/fleet/catalog").expanduser()
-
+from fleet.common.gpus import gpu_type
+from fleet.controller.core.catalog import ENGINES, Catalog, Model, Quants, Variant
+from fleet.controller.core.catalog_import import model_from_gguf, model_from_hf_config
+from fleet.controller.core.errors import FleetError
+from fleet.controller.core.estimate import GIB, Estimate, estimate, fits, incompatibility, min_gpus
+from fleet.controller.store.files import catalog_with, default_catalog_dir, read_gguf_header, write_model
 
 CatalogDirOpt = Annotated[Path | None, typer.Option(
     "--catalog-dir", help="where user-added models live (default $FLEET_CATALOG_DIR or ~/.local/share/fleet/catalog)")]
 
 
 def _catalog(catalog_dir: Path | None) -> Catalog:
-    return load_catalog([catalog_dir or default_catalog_dir()])
+    return catalog_with([catalog_dir or default_catalog_dir()])
 
 
 def variant_dict(v: Variant) -> dict[str, Any]:
@@ -163,9 +149,10 @@ def register(app: typer.Typer) -> None:
         """Import a custom model (a fine-tune) from its config.json or GGUF header."""
         if (from_config is None) == (from_gguf is None):
             fail("give exactly one of --from-config config.json or --from-gguf file.gguf")
-        model = _guard(lambda: _import(from_config, from_gguf, name, hf_id, license))
+        quants = _guard(lambda: _catalog(catalog_dir)).quants
+        model = _guard(lambda: _import(from_config, from_gguf, name, hf_id, license, quants))
         directory = catalog_dir or default_catalog_dir()
-        path = write_model(model, directory)
+        path = write_model(model, directory, _catalog(catalog_dir).quants)
         if output == Output.json:
             print_json({**model_dict(model), "path": str(path)})
         else:
@@ -203,18 +190,18 @@ def _guard(fn: Any) -> Any:
 
 
 def _import(from_config: Path | None, from_gguf: Path | None, name: str | None, hf_id: str,
-            license: str | None) -> Model:
+            license: str | None, quants: Quants) -> Model:
     if from_gguf is not None:
         if not from_gguf.is_file():
             fail(f"{from_gguf}: no such GGUF file")
-        return model_from_gguf(from_gguf, name=name, license=license)
+        return model_from_gguf(read_gguf_header(from_gguf), name=name, license=license, quants=quants)
     assert from_config is not None
     try:
         cfg = json.loads(from_config.read_text())
     except (OSError, json.JSONDecodeError) as e:
         fail(f"{from_config}: cannot read a JSON config ({e})")
     return model_from_hf_config(cfg, name=name or (from_config.parent.name if from_config.parent.name else None),
-                                hf_id=hf_id, license=license or "unknown")
+                                hf_id=hf_id, license=license or "unknown", quants=quants)
 
 
 def _estimate(name: str, quant: str, engine: str | None, context: int | None, tp: int | None, gpu: str | None,
@@ -242,15 +229,15 @@ def _estimate(name: str, quant: str, engine: str | None, context: int | None, tp
         if gpu_memory <= 0:
             fail("--gpu-memory must be positive (GiB)")
         memory = int(gpu_memory * GIB)
-    e = estimate(m, v, context=context, tp=tp or 1, gpu_memory_bytes=memory, kv_cache_dtype=kv_cache_dtype,
-                 device=device)
+    e = estimate(m, v, engines=catalog.engines, context=context, tp=tp or 1, gpu_memory_bytes=memory,
+                 kv_cache_dtype=kv_cache_dtype, device=device)
     result = estimate_dict(e)
     if memory is not None and device == "gpu":
         result["gpu"] = gpu_name
         result["gpu_memory"] = memory
         result["fits"] = fits(e, memory)
         if tp is None:
-            result["min_gpus"] = min_gpus(m, v, context=e.context, gpu_memory_bytes=memory,
+            result["min_gpus"] = min_gpus(m, v, engines=catalog.engines, context=e.context, gpu_memory_bytes=memory,
                                           kv_cache_dtype=kv_cache_dtype)
         if v.engine == "vllm":
             result["gpu_memory_utilization"] = e.gpu_memory_utilization

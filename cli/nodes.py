@@ -16,10 +16,10 @@ from fleet.proto import fleet_pb2 as pb
 
 def gpu_dict(v: pb.GpuView) -> dict[str, Any]:
     g = v.gpu
-    free = max(0, g.memory_total - v.memory_reserved - max(0, g.memory_used - v.memory_reserved))
     return {
         "uuid": g.uuid, "index": g.index, "name": g.name, "memory_total": g.memory_total,
-        "memory_used": g.memory_used, "memory_reserved": v.memory_reserved, "memory_free": free,
+        "memory_used": g.memory_used, "memory_reserved": v.memory_reserved,
+        "memory_used_by_others": v.memory_used_by_others, "memory_free": v.memory_free,
         "compute_capability": g.compute_capability, "driver": g.driver, "utilization": g.utilization,
         "temperature": g.temperature, "declared": g.declared,
     }

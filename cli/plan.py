@@ -11,7 +11,7 @@ from rich.table import Table
 
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
 from fleet.cli.output import EXIT_USAGE, Output, OutputOpt, console, fail, gib, print_json
-from fleet.controller.errors import FleetError
+from fleet.controller.core.errors import FleetError
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -37,7 +37,11 @@ def plan_cmd(
     With --fleet, on the fleet that file describes (offline, no controller). Without it, on the live
     inventory with its current reservations (nothing is reserved by planning).
     """
-    from fleet.controller.whatif import plan_files
+    from functools import partial
+
+    from fleet.controller.core.options import options_for
+    from fleet.controller.core.whatif import what_if_files
+    from fleet.controller.store.files import catalog_with, default_catalog_dir
 
     if requests is None:
         fail("--requests REQUESTS.json is required", EXIT_USAGE)
@@ -47,7 +51,8 @@ def plan_cmd(
     fleet_data = _read_json(fleet, "--fleet")
     request_data = _read_json(requests, "--requests")
     try:
-        result = plan_files(fleet_data, request_data)
+        catalog = catalog_with([default_catalog_dir()])
+        result = what_if_files(fleet_data, request_data, partial(options_for, catalog=catalog), catalog.workload)
     except FleetError as e:
         fail(e.message, EXIT_USAGE)
     if output == Output.json:

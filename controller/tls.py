@@ -19,9 +19,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-# Agents and the CLI verify the server certificate against this name (set as the TLS target name),
-# so they can dial the controller by any address; trust comes from the pinned private CA.
-SERVER_NAME = "fleet-controller"
+from fleet.common.trust import SERVER_NAME  # what agents and the CLI verify the certificate against
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    """`fleet controller run`'s TLS flags: plaintext (loopback only), extra names, or given files."""
+
+    insecure: bool = False
+    sans: tuple[str, ...] = ()
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
 
 
 @dataclass(frozen=True)

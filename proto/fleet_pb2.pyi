@@ -242,12 +242,16 @@ class ControllerMessage(_message.Message):
     def __init__(self, config: _Optional[_Union[SessionConfig, _Mapping]] = ..., desired: _Optional[_Union[DesiredReplicas, _Mapping]] = ..., logs: _Optional[_Union[LogRequest, _Mapping]] = ...) -> None: ...
 
 class GpuView(_message.Message):
-    __slots__ = ("gpu", "memory_reserved")
+    __slots__ = ("gpu", "memory_reserved", "memory_used_by_others", "memory_free")
     GPU_FIELD_NUMBER: _ClassVar[int]
     MEMORY_RESERVED_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BY_OTHERS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FREE_FIELD_NUMBER: _ClassVar[int]
     gpu: Gpu
     memory_reserved: int
-    def __init__(self, gpu: _Optional[_Union[Gpu, _Mapping]] = ..., memory_reserved: _Optional[int] = ...) -> None: ...
+    memory_used_by_others: int
+    memory_free: int
+    def __init__(self, gpu: _Optional[_Union[Gpu, _Mapping]] = ..., memory_reserved: _Optional[int] = ..., memory_used_by_others: _Optional[int] = ..., memory_free: _Optional[int] = ...) -> None: ...
 
 class Node(_message.Message):
     __slots__ = ("name", "state", "inventory", "gpus", "last_heartbeat", "registered_at", "cordon_reason", "cordoned_by", "cordoned_at")
@@ -406,7 +410,7 @@ class Deployment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., context: _Optional[int] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., state: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., tp: _Optional[int] = ..., source: _Optional[str] = ..., why: _Optional[str] = ...) -> None: ...
 
 class PlaceRequest(_message.Message):
-    __slots__ = ("model", "quant", "engine", "replicas", "context", "tp", "node", "gpu_type", "labels", "device", "strategy", "name", "dry_run", "max_moves")
+    __slots__ = ("model", "quant", "engine", "replicas", "context", "tp", "node", "gpu_type", "labels", "device", "strategy", "name", "dry_run", "max_moves", "explain")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -428,6 +432,7 @@ class PlaceRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     MAX_MOVES_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     model: str
     quant: str
     engine: str
@@ -442,7 +447,8 @@ class PlaceRequest(_message.Message):
     name: str
     dry_run: bool
     max_moves: int
-    def __init__(self, model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., replicas: _Optional[int] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., node: _Optional[str] = ..., gpu_type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., name: _Optional[str] = ..., dry_run: bool = ..., max_moves: _Optional[int] = ...) -> None: ...
+    explain: bool
+    def __init__(self, model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., replicas: _Optional[int] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., node: _Optional[str] = ..., gpu_type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., name: _Optional[str] = ..., dry_run: bool = ..., max_moves: _Optional[int] = ..., explain: bool = ...) -> None: ...
 
 class NodeVerdict(_message.Message):
     __slots__ = ("node", "feasible", "reason", "score", "gpus")

@@ -21,20 +21,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 from google.protobuf import json_format
 
-from fleet.controller import apikeys
-from fleet.controller.auth import Credentials
-from fleet.controller.gateway import make_app
-from fleet.controller.service import Controller, Settings
-from fleet.controller.store import (
-    DeploymentRow,
-    GpuRow,
-    NodeRow,
-    ReplicaRow,
-    ReservationRow,
-    Store,
-    sqlite_url,
-    token_hash,
-)
+from fleet.controller.app.controller import Controller, Settings
+from fleet.controller.app.credentials import Credentials
+from fleet.controller.http.app import make_app
+from fleet.controller.store import apikeys
+from fleet.controller.store.db import sqlite_url
+from fleet.controller.store.hashing import token_hash
+from fleet.controller.store.repository import Store
+from fleet.controller.store.schema import DeploymentRow, GpuRow, NodeRow, ReplicaRow, ReservationRow
 from fleet.proto import fleet_pb2 as pb
 
 T = TypeVar("T")

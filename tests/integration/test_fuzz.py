@@ -29,8 +29,8 @@ from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from fleet.controller.errors import InvalidArgument
-from fleet.controller.service import validate_inventory, validate_node_name
+from fleet.controller.core.errors import InvalidArgument
+from fleet.controller.rpc.validate import validate_inventory, validate_node_name
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 from tests.integration.harness import Fleet
@@ -393,7 +393,7 @@ def test_fuzz_every_method_changes_nothing(fleet: Fleet, capsys: pytest.CaptureF
         "controller_log_tracebacks": fleet.log("controller").count("Traceback"),
     }
     # grpc logs a traceback per request it cannot parse; single-message requests are parsed by
-    # fleet.controller.decoding instead, so only Session's stream (node credential needed) may still log one.
+    # fleet.controller.rpc.decoding instead, so only Session's stream (node credential needed) may still log one.
     raised = re.findall(r"raised by servicer method \[(\S+)\]", fleet.log("controller"))
     with capsys.disabled():
         print("\nfuzz:", json.dumps(report, indent=1, ensure_ascii=False))

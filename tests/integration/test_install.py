@@ -239,12 +239,12 @@ def test_controller_refuses_an_executable_its_sandbox_hides(tmp_path: Path) -> N
 
 # ---------------------------------------------------------------- the unit files themselves
 
-def test_packaged_units_match_the_repository_copies() -> None:
+def test_units_are_packaged_from_the_one_copy_in_systemd() -> None:
     for daemon in (AGENT, CONTROLLER):
         shipped = (REPO / "systemd" / daemon.unit).read_text()
-        assert installer.unit_template(daemon) == shipped, (
-            f"cli/units/{daemon.unit} differs from systemd/{daemon.unit}: systemd/ is the one to edit, "
-            f"then cp systemd/*.service cli/units/")
+        assert installer.unit_template(daemon) == shipped
+    assert not list(REPO.glob("cli/**/*.service")), "unit files live only in systemd/"
+
 
 
 def test_config_values_survive_toml_quoting() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleet.controller.metrics import PLACEMENT_SECONDS
+from fleet.controller.app.place import PLACEMENT_SECONDS
 from tests.integration.http_harness import DECLARED, GIB, HttpFleet, declared_fleet
 
 

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.controller.placement import Option
-from fleet.controller.snapshot import GpuState, NodeState, Snapshot
+from fleet.controller.core.placement import Option, PlacementRequest, Plan, Workload
+from fleet.controller.core.placement import place as core_place
+from fleet.controller.core.snapshot import GpuState, NodeState, Snapshot
+from fleet.controller.store.files import shipped_catalog
+
+WORKLOAD = shipped_catalog().workload  # the shipped demand mix (data/workload.toml)
+
+
+def place(snap: Snapshot, request: PlacementRequest, workload: Workload | None = None) -> Plan:
+    """The core's place() with the shipped workload unless a test gives its own."""
+    return core_place(snap, request, WORKLOAD if workload is None else workload)
 
 GIB = 1024**3
 

@@ -6,10 +6,12 @@ import pytest
 import typer
 
 from fleet.cli.tokens import parse_ttl
-from fleet.controller.auth import MAX_METADATA, Credentials, metadata_size, refusal
-from fleet.controller.errors import InvalidArgument
-from fleet.controller.store import TokenRow, token_hash
-from fleet.controller.tokens import MAX_TTL, state, validate_description, validate_ttl
+from fleet.controller.app.credentials import Credentials
+from fleet.controller.core.errors import InvalidArgument
+from fleet.controller.rpc.auth import MAX_METADATA, metadata_size, refusal
+from fleet.controller.store.hashing import token_hash
+from fleet.controller.store.schema import TokenRow
+from fleet.controller.store.tokens import MAX_TTL, state, validate_description, validate_ttl
 
 
 def creds() -> Credentials:

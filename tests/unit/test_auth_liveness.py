@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from fleet.controller.auth import REGISTER, SESSION, Credentials, refusal
-from fleet.controller.liveness import Liveness, overdue
-from fleet.controller.store import token_hash
+from fleet.controller.app.credentials import Credentials
+from fleet.controller.core.liveness import Liveness, overdue
+from fleet.controller.rpc.auth import REGISTER, SESSION, refusal
+from fleet.controller.store.hashing import token_hash
 
 
 def creds() -> Credentials:
@@ -32,8 +33,8 @@ def test_liveness_batches_and_reports_return() -> None:
     lv = Liveness()
     assert lv.beat("n1", 1.0, [("g1", 10, 5, 40)]) is True
     assert lv.beat("n1", 2.0, [("g1", 10, 5, 40)]) is False
-    beats, usage = lv.drain_batch()
+    beats, usage = lv.take_dirty()
     assert beats == {"n1": 2.0} and usage == {"g1": (10, 5, 40)}
-    assert lv.drain_batch() == ({}, {})
+    assert lv.take_dirty() == ({}, {})
     assert lv.expire(20.0, 15.0) == ["n1"]
     assert lv.beat("n1", 21.0) is True

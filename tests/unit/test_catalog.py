@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fleet.controller.catalog import ENGINES, estimate_params, load_catalog, load_quants, model_from_hf_config
-from fleet.controller.errors import InvalidArgument, NotFound
+from fleet.controller.core.catalog import ENGINES
+from fleet.controller.core.catalog_import import estimate_params, model_from_hf_config
+from fleet.controller.core.errors import InvalidArgument, NotFound
+from fleet.controller.store.files import catalog_with, shipped_catalog, write_model
 
 # Issue 3's list: family -> models that must be in the catalog.
 REQUIRED = {
@@ -31,7 +33,7 @@ GGUF_QUANTS = {"q4_0", "q4_1", "q4_k_m", "q5_k_m", "q6_k", "q8_0", "f16"}
 
 @pytest.fixture(scope="module")
 def catalog():
-    return load_catalog()
+    return shipped_catalog()
 
 
 @pytest.mark.parametrize("family,names", sorted(REQUIRED.items()))
@@ -43,7 +45,7 @@ def test_every_required_family_is_there(catalog, family, names):
 
 
 def test_quant_vocabulary_is_complete_and_engines_right():
-    quants = load_quants()
+    quants = shipped_catalog().quants
     assert VLLM_QUANTS | GGUF_QUANTS <= set(quants)
     for q in VLLM_QUANTS:
         assert quants[q]["engine"] == "vllm"
@@ -109,27 +111,27 @@ def test_hf_config_import(tmp_path: Path):
            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
            "intermediate_size": 14336, "max_position_embeddings": 131072, "torch_dtype": "bfloat16",
            "tie_word_embeddings": False}
-    m = model_from_hf_config(cfg, name="my-llama-ft", hf_id="acme/my-llama-ft")
+    m = model_from_hf_config(cfg, name="my-llama-ft", hf_id="acme/my-llama-ft", quants=shipped_catalog().quants)
     assert m.name == "my-llama-ft" and m.arch.kv_heads == 8
     assert m.params_total == pytest.approx(8_030_261_248, rel=0.001)
     assert m.variants[0].quant == "bf16" and m.variants[0].source == "acme/my-llama-ft"
     awq = model_from_hf_config({**cfg, "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 64}},
-                               hf_id="acme/x-awq")
+                               hf_id="acme/x-awq", quants=shipped_catalog().quants)
     assert awq.variants[0].quant == "awq" and awq.variants[0].group_size == 64
     assert json.dumps(cfg)  # unchanged input
 
 
 def test_user_catalog_dir_adds_models(tmp_path: Path):
-    from fleet.controller.catalog import write_model
 
     cfg = {"model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
            "num_key_value_heads": 2, "vocab_size": 151936, "intermediate_size": 4864,
            "max_position_embeddings": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}
-    m = model_from_hf_config(cfg, name="tiny-qwen-ft", hf_id="acme/tiny-qwen-ft", license="Apache-2.0")
-    path = write_model(m, tmp_path)
-    cat = load_catalog([tmp_path])
+    m = model_from_hf_config(cfg, name="tiny-qwen-ft", hf_id="acme/tiny-qwen-ft", license="Apache-2.0",
+                             quants=shipped_catalog().quants)
+    path = write_model(m, tmp_path, shipped_catalog().quants)
+    cat = catalog_with([tmp_path])
     back = cat.get("acme/tiny-qwen-ft")
     assert path.exists() and back.name == "tiny-qwen-ft" and back.arch == m.arch and back.variants == m.variants
     assert back.params_total == m.params_total
     with pytest.raises(NotFound):
-        load_catalog().get("tiny-qwen-ft")
+        shipped_catalog().get("tiny-qwen-ft")

@@ -11,7 +11,7 @@ import pytest
 FORBIDDEN = ("grpc", "sqlmodel", "sqlalchemy", "subprocess", "logging")
 
 
-@pytest.mark.parametrize("module", ["fleet.controller.catalog", "fleet.controller.estimate"])
+@pytest.mark.parametrize("module", ["fleet.controller.core.catalog", "fleet.controller.core.estimate"])
 def test_core_module_imports_nothing_impure(module):
     code = (f"import sys, json; import {module}; "
             f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})))")

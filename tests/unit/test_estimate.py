@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.controller.catalog import load_catalog
-from fleet.controller.errors import InvalidArgument
-from fleet.controller.estimate import (
+from fleet.common.gpus import gpu_type
+from fleet.controller.core.errors import InvalidArgument
+from fleet.controller.core.estimate import (
     GIB,
     estimate,
     fits,
@@ -16,17 +16,17 @@ from fleet.controller.estimate import (
     total_weight_bytes,
     valid_tps,
 )
-from fleet.controller.gpus import gpu_type
+from fleet.controller.store.files import shipped_catalog
 
 
 @pytest.fixture(scope="module")
 def cat():
-    return load_catalog()
+    return shipped_catalog()
 
 
 def est(cat, name, quant, engine=None, **kw):
     m = cat.get(name)
-    return estimate(m, cat.variant(m, quant, engine), **kw)
+    return estimate(m, cat.variant(m, quant, engine), engines=cat.engines, **kw)
 
 
 def test_breakdown_adds_up_and_bf16_is_two_bytes_per_param(cat):
@@ -151,11 +151,11 @@ def test_gpu_memory_utilization_is_the_estimate_not_92_percent(cat):
 def test_min_gpus(cat):
     m = cat.get("llama3.1-70b")
     a100 = gpu_type("A100-80GB").memory_bytes
-    assert min_gpus(m, cat.variant(m, "bf16"), context=8192, gpu_memory_bytes=a100) == 2
-    assert min_gpus(m, cat.variant(m, "awq"), context=8192, gpu_memory_bytes=a100) == 1
+    assert min_gpus(m, cat.variant(m, "bf16"), engines=cat.engines, context=8192, gpu_memory_bytes=a100) == 2
+    assert min_gpus(m, cat.variant(m, "awq"), engines=cat.engines, context=8192, gpu_memory_bytes=a100) == 1
     l4 = gpu_type("L4").memory_bytes
     assert min_gpus(cat.get("llama3.1-405b"), cat.variant(cat.get("llama3.1-405b"), "bf16"),
-                    context=8192, gpu_memory_bytes=l4) is None
+                    engines=cat.engines, context=8192, gpu_memory_bytes=l4) is None
 
 
 def test_cpu_placement_for_small_models(cat):

@@ -9,19 +9,19 @@ from typing import Any
 
 import pytest
 
-from fleet.controller.catalog import load_catalog
-from fleet.controller.estimate import GIB, estimate, fits
+from fleet.controller.core.estimate import GIB, estimate, fits
+from fleet.controller.store.files import shipped_catalog
 
 ROWS: list[dict[str, Any]] = tomllib.loads((Path(__file__).parent / "estimate_reference.toml").read_text())["row"]
-CATALOG = load_catalog()
+CATALOG = shipped_catalog()
 
 
 def _estimate(row: dict[str, Any], context: int | None = None):
     model = CATALOG.get(row["model"])
     variant = CATALOG.variant(model, row["quant"], row.get("engine"))
     memory = int(row["gpu_memory_gib"] * GIB) if "gpu_memory_gib" in row else None
-    return estimate(model, variant, context=context or row["context"], tp=row["tp"], gpu_memory_bytes=memory,
-                    kv_cache_dtype=row.get("kv_cache_dtype", "auto"))
+    return estimate(model, variant, engines=CATALOG.engines, context=context or row["context"], tp=row["tp"],
+                    gpu_memory_bytes=memory, kv_cache_dtype=row.get("kv_cache_dtype", "auto"))
 
 
 def _measured_weights(row: dict[str, Any]) -> float | None:

@@ -14,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from fleet.cli.models import register
-from fleet.controller.catalog import load_catalog
+from fleet.controller.store.files import shipped_catalog
 
 SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOL_SIZE = 98_362_432
@@ -62,7 +62,7 @@ def test_models_json_has_every_family_with_variants_hf_ids_and_license(run):
     r = run("models", "-o", "json")
     assert r.exit_code == 0, r.output
     models = json.loads(r.output)
-    assert len(models) == len(load_catalog().models())
+    assert len(models) == len(shipped_catalog().models())
     families = {m["family"] for m in models}
     assert {"llama3.1", "qwen2", "qwen3", "gemma3", "deepseek-r1", "gpt-oss", "falcon", "grok", "gpt2"} <= families
     for m in models:

@@ -14,19 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleet.controller.placement import (
+from fleet.controller.core.placement import (
     NODE_FILTERS,
     Placement,
     PlacementRequest,
-    Workload,
     apply,
-    default_workload,
-    parse_workload,
-    place,
     usable,
 )
-from fleet.controller.snapshot import GpuState, NodeState, Snapshot
-from tests.unit.placement_helpers import GIB, node, node_from_json, opt, option_from_json, snapshot
+from fleet.controller.core.snapshot import GpuState, NodeState, Snapshot
+from fleet.controller.core.workload import Workload, parse_workload
+from tests.unit.placement_helpers import GIB, WORKLOAD, node, node_from_json, opt, option_from_json, place, snapshot
 
 SCENARIOS = Path(__file__).parent / "placement_scenarios"
 
@@ -253,7 +250,7 @@ def test_usable_counts_whole_replicas() -> None:
 
 
 def test_default_workload_ships() -> None:
-    w = default_workload()
+    w = WORKLOAD
     assert len(w.classes) >= 10 and all(b > GIB and t in (1, 2, 4, 8) and wt > 0 for b, t, wt, _ in w.classes)
     assert parse_workload('[[class]]\nper_gpu_gib = 1.5\ntp = 2\nweight = 3\n').classes == ((int(1.5 * GIB), 2, 3, ""),)
 
@@ -269,7 +266,7 @@ def test_filters_are_an_explicit_tuple() -> None:
 
 
 def test_core_imports_no_io_modules() -> None:
-    code = ("import sys; import fleet.controller.placement, fleet.controller.snapshot; "
+    code = ("import sys; import fleet.controller.core.placement, fleet.controller.core.snapshot; "
             "bad = [m for m in ('grpc', 'sqlmodel', 'subprocess', 'logging', 'sqlalchemy') if m in sys.modules]; "
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fleet.controller.routing import ReplicaView, Target, pick, routable
+from fleet.controller.core.routing import ReplicaView, Target, pick, routable
 
 A = ReplicaView("a", "n1", "healthy", "run", "http://a", "ka")
 
@@ -39,6 +39,6 @@ def test_pick(outstanding: dict[str, int], sent: dict[str, int], exclude: set[st
 
 
 def test_routing_core_is_pure() -> None:
-    code = "import sys, fleet.controller.routing; print(sorted(m for m in ('grpc', 'sqlmodel', 'aiohttp') " \
+    code = "import sys, fleet.controller.core.routing; print(sorted(m for m in ('grpc', 'sqlmodel', 'aiohttp') " \
            "if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.cli import systemd_notify
+from fleet.common import sdnotify as systemd_notify
 
 
 @pytest.fixture

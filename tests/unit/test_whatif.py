@@ -10,14 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from fleet.cli import main as cli_main
-from fleet.controller.errors import InvalidArgument, NotFound
-from fleet.controller.gpus import GpuType
-from fleet.controller.placement import Option
-from fleet.controller.whatif import parse_fleet, parse_requests, plan, plan_files
+from fleet.common.gpus import GpuType
+from fleet.controller.core.errors import InvalidArgument, NotFound
+from fleet.controller.core.placement import Option
+from fleet.controller.core.whatif import parse_fleet, parse_requests, what_if, what_if_files
+from tests.unit.placement_helpers import WORKLOAD
 
 GIB = 1024**3
-# The CLI assembles its areas when it starts (register_areas); older trees did it at import.
-app = cli_main.register_areas() if hasattr(cli_main, "register_areas") else cli_main.app
+app = cli_main.register_areas()
 
 
 def fake_options(model: str, quant: str | None, engine: str | None, context: int | None,
@@ -45,7 +45,7 @@ FLEET = {"nodes": [
 
 def test_result_shape_and_counts() -> None:
     requests = {"requests": [{"model": "big", "replicas": 3}, {"model": "small", "replicas": 2}]}
-    out = plan_files(FLEET, requests, fake_options).as_json()
+    out = what_if_files(FLEET, requests, fake_options, WORKLOAD).as_json()
     assert list(out) == ["placements", "rejected", "placed_before_first_reject", "placed_total",
                          "vram_reserved_fraction"]
     assert all(set(p) == {"request", "replica", "node", "gpus", "per_gpu_bytes"} for p in out["placements"])
@@ -61,8 +61,8 @@ def test_result_shape_and_counts() -> None:
 
 
 def test_unknown_model_rejects_its_replicas_and_planning_goes_on() -> None:
-    out = plan_files(FLEET, {"requests": [{"model": "nope", "replicas": 2}, {"model": "small"}]},
-                     fake_options).as_json()
+    out = what_if_files(FLEET, {"requests": [{"model": "nope", "replicas": 2}, {"model": "small"}]},
+                        fake_options, WORKLOAD).as_json()
     assert [r["reason"] for r in out["rejected"]] == ["unknown model 'nope'"] * 2
     assert out["placed_total"] == 1 and out["placed_before_first_reject"] == 0
 
@@ -109,8 +109,8 @@ def test_gpu_given_by_memory_and_capability() -> None:
 def test_cordoned_node_in_file_gets_nothing() -> None:
     fleet = {"nodes": [{"name": "c", "state": "cordoned", "gpus": [{"type": "H100", "count": 8}]},
                        {"name": "r", "gpus": [{"type": "L4"}]}]}
-    result = plan(parse_fleet(fleet), parse_requests({"requests": [{"model": "small", "replicas": 2}]}),
-                  fake_options)
+    result = what_if(parse_fleet(fleet), parse_requests({"requests": [{"model": "small", "replicas": 2}]}),
+                     fake_options, WORKLOAD)
     assert [r.placement.node for r in result.rows if r.placement] == ["r"]
 
 

@@ -1,0 +1,107 @@
+"""Capacity: every node and GPU with total, reserved, used and free memory, as operators see it.
+
+The one view that `fleet capacity`, `fleet nodes`, the capacity page and /metrics render, so they never
+disagree; free memory is fleet.controller.core.snapshot.free_memory, the same rule placement uses.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.controller.app.controller import Controller
+from fleet.controller.core.errors import NotFound
+from fleet.controller.core.snapshot import free_memory, used_by_others
+from fleet.controller.store.schema import GpuRow, NodeRow
+
+
+@dataclass(frozen=True)
+class GpuCapacity:
+    uuid: str
+    index: int
+    name: str
+    compute_capability: str
+    driver: str
+    declared: bool
+    memory_total: int
+    memory_used: int  # every process, as last reported
+    memory_reserved: int  # by fleet's replicas
+    memory_used_by_others: int  # used beyond fleet's reservations
+    memory_free: int  # what a new replica may reserve
+    utilization: int
+    temperature: int
+
+
+@dataclass(frozen=True)
+class NodeView:
+    row: NodeRow
+    state: str  # ready, cordoned, draining, drained, offline
+    inventory: dict[str, Any]  # as the agent last reported it (proto3 JSON names: ramTotal, diskFree, …)
+    gpus: tuple[GpuCapacity, ...]
+    last_heartbeat: float
+
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    def number(self, key: str) -> int:
+        return int(self.inventory.get(key, 0) or 0)  # proto3 JSON writes 64-bit numbers as strings
+
+    @property
+    def engines(self) -> list[str]:
+        return [e.get("name", "") for e in self.inventory.get("engines", [])]
+
+
+@dataclass(frozen=True)
+class Totals:
+    nodes: int
+    nodes_ready: int
+    gpu_count: int
+    vram_total: int
+    vram_reserved: int
+    vram_free: int
+    ram_total: int
+    disk_free: int
+
+
+def _gpu(g: GpuRow, reserved: int, usage: tuple[int, int, int] | None) -> GpuCapacity:
+    used, util, temp = usage if usage is not None else (g.memory_used, g.utilization, g.temperature)
+    return GpuCapacity(
+        uuid=g.uuid, index=g.index, name=g.name, compute_capability=g.compute_capability, driver=g.driver,
+        declared=g.declared, memory_total=g.memory_total, memory_used=used, memory_reserved=reserved,
+        memory_used_by_others=used_by_others(used, reserved), memory_free=free_memory(g.memory_total, reserved, used),
+        utilization=util, temperature=temp)
+
+
+def _view(ctl: Controller, row: NodeRow, gpus: list[GpuRow], reserved: dict[str, int]) -> NodeView:
+    usage = ctl.liveness.gpu_usage
+    return NodeView(
+        row=row, state=ctl.node_state(row), inventory=json.loads(row.inventory or "{}"),
+        gpus=tuple(_gpu(g, reserved.get(g.uuid, 0), usage.get(g.uuid)) for g in gpus),
+        last_heartbeat=max(row.last_heartbeat, ctl.liveness.last_seen.get(row.name, 0.0)))
+
+
+def node_views(ctl: Controller) -> list[NodeView]:
+    gpus: dict[str, list[GpuRow]] = {}
+    for g in ctl.store.gpus():
+        gpus.setdefault(g.node, []).append(g)
+    reserved = ctl.store.reserved_by_gpu()
+    return [_view(ctl, r, gpus.get(r.name, []), reserved) for r in ctl.store.nodes()]
+
+
+def node_view(ctl: Controller, name: str) -> NodeView:
+    row = ctl.store.get_node(name)
+    if row is None:
+        names = ", ".join(n.name for n in ctl.store.nodes()) or "none yet"
+        raise NotFound(f"no node named {name!r}; nodes: {names}")
+    return _view(ctl, row, ctl.store.gpus(row.name), ctl.store.reserved_by_gpu())
+
+
+def totals(views: list[NodeView]) -> Totals:
+    gpus = [g for v in views for g in v.gpus]
+    return Totals(
+        nodes=len(views), nodes_ready=sum(v.state == "ready" for v in views), gpu_count=len(gpus),
+        vram_total=sum(g.memory_total for g in gpus), vram_reserved=sum(g.memory_reserved for g in gpus),
+        vram_free=sum(g.memory_free for g in gpus), ram_total=sum(v.number("ramTotal") for v in views),
+        disk_free=sum(v.number("diskFree") for v in views))

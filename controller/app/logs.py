@@ -1,0 +1,60 @@
+"""`fleet logs`: ask the replica's node, over its open session, for the engine's log lines."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fleet.controller.app.controller import AskLogs, Controller, LogPiece
+from fleet.controller.core.errors import NotFound, TimedOut, Unavailable
+from fleet.controller.store.schema import ReplicaRow
+
+MAX_LINES = 10_000
+QUIET_TIMEOUT = 30.0  # without --follow, a node that sends nothing for this long is given up on
+
+
+def pick_replica(ctl: Controller, deployment: str, ordinal: int) -> ReplicaRow:
+    """The replica with this ordinal (any when negative)."""
+    if ctl.store.get_deployment(deployment) is None:
+        raise NotFound(f"no deployment named {deployment!r}")
+    replicas = ctl.store.replicas(deployment=deployment)
+    pick = [r for r in replicas if ordinal < 0 or r.ordinal == ordinal]
+    if not pick:
+        ordinals = ", ".join(str(r.ordinal) for r in replicas) or "none"
+        raise NotFound(f"{deployment} has no replica {ordinal}; replicas: {ordinals}")
+    return pick[0]
+
+
+async def stream(ctl: Controller, replica: ReplicaRow, lines: int, follow: bool) -> AsyncIterator[bytes]:
+    """The replica's log, chunk by chunk, until its node says end of file (or forever with `follow`)."""
+    queue = ctl.sessions.get(replica.node)
+    if queue is None:
+        raise Unavailable(f"node {replica.node} is not connected; its logs are in the agent's data dir")
+    rid = ctl.next_log_request
+    ctl.next_log_request += 1
+    waiter: asyncio.Queue[LogPiece] = asyncio.Queue()
+    ctl.log_waiters[rid] = waiter
+    queue.put_nowait(AskLogs(rid, replica.id, min(lines or 100, MAX_LINES), follow))
+    try:
+        while True:
+            try:
+                piece = await asyncio.wait_for(waiter.get(), timeout=None if follow else QUIET_TIMEOUT)
+            except TimeoutError:
+                raise TimedOut(f"node {replica.node} sent no logs") from None
+            if piece.error:
+                raise NotFound(piece.error)
+            if piece.data:
+                yield piece.data
+            if piece.eof:
+                return
+    finally:
+        del ctl.log_waiters[rid]
+        if follow and (q := ctl.sessions.get(replica.node)) is not None:
+            q.put_nowait(AskLogs(rid, cancel=True))
+
+
+def deliver(ctl: Controller, request_id: int, piece: LogPiece) -> None:
+    """A node's answer to a log request, to whoever asked (ignored when they stopped listening)."""
+    waiter = ctl.log_waiters.get(request_id)
+    if waiter is not None:
+        waiter.put_nowait(piece)

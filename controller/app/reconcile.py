@@ -1,0 +1,66 @@
+"""The controller's scheduled repairs, every second: offline nodes, drains in progress, missing replicas.
+
+A function over the Controller (it holds no reference back): what it remembers between ticks is in
+`ctl.repair`, and everything it acts on is in the store first, so a controller killed at any point
+picks up where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from fleet.controller.app import drain
+from fleet.controller.app.controller import Controller
+from fleet.controller.app.place import place_one
+from fleet.controller.core.errors import FleetError
+
+log = logging.getLogger("fleet.controller")
+
+
+def tick(ctl: Controller) -> None:
+    now = time.time()
+    try:
+        fence_offline(ctl, now)
+        for row in ctl.store.drains():
+            drain.drive(ctl, row, now)
+        fill_missing(ctl, now)
+    except FleetError as e:
+        log.warning("reconcile: %s", e.message)
+
+
+def fence_offline(ctl: Controller, now: float) -> None:
+    """An offline node's replicas become `unknown`; after the grace they are fenced and placed elsewhere."""
+    store, alive, offline_since = ctl.store, ctl.liveness.alive, ctl.repair.offline_since
+    for node in store.nodes():
+        if node.name in alive:
+            offline_since.pop(node.name, None)
+            continue
+        since = offline_since.setdefault(node.name, ctl.liveness.last_seen.get(node.name, now))
+        replicas = [r for r in store.replicas(node=node.name) if r.desired == "run"]
+        store.set_replica_state([r.id for r in replicas if r.state != "unknown"], "unknown")
+        if replicas and now - since >= ctl.settings.reschedule_after:
+            # Fencing: the node's next desired set (generation bumped) no longer holds these ids, so
+            # when it comes back its agent stops them; their replacements are placed by fill_missing.
+            nodes = store.stop_replicas([r.id for r in replicas], now, f"node {node.name} offline for "
+                                        f"{now - since:.0f}s: rescheduled elsewhere", state="unknown")
+            log.warning("node %s offline %.0fs: %d replica(s) rescheduled", node.name, now - since, len(replicas))
+            ctl.push(nodes)
+
+
+def fill_missing(ctl: Controller, now: float) -> None:
+    """Deployments with fewer live replicas than wanted get more, retried every `retry_every` seconds."""
+    store, last_try = ctl.store, ctl.repair.last_try
+    for dep in store.deployments():
+        if dep.state != "active":
+            continue
+        live = [r for r in store.replicas(deployment=dep.name) if r.desired == "run"]
+        missing = dep.replicas_wanted - len([r for r in live if not r.replaces])
+        if missing <= 0 or now - last_try.get(dep.name, 0.0) < ctl.settings.retry_every:
+            continue
+        last_try[dep.name] = now
+        used = {r.ordinal for r in live}
+        ordinals = [i for i in range(dep.replicas_wanted + len(used)) if i not in used][:missing]
+        for ordinal in ordinals:
+            if place_one(ctl, dep, ordinal, now) is not None:
+                break

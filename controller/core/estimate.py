@@ -1,0 +1,371 @@
+"""Memory estimate of one replica: per-GPU bytes for weights, KV cache, activations and runtime.
+
+A model of what the engines actually allocate (../shared/ENGINES.md), not a rule of thumb:
+- weights: parameters split into embeddings, lm_head, MoE experts and the rest, each at the bit
+  width the variant stores it in (quantized bulk with its scales, wider embeddings), divided by TP
+  except what TP replicates (KV projections when TP > kv heads);
+- KV cache: from the architecture (kv heads per GPU, head_dim, sliding-window layers cache only the
+  window, MLA caches one latent per layer and is replicated on every GPU), kv-cache dtype;
+- activations: vLLM's profiling pass (max_num_batched_tokens through the widest layer, plus the
+  sampler's logits); llama.cpp's compute buffer (one micro-batch of logits or MLP temporaries);
+- runtime: CUDA context, non-torch allocations, NCCL buffers at TP >= 2, CUDA graphs.
+
+Pure: standard library and the catalog only; the engine constants (data/engines.toml) come in as
+`engines` (Catalog.engines).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from fleet.controller.core.catalog import LLAMA_CPP, VLLM, Architecture, EngineConstants, Model, Variant
+from fleet.controller.core.errors import InvalidArgument
+
+MIB = 1024**2
+GIB = 1024**3
+MAX_UTILIZATION = 0.98
+# Estimates default to the model's full context, but no deployment caches 10M tokens by accident.
+DEFAULT_CONTEXT_CAP = 131072
+
+# KV cache element widths in bytes per engine. llama.cpp's q8_0/q4_0 blocks store 32 values with
+# one fp16 scale (34 and 18 bytes).
+KV_DTYPES: dict[str, dict[str, float]] = {
+    VLLM: {"auto": 2, "bf16": 2, "fp16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1},
+    LLAMA_CPP: {"auto": 2, "f16": 2, "bf16": 2, "f32": 4, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32,
+                "q5_0": 22 / 32, "q5_1": 24 / 32},
+}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    model: str
+    quant: str
+    engine: str
+    context: int
+    tp: int
+    device: str                      # gpu | cpu
+    weights: int                     # per GPU bytes (device cpu: bytes of RAM)
+    kv_cache: int
+    activations: int
+    runtime: int
+    total: int
+    gpu_memory_utilization: float | None  # vLLM only, when a GPU size was given
+    notes: tuple[str, ...]
+
+
+def _mib(engines: EngineConstants, section: str, key: str) -> int:
+    return int(engines[section][key] * MIB)
+
+
+# ---------------------------------------------------------------- parameters and weights
+
+
+@dataclass(frozen=True)
+class ParamSplit:
+    embed: int       # token embeddings (also the output layer when tied)
+    output: int      # lm_head when not tied
+    experts: int     # routed MoE experts
+    attention: int   # attention projections (0 for MLA: not separated)
+    mlp: int         # one dense layer's MLP
+    rest: int        # everything else: attention, dense MLPs, shared experts, norms, vision tower
+
+
+def param_split(model: Model, variant: Variant | None = None) -> ParamSplit:
+    a = model.arch
+    inter = (variant.intermediate_size if variant and variant.intermediate_size else a.intermediate_size)
+    embed = a.vocab * a.hidden
+    output = 0 if a.tied_embeddings else a.vocab * a.hidden
+    experts = a.routed_moe_layers * a.experts * a.mlp_matrices * a.hidden * a.moe_intermediate_size
+    if a.experts and variant and variant.intermediate_size:
+        # Kernels that pad the expert width (vLLM's MXFP4 MoE to a multiple of 256) store the padding.
+        experts = experts * variant.intermediate_size // a.moe_intermediate_size
+    attention = 0 if a.attention == "mla" else a.layers * a.hidden * a.head_dim * (2 * a.heads + 2 * a.kv_heads)
+    rest = max(0, model.params_total - embed - output - a.routed_moe_layers * a.experts * a.mlp_matrices
+               * a.hidden * a.moe_intermediate_size)
+    if not a.experts and inter != a.intermediate_size:
+        # Padded checkpoints (Qwen 72B AWQ/GPTQ) carry the extra rows.
+        rest += (a.layers - a.routed_moe_layers) * a.mlp_matrices * a.hidden * (inter - a.intermediate_size)
+    return ParamSplit(embed, output, experts, min(attention, rest), a.mlp_matrices * a.hidden * inter, rest)
+
+
+def total_weight_bytes(model: Model, variant: Variant) -> int:
+    """Bytes of all weights as the engine holds them (the whole model, before any split)."""
+    if variant.size_bytes:
+        return variant.size_bytes
+    p = param_split(model, variant)
+    bulk = variant.bits_per_weight
+    if variant.applies_to == "experts":
+        bits = p.experts * bulk + p.rest * variant.rest_bits
+    else:
+        attn_bits = variant.attention_bits if variant.attention_bits is not None else bulk
+        unquantized = min(variant.unquantized_layers * p.mlp, p.rest - p.attention)
+        dense = p.rest - p.attention - unquantized
+        bits = p.experts * bulk + p.attention * attn_bits + unquantized * 16 + dense * bulk
+    if variant.engine == LLAMA_CPP and model.arch.tied_embeddings:
+        # llama.cpp quantizes a tied embedding as the output layer (Q6_K / Q8_0).
+        bits += p.embed * variant.output_bits
+    else:
+        bits += p.embed * variant.embed_bits + p.output * variant.output_bits
+    return int(bits / 8)
+
+
+def _kv_heads_per_gpu(arch: Architecture, tp: int) -> int:
+    # TP shards KV heads; with more GPUs than KV heads each GPU keeps a replica of one.
+    return max(1, math.ceil(arch.kv_heads / tp))
+
+
+def weight_bytes(model: Model, variant: Variant, tp: int) -> int:
+    """Per-GPU weight bytes at tensor parallelism `tp` (llama.cpp: layers split over `tp` GPUs)."""
+    total = total_weight_bytes(model, variant)
+    if tp == 1:
+        return total
+    a = model.arch
+    replicated = 0
+    if variant.engine == VLLM and a.attention != "mla" and tp > a.kv_heads:
+        kv_proj = a.layers * 2 * a.hidden * a.head_dim
+        replicated = int(kv_proj * (1 - a.kv_heads / tp) * variant.bits_per_weight / 8)
+    return total // tp + replicated
+
+
+# ---------------------------------------------------------------- KV cache
+
+
+def kv_bytes_per_token(arch: Architecture, engine: str, tp: int, dtype_bytes: float, window_tokens: int,
+                       context: int) -> float:
+    """KV bytes for `context` tokens of one sequence on one GPU."""
+    if arch.attention == "mla":
+        # One compressed latent + rope key per layer and token, the same on every GPU.
+        return arch.layers * (arch.kv_lora_rank + arch.qk_rope_head_dim) * dtype_bytes * context
+    heads = _kv_heads_per_gpu(arch, tp) if engine == VLLM else arch.kv_heads
+    per_layer_token = 2 * heads * arch.head_dim * dtype_bytes
+    sliding = arch.sliding_layers if arch.sliding_window else 0
+    full_layers = arch.layers - sliding
+    window = min(context, arch.sliding_window + window_tokens) if sliding else 0
+    total = per_layer_token * (full_layers * context + sliding * window)
+    # llama.cpp splits layers (and their cache) across GPUs; vLLM already divided heads.
+    return total / tp if engine == LLAMA_CPP else total
+
+
+def kv_dtype_bytes(engine: str, kv_cache_dtype: str) -> float:
+    table = KV_DTYPES[engine]
+    dtype = kv_cache_dtype.lower()
+    if dtype not in table:
+        raise InvalidArgument(f"kv cache dtype {kv_cache_dtype!r} is not available on {engine}; "
+                              f"choose one of {', '.join(table)}")
+    return table[dtype]
+
+
+# ---------------------------------------------------------------- activations and runtime
+
+
+def _widest_mlp(arch: Architecture, tp: int) -> float:
+    """Per-token MLP intermediate width on one GPU (MoE: the active experts' share)."""
+    if arch.experts:
+        routed = arch.experts_active * arch.moe_intermediate_size
+        shared = arch.shared_experts * arch.moe_intermediate_size
+        dense = arch.intermediate_size if arch.routed_moe_layers < arch.layers else 0
+        return max(routed + shared, dense) / tp
+    return arch.intermediate_size / tp
+
+
+def vllm_scheduler_defaults(engines: EngineConstants, gpu_memory_bytes: int | None) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) that `vllm serve` picks for a GPU of this size;
+    the larger pair when the GPU is unknown (the conservative side)."""
+    c = engines["vllm"]
+    if gpu_memory_bytes is not None and gpu_memory_bytes < c["big_gpu_gib"] * GIB:
+        return c["small_gpu_profile_tokens"], c["small_gpu_max_num_seqs"]
+    return c["profile_tokens"], c["max_num_seqs"]
+
+
+def vllm_activation_bytes(engines: EngineConstants, arch: Architecture, tp: int, context: int,
+                          gpu_memory_bytes: int | None = None) -> int:
+    """Peak of vLLM's profiling run: max_num_batched_tokens through one layer, plus the sampler
+    run over max_num_seqs sequences."""
+    c = engines["vllm"]
+    batched, seqs = vllm_scheduler_defaults(engines, gpu_memory_bytes)
+    tokens = min(batched, max(context, seqs))
+    q_width = arch.heads * arch.head_dim / tp
+    # Residual + normed hidden + attention q/k/v/out, then gate_up (2x), its activation (1x) and down.
+    per_token = 2 * (4 * arch.hidden + 3 * q_width + 3 * _widest_mlp(arch, tp))
+    if arch.experts:
+        # fused_moe keeps its routed copies of the tokens (top-k of them) alongside.
+        per_token += 2 * arch.experts_active * arch.hidden
+    sampler = seqs * arch.vocab * c["sampler_bytes_per_logit"]
+    return int(tokens * per_token + sampler)
+
+
+def llamacpp_compute_bytes(engines: EngineConstants, arch: Architecture, context: int) -> int:
+    """llama.cpp's compute buffer with flash attention: the larger of one micro-batch's fp32 logits
+    and its MLP temporaries (the graph allocator reuses one buffer for both)."""
+    ub = engines["llamacpp"]["ubatch"]
+    ub = min(ub, context)
+    logits = ub * arch.vocab * 4
+    mlp = ub * 4 * (3 * _widest_mlp(arch, 1) + 4 * arch.hidden)
+    return int(max(logits, mlp) + ub * 4 * arch.hidden * 2)
+
+
+def vllm_runtime_bytes(engines: EngineConstants, arch: Architecture, tp: int) -> int:
+    graphs = (_mib(engines, "vllm", "cuda_graph_base_mib")
+              + arch.layers * _mib(engines, "vllm", "cuda_graph_per_layer_mib"))
+    nccl = _mib(engines, "vllm", "nccl_mib") if tp >= 2 else 0
+    return _mib(engines, "vllm", "cuda_context_mib") + _mib(engines, "vllm", "non_torch_mib") + nccl + graphs
+
+
+# ---------------------------------------------------------------- validity
+
+
+def valid_tps(model: Model, variant: Variant, max_tp: int = 8) -> list[int]:
+    return [tp for tp in range(1, max_tp + 1) if tp_problem(model, variant, tp) is None]
+
+
+def tp_problem(model: Model, variant: Variant, tp: int) -> str | None:
+    """Why `tp` GPUs cannot serve this variant, or None."""
+    a = model.arch
+    if tp < 1:
+        return "TP must be at least 1"
+    if tp == 1:
+        return None
+    if variant.engine == LLAMA_CPP:
+        # llama.cpp splits whole layers across GPUs: any count up to the layer count works.
+        return None if tp <= a.layers else f"{model.name} has only {a.layers} layers to split"
+    if a.heads % tp:
+        return f"TP {tp} does not divide {model.name}'s {a.heads} attention heads"
+    if a.attention != "mla" and a.kv_heads % tp and tp % a.kv_heads:
+        return f"TP {tp} neither divides nor is a multiple of {model.name}'s {a.kv_heads} KV heads"
+    if variant.group_size:
+        inter = a.moe_intermediate_size if a.experts else (variant.intermediate_size or a.intermediate_size)
+        if inter % (variant.group_size * tp):
+            return (f"{variant.quant} intermediate size {inter} does not divide by group size "
+                    f"{variant.group_size} x TP {tp}")
+    return None
+
+
+def _cc(value: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in value.split(".") if x.isdigit())
+
+
+def incompatibility(variant: Variant, compute_capability: str) -> str | None:
+    """Why a GPU of this compute capability cannot run the variant ("" = AMD/ROCm), or None."""
+    if not compute_capability:
+        if variant.engine == VLLM and not variant.rocm:
+            return f"{variant.quant} has no ROCm kernels in vLLM (needs an NVIDIA GPU)"
+        return None
+    need = variant.min_compute_capability
+    if need and _cc(compute_capability) < _cc(need):
+        return (f"{variant.quant} on {variant.engine} needs compute capability {need}, "
+                f"the GPU has {compute_capability}")
+    return None
+
+
+# ---------------------------------------------------------------- the estimate
+
+
+def default_context(model: Model) -> int:
+    return min(model.arch.max_context, DEFAULT_CONTEXT_CAP)
+
+
+def _check(model: Model, variant: Variant, context: int, tp: int, device: str) -> None:
+    if device not in ("gpu", "cpu"):
+        raise InvalidArgument(f"device must be gpu or cpu, not {device!r}")
+    if context < 1:
+        raise InvalidArgument(f"context must be positive, got {context}")
+    if context > model.arch.max_context and variant.engine == VLLM:
+        raise InvalidArgument(f"{model.name} supports at most {model.arch.max_context} tokens of context, "
+                              f"not {context}")
+    problem = tp_problem(model, variant, tp)
+    if problem:
+        raise InvalidArgument(f"{problem}; valid TP sizes: {valid_tps(model, variant)}")
+    if device == "cpu" and tp != 1:
+        raise InvalidArgument("a CPU replica runs in one process: TP must be 1")
+
+
+def estimate(model: Model, variant: Variant, *, engines: EngineConstants, context: int | None = None, tp: int = 1,
+             gpu_memory_bytes: int | None = None, kv_cache_dtype: str = "auto", device: str = "gpu") -> Estimate:
+    ctx = default_context(model) if context is None else context
+    _check(model, variant, ctx, tp, device)
+    kv_bytes = kv_dtype_bytes(variant.engine, kv_cache_dtype)
+    if variant.engine == VLLM:
+        parts, notes = _vllm(engines, model, variant, ctx, tp, kv_bytes, device, gpu_memory_bytes)
+    else:
+        parts, notes = _llamacpp(engines, model, variant, ctx, tp, kv_bytes, device)
+    weights, kv, act, runtime = parts
+    total = weights + kv + act + runtime
+    util = None
+    est = Estimate(model.name, variant.quant, variant.engine, ctx, tp, device, weights, kv, act, runtime,
+                   total, None, tuple(notes))
+    if variant.engine == VLLM and device == "gpu" and gpu_memory_bytes:
+        util = gpu_memory_utilization(est, gpu_memory_bytes)
+        est = replace(est, gpu_memory_utilization=util)
+    return est
+
+
+def _vllm(engines: EngineConstants, model: Model, variant: Variant, ctx: int, tp: int, kv_bytes: float, device: str,
+          gpu_memory_bytes: int | None) -> tuple[tuple[int, int, int, int], list[str]]:
+    a = model.arch
+    weights = weight_bytes(model, variant, tp)
+    batched, _ = vllm_scheduler_defaults(engines, gpu_memory_bytes)
+    # Sliding-window layers need the window plus one scheduled chunk (vLLM's SlidingWindowSpec).
+    kv = int(kv_bytes_per_token(a, VLLM, tp, kv_bytes, batched, ctx))
+    notes = [f"KV pool sized for one {ctx}-token sequence; more memory = more concurrent sequences"]
+    if device == "cpu":
+        act = vllm_activation_bytes(engines, a, tp, ctx, gpu_memory_bytes)
+        return (weights, kv, act, _mib(engines, "vllm", "cpu_runtime_mib")), \
+            notes + ["vLLM CPU backend: launch with --kv-cache-memory-bytes = kv_cache"]
+    act = vllm_activation_bytes(engines, a, tp, ctx, gpu_memory_bytes)
+    runtime = vllm_runtime_bytes(engines, a, tp)
+    if tp > a.kv_heads and a.attention != "mla":
+        notes.append(f"TP {tp} > {a.kv_heads} KV heads: each GPU keeps a replica of one KV head")
+    if a.attention == "mla":
+        notes.append("MLA: the compressed KV latent is replicated on every GPU")
+    if tp >= 2:
+        notes.append("includes NCCL/all-reduce buffers per GPU")
+    return (weights, kv, act, runtime), notes
+
+
+def _llamacpp(engines: EngineConstants, model: Model, variant: Variant, ctx: int, tp: int, kv_bytes: float,
+              device: str) -> tuple[tuple[int, int, int, int], list[str]]:
+    a = model.arch
+    c = engines["llamacpp"]
+    n_ctx = math.ceil(ctx / c["ctx_pad"]) * c["ctx_pad"]
+    weights = weight_bytes(model, variant, tp)
+    # llama.cpp's SWA cache holds the window plus one batch (swa_full off).
+    kv = int(kv_bytes_per_token(a, LLAMA_CPP, tp, kv_bytes, c["ubatch"], n_ctx))
+    act = llamacpp_compute_bytes(engines, a, n_ctx)
+    notes = [f"-c {n_ctx} is shared by all of llama-server's parallel slots"]
+    if ctx > a.max_context:
+        notes.append(f"context beyond the model's {a.max_context} trained tokens: only as several parallel slots")
+    if kv_bytes < 2:
+        notes.append("a quantized V cache needs flash attention (-fa on)")
+    if device == "cpu":
+        return (weights, kv, act, _mib(engines, "llamacpp", "cpu_runtime_mib")), \
+            notes + ["CPU placement: weights are mmapped from the GGUF file (page cache), all in RAM"]
+    if tp >= 2:
+        notes.append(f"layers split over {tp} GPUs (--tensor-split); per-GPU figures are shares")
+    return (weights, kv, act, _mib(engines, "llamacpp", "cuda_context_mib")), notes
+
+
+def gpu_memory_utilization(est: Estimate, gpu_memory_bytes: int) -> float:
+    """The --gpu-memory-utilization that gives vLLM exactly the estimate (rounded up to 0.01, with a
+    0.01 margin), instead of its default 92 % of the GPU; capped at 0.98."""
+    if gpu_memory_bytes <= 0:
+        raise InvalidArgument("GPU memory must be positive")
+    fraction = est.total / gpu_memory_bytes
+    return min(MAX_UTILIZATION, math.ceil(fraction * 100 - 1e-9) / 100 + 0.01)
+
+
+def fits(est: Estimate, gpu_memory_bytes: int) -> bool:
+    # vLLM cannot be given more than MAX_UTILIZATION of a GPU; llama.cpp takes what it allocates.
+    limit = gpu_memory_bytes * (MAX_UTILIZATION if est.engine == VLLM else 1.0)
+    return est.total <= limit
+
+
+def min_gpus(model: Model, variant: Variant, *, engines: EngineConstants, context: int, gpu_memory_bytes: int,
+             kv_cache_dtype: str = "auto") -> int | None:
+    """Smallest valid TP whose per-GPU estimate fits `gpu_memory_bytes`, or None."""
+    for tp in valid_tps(model, variant):
+        est = estimate(model, variant, engines=engines, context=context, tp=tp, gpu_memory_bytes=gpu_memory_bytes,
+                       kv_cache_dtype=kv_cache_dtype)
+        if fits(est, gpu_memory_bytes):
+            return tp
+    return None

@@ -1,0 +1,107 @@
+"""Options: turn "model M, maybe quant Q, context C" into placement Options, using the estimator.
+
+The adapter between the catalog/estimator and placement: placement only sees Options (quant × engine
+× TP with per-GPU bytes), so it never estimates and stays fast; this module is the one place that
+knows how an Option is derived. Each Option carries the estimates it was made from, so the caller
+records the estimate of the GPUs actually chosen without estimating again. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fleet.common.gpus import GpuType
+from fleet.controller.core.catalog import Catalog
+from fleet.controller.core.errors import InvalidArgument
+from fleet.controller.core.estimate import estimate, incompatibility, valid_tps
+from fleet.controller.core.placement import Option
+from fleet.controller.core.workload import GIB, Workload
+
+MAX_TP = 8
+
+
+
+def options_for(model_name: str, quant: str | None, engine: str | None, context: int | None,
+                gpu_types: Sequence[GpuType], tp: int | None = None, *, device: str = "gpu",
+                catalog: Catalog) -> tuple[Option, ...]:
+    """Every way to run `model_name` on these GPU types: one Option per variant × smallest TP per GPU type.
+
+    - quant None: all variants (placement picks the best quality that fits); engine None: any engine.
+    - tp None: for each GPU type the smallest valid TP whose per-GPU need fits its memory (the TP an
+      operator would choose on that hardware); tp given: that TP only, if valid.
+    - per_gpu_bytes is the largest estimate over the GPU types (vLLM's KV sizing can depend on the
+      GPU), so an Option never under-reserves on any of them.
+    - device "cpu": variants in RAM (tp 0; llama.cpp, or vLLM's CPU build), per the estimator's CPU estimate.
+    Raises InvalidArgument (from the catalog) for an unknown model or quant, or when nothing is possible.
+    """
+    cat = catalog
+    model = cat.get(model_name)
+    if quant is not None:
+        variants = [cat.variant(model, quant, engine)]
+    else:
+        variants = [v for v in model.variants if engine is None or v.engine == engine]
+    if not variants:
+        raise InvalidArgument(f"{model.name} has no variant for engine {engine}; "
+                              f"it has {', '.join(sorted({v.engine for v in model.variants}))}")
+    out: dict[tuple[str, str, int], Option] = {}
+    for v in variants:
+        disk = int(v.size_bytes) if v.size_bytes else 0
+        if device == "cpu":
+            # llama.cpp in RAM, or vLLM's CPU build where a node has it (placement checks the engine)
+            est = estimate(model, v, engines=cat.engines, context=context, tp=1, device="cpu")
+            out[(v.quant, v.engine, 0)] = Option(v.quant, v.engine, 0, 0, "", int(v.quality),
+                                                 disk or int(est.weights), int(est.total), str(v.source),
+                                                 estimates=((("cpu", 0), est),))
+            continue
+        usable = [g for g in gpu_types if incompatibility(v, g.compute_capability) is None]
+        if not usable:
+            continue
+        tps = sorted(valid_tps(model, v, max_tp=MAX_TP))
+        if tp is not None:
+            tps = [t for t in tps if t == tp]
+        covered: set[str] = set()  # GPU types a smaller TP of this variant already fits
+        for t in tps:
+            per_type = [(g, estimate(model, v, engines=cat.engines, context=context, tp=t,
+                                     gpu_memory_bytes=g.memory_bytes)) for g in usable]
+            fits = {g.name for g, e in per_type if int(e.total) <= g.memory_bytes}
+            if tp is None:
+                if not fits - covered:
+                    continue
+                covered |= fits
+            need = max(int(e.total) for _, e in per_type)
+            weights = disk or int(max(e.weights for _, e in per_type)) * t
+            out[(v.quant, v.engine, t)] = Option(v.quant, v.engine, t, need, str(v.min_compute_capability or ""),
+                                                 int(v.quality), weights, 0, str(v.source),
+                                                 estimates=tuple(((g.name, g.memory_bytes), e) for g, e in per_type))
+    if not out:
+        raise InvalidArgument(f"{model.name}: no variant{' ' + quant if quant else ''} runs on "
+                              f"{', '.join(sorted({g.name for g in gpu_types})) or 'these GPUs'}"
+                              + (f" at TP {tp}" if tp else ""))
+    return tuple(out.values())
+
+
+@dataclass(frozen=True)
+class Popular:
+    model: str
+    quant: str
+    weight: int
+
+
+def workload_from_catalog(popular: Sequence[Popular], gpu_types: Sequence[GpuType], context: int = 8192, *,
+                          catalog: Catalog) -> Workload:
+    """A placement Workload from popular (model, quant, weight) entries: each at its smallest TP per GPU type.
+
+    How data/workload.toml is meant to be regenerated when the catalog moves.
+    """
+    classes: dict[tuple[int, int, str], int] = {}
+    for p in popular:
+        try:
+            opts = options_for(p.model, p.quant, None, context, gpu_types, catalog=catalog)
+        except InvalidArgument:
+            continue
+        for o in opts:
+            size = (o.per_gpu_bytes + GIB // 2) // (GIB // 2) * (GIB // 2)  # half-GiB buckets merge near-equals
+            key = (size, o.tp, o.min_compute_capability)
+            classes[key] = classes.get(key, 0) + max(1, p.weight // len(opts))
+    return Workload(tuple(sorted((b, t, w, cc) for (b, t, cc), w in classes.items())))

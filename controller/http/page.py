@@ -1,0 +1,89 @@
+"""The capacity page (`/`, a static file) and the JSON it renders (`/api/capacity`), from controller state.
+
+The JSON carries what an operator looks at, never a secret: replica engine keys stay out of it. Node and
+GPU figures come from the one capacity view (fleet.controller.app.capacity), as `fleet capacity`'s do.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from fleet.controller.app import capacity
+from fleet.controller.app.controller import Controller
+from fleet.controller.app.deployments import every
+
+ATTENTION = ("cordoned", "draining", "drained", "offline")
+
+
+def capacity_view(ctl: Controller, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    nodes = []
+    for n in capacity.node_views(ctl):
+        row = n.row
+        badges = [n.state] if n.state in ATTENTION else []
+        # An offline node keeps its cordon or drain: show both, the operator needs both facts.
+        if n.state == "offline" and row.admin_state in ATTENTION:
+            badges.append(row.admin_state)
+        gpus = [{
+            "uuid": g.uuid, "index": g.index, "name": g.name, "memory_total": g.memory_total,
+            "memory_reserved": g.memory_reserved, "memory_used": g.memory_used,
+            "used_by_others": g.memory_used_by_others, "memory_free": g.memory_free, "declared": g.declared,
+            "utilization": g.utilization, "temperature": g.temperature,
+        } for g in n.gpus]
+        nodes.append({
+            "name": n.name, "state": n.state, "badges": badges,
+            "reason": row.cordon_reason, "cordoned_by": row.cordoned_by,
+            "heartbeat_age": round(now - n.last_heartbeat, 1) if n.last_heartbeat else None,
+            "gpu_probe": n.inventory.get("gpuProbe", ""), "cpu_count": n.number("cpuCount"),
+            "ram_total": n.number("ramTotal"), "engines": n.engines,
+            "gpus": gpus,
+        })
+
+    deployments = []
+    for d in every(ctl):
+        by_replica: dict[str, list[dict[str, Any]]] = {}
+        for x in d.reservations:
+            by_replica.setdefault(x.replica, []).append({"uuid": x.gpu_uuid, "index": x.gpu_index, "bytes": x.bytes})
+        dep = d.deployment
+        deployments.append({
+            "name": dep.name, "model": dep.model, "quant": dep.quant, "engine": dep.engine, "state": dep.state,
+            "replicas_wanted": dep.replicas_wanted,
+            "replicas": [{
+                "id": r.id, "ordinal": r.ordinal, "node": r.node, "state": r.state, "desired": r.desired,
+                "endpoint": r.endpoint, "restarts": r.restarts, "message": r.message[:500],
+                "gpus": sorted(by_replica.get(r.id, []), key=lambda x: x["index"]),
+            } for r in d.replicas],
+        })
+
+    all_gpus = [g for n in nodes for g in n["gpus"]]
+    return {
+        "generated_at": now, "nodes": nodes, "deployments": deployments,
+        "totals": {
+            "nodes": len(nodes), "gpus": len(all_gpus),
+            "memory_total": sum(g["memory_total"] for g in all_gpus),
+            "memory_reserved": sum(g["memory_reserved"] for g in all_gpus),
+            "memory_free": sum(g["memory_free"] for g in all_gpus),
+        },
+    }
+
+
+def page_html() -> bytes:
+    return resources.files("fleet.controller.http").joinpath("web/index.html").read_bytes()
+
+
+def setup(app: web.Application, ctl: Controller) -> None:
+    html = page_html()  # read once: the page is static, the data comes from /api/capacity
+
+    async def index(_request: web.Request) -> web.Response:
+        return web.Response(body=html, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-cache"})
+
+    async def capacity(_request: web.Request) -> web.Response:
+        return web.json_response(capacity_view(ctl), headers={"Cache-Control": "no-store"})
+
+    app.router.add_get("/", index)
+    app.router.add_get("/api/capacity", capacity)

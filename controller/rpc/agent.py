@@ -1,0 +1,108 @@
+"""The Agent service: Register (join token) and Session (one bidirectional stream per node).
+
+Validates what an agent sends, converts it, and hands it to the node use cases; sends the node its
+complete desired set on connect and whenever it changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from fleet.common.trust import split_token
+from fleet.controller.app import logs, nodes
+from fleet.controller.app.controller import Controller, Outbox, SendDesired
+from fleet.controller.core.errors import InvalidArgument, Unauthenticated
+from fleet.controller.rpc import convert
+from fleet.controller.rpc.auth import metadata_dict
+from fleet.controller.rpc.status import rpc
+from fleet.controller.rpc.validate import MAX_GPUS, MAX_STR, validate_inventory, validate_node_name
+from fleet.proto import fleet_pb2 as pb
+from fleet.proto import fleet_pb2_grpc as pbg
+
+log = logging.getLogger("fleet.controller")
+
+
+class AgentService(pbg.AgentServicer):
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+
+    @rpc
+    async def Register(self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext) -> pb.RegisterResponse:
+        # The token first: a caller without a valid one learns nothing about names or inventories.
+        try:
+            nodes.admit(self.ctl, split_token(request.join_token[:MAX_STR])[0])
+        except Unauthenticated:
+            log.warning("refused a join with a wrong or expired token from %s", context.peer())
+            raise
+        name = validate_node_name(request.name or request.inventory.hostname)
+        validate_inventory(request.inventory)
+        credential = nodes.join(self.ctl, name, convert.inventory_json(request.inventory),
+                                convert.gpu_rows(name, request.inventory))
+        return pb.RegisterResponse(node_name=name, credential=credential)
+
+    async def Session(self, request_iterator: AsyncIterator[pb.AgentMessage],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ControllerMessage]:
+        node = metadata_dict(context.invocation_metadata()).get("x-fleet-node", "")
+        queue = self.ctl.open_session(node)
+        try:
+            try:
+                first = await anext(aiter(request_iterator), None)
+            except (grpc.aio.AioRpcError, asyncio.CancelledError):
+                raise
+            except Exception:  # undecodable first message
+                first = None
+            if first is None or first.WhichOneof("kind") != "inventory":
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a session must start with the inventory")
+            try:
+                validate_inventory(first.inventory)
+            except InvalidArgument as e:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, e.message)
+            self._inventory(node, first.inventory)
+            yield pb.ControllerMessage(config=pb.SessionConfig(
+                heartbeat_interval_ms=int(self.ctl.settings.heartbeat_interval * 1000)))
+            yield self._message(node, SendDesired())
+
+            reader = asyncio.create_task(self._read(node, request_iterator, queue))
+            try:
+                while True:
+                    item = await queue.get()
+                    if item is None:
+                        break
+                    yield self._message(node, item)
+            finally:
+                reader.cancel()
+        finally:
+            self.ctl.close_session(node, queue)
+
+    def _message(self, node: str, item: SendDesired | logs.AskLogs) -> pb.ControllerMessage:
+        desired = self.ctl.desired_rows(node) if isinstance(item, SendDesired) else None
+        return convert.outgoing(item, desired)
+
+    def _inventory(self, node: str, inv: pb.Inventory) -> None:
+        nodes.connect(self.ctl, node, convert.inventory_json(inv), convert.gpu_rows(node, inv), inv.gpu_probe)
+
+    async def _read(self, node: str, request_iterator: AsyncIterator[pb.AgentMessage], queue: Outbox) -> None:
+        try:
+            async for msg in request_iterator:
+                kind = msg.WhichOneof("kind")
+                if kind == "heartbeat":
+                    nodes.heartbeat(self.ctl, node, [(u.uuid, u.memory_used, u.utilization, u.temperature)
+                                                     for u in msg.heartbeat.gpus[:MAX_GPUS]])
+                elif kind == "inventory":
+                    validate_inventory(msg.inventory)
+                    self._inventory(node, msg.inventory)
+                elif kind == "replicas":
+                    nodes.report(self.ctl, node, convert.replica_statuses(msg.replicas),
+                                 msg.replicas.applied_generation)
+                elif kind == "log":
+                    logs.deliver(self.ctl, msg.log.request_id, convert.log_piece(msg.log))
+        except (grpc.aio.AioRpcError, asyncio.CancelledError, InvalidArgument):
+            pass
+        except Exception as e:  # an unreadable message from a node: end its session, keep the controller quiet
+            log.warning("node %s sent an unreadable message (%s); closing its session", node, type(e).__name__)
+        finally:
+            queue.put_nowait(None)

@@ -1,0 +1,171 @@
+"""Between the wire and the use cases: protobuf messages from rows and views, and plain values from requests.
+
+No decisions and no I/O; every message the controller sends is built here.
+"""
+
+from __future__ import annotations
+
+import json
+
+from google.protobuf import json_format
+
+from fleet.controller.app.capacity import NodeView, Totals
+from fleet.controller.app.controller import AskLogs, DesiredRows, LogPiece, Outgoing, SendDesired
+from fleet.controller.app.deployments import DeploymentRows
+from fleet.controller.app.drain import DrainView
+from fleet.controller.app.nodes import ReplicaStatus
+from fleet.controller.app.place import ESTIMATE_TERMS, PlaceArgs, PlaceOutcome
+from fleet.controller.core.placement import Plan
+from fleet.controller.store.schema import DeploymentRow, GpuRow, ReplicaRow, ReservationRow
+from fleet.proto import fleet_pb2 as pb
+
+MAX_REPORTED_REPLICAS = 256
+MAX_MESSAGE_TEXT = 4000
+
+
+# ---------------------------------------------------------------- agent -> controller
+
+
+def gpu_rows(node: str, inv: pb.Inventory) -> list[GpuRow]:
+    return [
+        GpuRow(uuid=g.uuid, node=node, index=g.index, name=g.name, memory_total=g.memory_total,
+               memory_used=g.memory_used, compute_capability=g.compute_capability, driver=g.driver,
+               utilization=g.utilization, temperature=g.temperature, declared=g.declared)
+        for g in inv.gpus
+    ]
+
+
+def inventory_json(inv: pb.Inventory) -> str:
+    return json_format.MessageToJson(inv)
+
+
+def replica_statuses(report: pb.ReplicaReport) -> list[ReplicaStatus]:
+    return [ReplicaStatus(r.id, r.state, r.endpoint, r.message[:MAX_MESSAGE_TEXT], r.restarts)
+            for r in report.replicas[:MAX_REPORTED_REPLICAS]]
+
+
+def log_piece(data: pb.LogData) -> LogPiece:
+    return LogPiece(data.data, data.eof, data.error)
+
+
+# ---------------------------------------------------------------- controller -> agent
+
+
+def replica_spec(r: ReplicaRow, dep: DeploymentRow, res: list[ReservationRow]) -> pb.ReplicaSpec:
+    res = sorted(res, key=lambda x: x.gpu_index)
+    total = sum(x.bytes for x in res) or 1
+    return pb.ReplicaSpec(
+        id=r.id, deployment=dep.name, model=dep.model, quant=dep.quant, engine=dep.engine,
+        gpu_uuids=[x.gpu_uuid for x in res], context=dep.context, tp=r.tp,
+        reserved_bytes=[x.bytes for x in res], gpu_memory_utilization=r.gpu_memory_utilization,
+        source=dep.source, file=dep.file, api_key=r.api_key,
+        # llama.cpp splits layers by these proportions; equal reservations give an even split
+        tensor_split=[round(x.bytes / total, 4) for x in res] if len(res) > 1 else [],
+        kv_cache_bytes=r.kv_cache_bytes, ram_bytes=r.ram_bytes, device=dep.device,
+    )
+
+
+def desired_set(rows: DesiredRows) -> pb.DesiredReplicas:
+    by_replica: dict[str, list[ReservationRow]] = {}
+    for x in rows.reservations:
+        by_replica.setdefault(x.replica, []).append(x)
+    specs = [replica_spec(r, rows.deployments[r.deployment], by_replica.get(r.id, []))
+             for r in rows.replicas if r.desired == "run" and r.deployment in rows.deployments]
+    return pb.DesiredReplicas(generation=rows.generation, replicas=specs)
+
+
+def outgoing(item: Outgoing, desired: DesiredRows | None = None) -> pb.ControllerMessage:
+    """One session item as its wire message; SendDesired needs the node's current desired rows."""
+    if isinstance(item, SendDesired):
+        assert desired is not None
+        return pb.ControllerMessage(desired=desired_set(desired))
+    assert isinstance(item, AskLogs)
+    return pb.ControllerMessage(logs=pb.LogRequest(request_id=item.request_id, replica_id=item.replica_id,
+                                                   lines=item.lines, follow=item.follow, cancel=item.cancel))
+
+
+# ---------------------------------------------------------------- CLI answers
+
+
+def estimate_message(estimate_json: str) -> pb.Estimate:
+    e = json.loads(estimate_json or "{}")
+    return pb.Estimate(**{k: int(e.get(k, 0)) for k in ESTIMATE_TERMS})
+
+
+def deployment_message(d: DeploymentRows) -> pb.Deployment:
+    dep = d.deployment
+    by_replica: dict[str, list[ReservationRow]] = {}
+    for x in d.reservations:
+        by_replica.setdefault(x.replica, []).append(x)
+    return pb.Deployment(
+        name=dep.name, model=dep.model, quant=dep.quant, engine=dep.engine, context=dep.context,
+        replicas_wanted=dep.replicas_wanted, created_at=dep.created_at, device=dep.device, strategy=dep.strategy,
+        state=dep.state, estimate=estimate_message(dep.estimate), tp=dep.tp, source=dep.source, why=dep.why,
+        replicas=[pb.Replica(
+            id=r.id, deployment=r.deployment, ordinal=r.ordinal, node=r.node,
+            gpus=[pb.Reservation(gpu_uuid=x.gpu_uuid, gpu_index=x.gpu_index, bytes=x.bytes)
+                  for x in sorted(by_replica.get(r.id, []), key=lambda x: x.gpu_index)],
+            state=r.state, endpoint=r.endpoint, api_key=r.api_key, gpu_memory_utilization=r.gpu_memory_utilization,
+            tp=r.tp, message=r.message, restarts=r.restarts, ram_bytes=r.ram_bytes,
+        ) for r in d.replicas],
+    )
+
+
+def node_message(v: NodeView) -> pb.Node:
+    inv = pb.Inventory()
+    json_format.ParseDict(v.inventory, inv, ignore_unknown_fields=True)
+    row = v.row
+    return pb.Node(
+        name=row.name, state=v.state, inventory=inv, last_heartbeat=v.last_heartbeat,
+        registered_at=row.registered_at, cordon_reason=row.cordon_reason, cordoned_by=row.cordoned_by,
+        cordoned_at=row.cordoned_at,
+        gpus=[pb.GpuView(
+            gpu=pb.Gpu(uuid=g.uuid, index=g.index, name=g.name, memory_total=g.memory_total, memory_used=g.memory_used,
+                       compute_capability=g.compute_capability, driver=g.driver, utilization=g.utilization,
+                       temperature=g.temperature, declared=g.declared),
+            memory_reserved=g.memory_reserved, memory_used_by_others=g.memory_used_by_others,
+            memory_free=g.memory_free,
+        ) for g in v.gpus],
+    )
+
+
+def capacity_message(views: list[NodeView], t: Totals) -> pb.CapacityResponse:
+    return pb.CapacityResponse(nodes=[node_message(v) for v in views], gpu_count=t.gpu_count,
+                               vram_total=t.vram_total, vram_reserved=t.vram_reserved, vram_free=t.vram_free,
+                               ram_total=t.ram_total, disk_free=t.disk_free)
+
+
+def place_args(req: pb.PlaceRequest) -> PlaceArgs:
+    return PlaceArgs(model=req.model, quant=req.quant, engine=req.engine, replicas=req.replicas or 1,
+                     context=req.context, tp=req.tp, node=req.node, gpu_type=req.gpu_type,
+                     labels=tuple(sorted(req.labels.items())), device=req.device or "gpu",
+                     strategy=req.strategy or "pack", name=req.name, max_moves=max(1, req.max_moves or 1),
+                     dry_run=req.dry_run, explain=req.explain)
+
+
+def verdict_messages(plan: Plan) -> list[pb.NodeVerdict]:
+    out = []
+    for nv in plan.verdicts():
+        v = nv.verdict
+        out.append(pb.NodeVerdict(node=nv.node, feasible=v.shortfall is None and v.score is not None,
+                                  reason=v.shortfall.message if v.shortfall else "", score=int(v.score or 0),
+                                  gpus=list(v.gpus)))
+    return out
+
+
+def place_response(outcome: PlaceOutcome, explain: bool, deployment: DeploymentRows | None) -> pb.PlaceResponse:
+    """Verdicts for every node only when asked (--explain) or when nothing fits: listing them costs time."""
+    resp = pb.PlaceResponse(placed=outcome.placed, summary=outcome.summary, notes=list(outcome.notes))
+    if outcome.plan is not None and (explain or not outcome.placed):
+        resp.verdicts.extend(verdict_messages(outcome.plan))
+    if deployment is not None:
+        resp.deployment.CopyFrom(deployment_message(deployment))
+    return resp
+
+
+def drain_response(views: list[DrainView]) -> pb.DrainResponse:
+    return pb.DrainResponse(drains=[pb.DrainStatus(
+        node=v.node, state=v.state, message=v.message, remaining=v.remaining, node_state=v.node_state,
+        moves=[pb.DrainMove(replica=r, deployment=d, to_node=n, gpus=list(g)) for r, d, n, g in v.moves],
+        blocked=[pb.DrainBlocked(replica=r, deployment=d, reason=why) for r, d, why in v.blocked],
+    ) for v in views])

@@ -1,0 +1,120 @@
+"""The Fleet service (the CLI's verbs): parse and bound the request, call one use case, answer."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from fleet.controller.app import capacity, deployments, drain, logs, nodes, place
+from fleet.controller.app.controller import Controller
+from fleet.controller.core.errors import FleetError, InvalidArgument
+from fleet.controller.core.whatif import parse_requests
+from fleet.controller.rpc import convert
+from fleet.controller.rpc.auth import metadata_dict
+from fleet.controller.rpc.status import rpc, status_of
+from fleet.controller.rpc.validate import MAX_STR, validate_place
+from fleet.proto import fleet_pb2 as pb
+from fleet.proto import fleet_pb2_grpc as pbg
+
+MAX_REQUESTS_JSON = 1_000_000
+
+
+def _who(context: grpc.aio.ServicerContext) -> str:
+    """Who is at the keyboard (the CLI sends user@host), recorded with cordons and drains."""
+    return metadata_dict(context.invocation_metadata()).get("x-fleet-user", "")[:64] or "admin"
+
+
+class FleetService(pbg.FleetServicer):
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+
+    @rpc
+    async def ListNodes(self, request: pb.ListNodesRequest, context: grpc.aio.ServicerContext) -> pb.ListNodesResponse:
+        return pb.ListNodesResponse(nodes=[convert.node_message(v) for v in capacity.node_views(self.ctl)])
+
+    @rpc
+    async def DescribeNode(self, request: pb.DescribeNodeRequest,
+                           context: grpc.aio.ServicerContext) -> pb.DescribeNodeResponse:
+        return pb.DescribeNodeResponse(node=convert.node_message(capacity.node_view(self.ctl, request.name)))
+
+    @rpc
+    async def Capacity(self, request: pb.CapacityRequest, context: grpc.aio.ServicerContext) -> pb.CapacityResponse:
+        views = capacity.node_views(self.ctl)
+        return convert.capacity_message(views, capacity.totals(views))
+
+    @rpc
+    async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
+        lv = self.ctl.liveness
+        return pb.StatsResponse(heartbeats_total=lv.beats_total, sessions_open=len(self.ctl.sessions),
+                                uptime=time.time() - self.ctl.started, nodes=len(self.ctl.creds.node_hashes),
+                                nodes_alive=len(lv.alive))
+
+    @rpc
+    async def ListDeployments(self, request: pb.ListDeploymentsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListDeploymentsResponse:
+        return pb.ListDeploymentsResponse(deployments=[convert.deployment_message(d)
+                                                       for d in deployments.every(self.ctl)])
+
+    @rpc
+    async def DescribeDeployment(self, request: pb.DescribeDeploymentRequest,
+                                 context: grpc.aio.ServicerContext) -> pb.DescribeDeploymentResponse:
+        return pb.DescribeDeploymentResponse(
+            deployment=convert.deployment_message(deployments.get(self.ctl, request.name)))
+
+    @rpc
+    async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
+        left = deployments.remove(self.ctl, request.name)
+        if left is None:
+            return pb.RemoveResponse(deployment=pb.Deployment(name=request.name, state="removed"))
+        return pb.RemoveResponse(deployment=convert.deployment_message(left))
+
+    @rpc
+    async def Cordon(self, request: pb.CordonRequest, context: grpc.aio.ServicerContext) -> pb.CordonResponse:
+        row = nodes.cordon(self.ctl, request.name, not request.uncordon, request.reason[:MAX_STR], _who(context))
+        return pb.CordonResponse(node=convert.node_message(capacity.node_view(self.ctl, row.name)))
+
+    async def Logs(self, request: pb.LogsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.LogChunk]:
+        try:
+            replica = logs.pick_replica(self.ctl, request.deployment, request.replica)
+            async for data in logs.stream(self.ctl, replica, request.lines, request.follow):
+                yield pb.LogChunk(replica_id=replica.id, node=replica.node, data=data)
+        except FleetError as e:
+            await context.abort(status_of(e), e.message)
+
+    @rpc
+    async def Place(self, request: pb.PlaceRequest, context: grpc.aio.ServicerContext) -> pb.PlaceResponse:
+        validate_place(request)
+        outcome = place.place_deployment(self.ctl, convert.place_args(request), time.time())
+        shown = None
+        if outcome.rows is not None:
+            dep, replicas, reservations = outcome.rows
+            shown = (deployments.DeploymentRows(dep, replicas, reservations) if request.dry_run
+                     else deployments.get(self.ctl, dep.name))
+        return convert.place_response(outcome, request.explain, shown)
+
+    @rpc
+    async def Drain(self, request: pb.DrainRequest, context: grpc.aio.ServicerContext) -> pb.DrainResponse:
+        names, now = list(request.nodes), time.time()
+        if request.cancel:
+            return convert.drain_response(drain.cancel(self.ctl, names, now, who=_who(context)))
+        if request.status_only:
+            return convert.drain_response(drain.status(self.ctl, names))
+        return convert.drain_response(drain.start(
+            self.ctl, names, now, who=_who(context), reason=request.reason, force=request.force,
+            deadline_seconds=request.deadline_seconds, dry_run=request.dry_run))
+
+    @rpc
+    async def Plan(self, request: pb.PlanRequest, context: grpc.aio.ServicerContext) -> pb.PlanResponse:
+        if len(request.requests_json) > MAX_REQUESTS_JSON:
+            raise InvalidArgument("REQUESTS.json is larger than 1 MB")
+        try:
+            data = json.loads(request.requests_json)
+        except json.JSONDecodeError as e:
+            raise InvalidArgument(f"REQUESTS.json is not valid JSON: {e.msg} at line {e.lineno}") from None
+        except RecursionError:
+            raise InvalidArgument("REQUESTS.json is nested too deeply") from None
+        result = place.what_if(self.ctl, parse_requests(data))
+        return pb.PlanResponse(result_json=json.dumps(result.as_json()))

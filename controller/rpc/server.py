@@ -1,0 +1,55 @@
+"""The gRPC server: TLS, the auth interceptor, the three services, message limits and keepalive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from fleet.controller.app.controller import Controller
+from fleet.controller.rpc.admin import AdminService
+from fleet.controller.rpc.agent import AgentService
+from fleet.controller.rpc.auth import AuthInterceptor
+from fleet.controller.rpc.fleet import FleetService
+from fleet.controller.tls import TLSOptions, is_loopback, load_or_create
+from fleet.proto import fleet_pb2_grpc as pbg
+
+MAX_MESSAGE = 4 * 1024 * 1024
+
+
+def server_credentials(data_dir: Path, listen: str, opts: TLSOptions) -> tuple[grpc.ServerCredentials | None, str]:
+    """The server's TLS credentials and CA fingerprint; (None, "") for plaintext, allowed only on loopback."""
+    if opts.insecure:
+        if not is_loopback(listen):
+            raise SystemExit(f"error: --insecure (plaintext) is allowed only on a loopback address, not {listen}")
+        return None, ""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    try:
+        tls = load_or_create(data_dir / "tls", [host, *opts.sans], opts.cert, opts.key, opts.ca)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"error: TLS: {e}") from None
+    return grpc.ssl_server_credentials([(tls.key_pem, tls.cert_chain_pem)]), tls.fingerprint
+
+
+def build_server(ctl: Controller, listen: str, creds_tls: grpc.ServerCredentials | None) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        interceptors=[AuthInterceptor(ctl.creds)],
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                 ("grpc.max_send_message_length", MAX_MESSAGE),
+                 # agents ping every 10 s to notice a dead controller; do not punish them for it
+                 ("grpc.keepalive_permit_without_calls", 1),
+                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+                 ("grpc.http2.max_ping_strikes", 0)],
+    )
+    pbg.add_AgentServicer_to_server(AgentService(ctl), server)
+    pbg.add_FleetServicer_to_server(FleetService(ctl), server)
+    pbg.add_AdminServicer_to_server(AdminService(ctl), server)
+    try:
+        if creds_tls is None:
+            server.add_insecure_port(listen)
+        else:
+            server.add_secure_port(listen, creds_tls)
+    except RuntimeError as e:
+        raise SystemExit(
+            f"error: cannot listen on {listen}: {e} (is another controller running? use --listen)") from None
+    return server

@@ -1,0 +1,466 @@
+"""The repository: every read and write of the controller's durable truth, one transaction per decision.
+
+Only moves data in and out of the tables in fleet.controller.store.schema; decisions live in the pure
+core and the use cases (fleet.controller.app). Sessions are short and explicit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import delete
+from sqlmodel import Session, SQLModel, col, func, select
+
+from fleet.controller.core.errors import AlreadyExists, FailedPrecondition, NotFound
+from fleet.controller.store.db import open_engine, open_reader
+from fleet.controller.store.hashing import same_hash, token_hash
+from fleet.controller.store.schema import (
+    DeploymentRow,
+    DrainRow,
+    EventRow,
+    GpuRow,
+    NodeRow,
+    ReplicaRow,
+    ReservationRow,
+    TokenRow,
+)
+
+
+@dataclass(frozen=True)
+class Removed:
+    name: str
+    replicas: list[str]
+    gpus: list[str]
+
+
+def _delete_referencing(s: Session, column: object, values: list[str], skip: set[str]) -> None:
+    # Tables other modules add (drains, ...) may point at a node or GPU; delete their rows too, so removing a
+    # node never trips a foreign key and leaves nothing behind that names it.
+    for table in SQLModel.metadata.sorted_tables:
+        if table.name in skip:
+            continue
+        for fk in table.foreign_keys:
+            if fk.column is column:
+                s.execute(delete(table).where(fk.parent.in_(values)))
+
+
+def _check_capacity(s: Session, reservations: list[ReservationRow]) -> None:
+    """Inside the transaction: the new reservations plus what is held never exceed a GPU's memory."""
+    wanted: dict[str, int] = {}
+    for r in reservations:
+        wanted[r.gpu_uuid] = wanted.get(r.gpu_uuid, 0) + r.bytes
+    if not wanted:
+        return
+    gpus = {g.uuid: g for g in s.exec(select(GpuRow).where(col(GpuRow.uuid).in_(wanted))).all()}
+    held = dict(s.exec(select(ReservationRow.gpu_uuid, func.sum(ReservationRow.bytes))
+                       .where(col(ReservationRow.gpu_uuid).in_(wanted))
+                       .group_by(ReservationRow.gpu_uuid)).all())
+    for uuid, need in wanted.items():
+        g = gpus.get(uuid)
+        if g is None:
+            raise FailedPrecondition(f"GPU {uuid} disappeared while placing; try again")
+        if int(held.get(uuid, 0)) + need > g.memory_total:
+            raise FailedPrecondition(f"GPU {g.index} on {g.node} was reserved by a concurrent placement; try again")
+
+
+def _bump(s: Session, nodes: set[str]) -> None:
+    for node in nodes:
+        row = s.get(NodeRow, node)
+        if row is not None:
+            row.generation += 1
+            s.add(row)
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = open_engine(url)
+        self.reader = open_reader(url, self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.reader, expire_on_commit=False) as s:
+            yield s
+
+    # ---- tokens
+    def add_token(self, kind: str, token: str, expires_at: float | None = None) -> None:
+        with self.session() as s:
+            s.add(TokenRow(kind=kind, token_hash=token_hash(token), created_at=time.time(), expires_at=expires_at))
+            s.commit()
+
+    def has_tokens(self, kind: str) -> bool:
+        with self.read() as s:
+            return s.exec(select(TokenRow).where(TokenRow.kind == kind)).first() is not None
+
+    def has_token(self, kind: str, token: str) -> bool:
+        wanted = token_hash(token)
+        with self.read() as s:
+            rows = s.exec(select(TokenRow).where(TokenRow.kind == kind)).all()
+        return any(same_hash(r.token_hash, wanted) for r in rows)
+
+    def token_valid(self, kind: str, token: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        wanted = token_hash(token)
+        with self.read() as s:
+            rows = s.exec(select(TokenRow).where(TokenRow.kind == kind, TokenRow.revoked == False)).all()  # noqa: E712
+        return any(same_hash(r.token_hash, wanted) and (r.expires_at is None or r.expires_at > now) for r in rows)
+
+    # ---- nodes
+    def get_node(self, name: str) -> NodeRow | None:
+        with self.read() as s:
+            return s.get(NodeRow, name)
+
+    def nodes(self) -> list[NodeRow]:
+        with self.read() as s:
+            return list(s.exec(select(NodeRow).order_by(NodeRow.name)).all())
+
+    def gpus(self, node: str | None = None) -> list[GpuRow]:
+        with self.read() as s:
+            q = select(GpuRow).order_by(GpuRow.node, GpuRow.index)
+            if node is not None:
+                q = q.where(GpuRow.node == node)
+            return list(s.exec(q).all())
+
+    def credential_hashes(self) -> dict[str, str]:
+        with self.read() as s:
+            return {n.name: n.credential_hash for n in s.exec(select(NodeRow)).all()}
+
+    def register_node(self, name: str, credential: str, inventory_json: str, now: float) -> None:
+        """Create the node, or give an existing (re-joining) node a new credential."""
+        with self.session() as s:
+            row = s.get(NodeRow, name)
+            if row is None:
+                row = NodeRow(name=name, credential_hash=token_hash(credential), registered_at=now)
+            else:
+                row.credential_hash = token_hash(credential)
+            row.inventory = inventory_json
+            row.last_heartbeat = now
+            s.add(row)
+            s.add(EventRow(at=now, kind="node.registered", node=name))
+            s.commit()
+
+    def save_inventory(self, name: str, inventory_json: str, gpus: Iterable[GpuRow], now: float) -> None:
+        """A node's fresh inventory (session start): replace its GPU rows, mark it alive."""
+        gpus = list(gpus)
+        with self.session() as s:
+            row = s.get(NodeRow, name)
+            if row is None:
+                return
+            row.inventory = inventory_json
+            row.alive = True
+            row.last_heartbeat = now
+            s.add(row)
+            seen = {g.uuid for g in gpus}
+            for old in s.exec(select(GpuRow).where(GpuRow.node == name)).all():
+                if old.uuid not in seen:
+                    s.delete(old)
+            for g in gpus:
+                s.merge(g)
+            s.commit()
+
+    def flush_heartbeats(self, beats: dict[str, float], usage: dict[str, tuple[int, int, int]]) -> None:
+        """One transaction for a batch: node last_heartbeat and GPU usage (uuid -> used, util, temp)."""
+        if not beats and not usage:
+            return
+        with self.session() as s:
+            for name, at in beats.items():
+                row = s.get(NodeRow, name)
+                if row is not None and at > row.last_heartbeat:
+                    row.last_heartbeat = at
+                    s.add(row)
+            for uuid, (used, util, temp) in usage.items():
+                g = s.get(GpuRow, uuid)
+                if g is not None:
+                    g.memory_used, g.utilization, g.temperature = used, util, temp
+                    s.add(g)
+            s.commit()
+
+    def set_cordon(self, name: str, cordoned: bool, reason: str, by: str, now: float) -> NodeRow:
+        with self.session() as s:
+            row = s.get(NodeRow, name)
+            if row is None:
+                names = ", ".join(n.name for n in s.exec(select(NodeRow)).all()) or "none"
+                raise NotFound(f"no node named {name!r}; nodes: {names}")
+            if cordoned:
+                if row.admin_state == "ready":
+                    row.admin_state = "cordoned"
+                row.cordon_reason, row.cordoned_by, row.cordoned_at = reason, by, now
+            else:
+                row.admin_state, row.cordon_reason, row.cordoned_by, row.cordoned_at = "ready", "", "", 0.0
+            s.add(row)
+            s.add(EventRow(at=now, kind="node.cordoned" if cordoned else "node.uncordoned", node=name,
+                           message=f"{reason} (by {by})" if cordoned else f"by {by}"))
+            s.commit()
+            return row
+
+    def set_alive(self, name: str, alive: bool, now: float) -> None:
+        with self.session() as s:
+            row = s.get(NodeRow, name)
+            if row is None or row.alive == alive:
+                return
+            row.alive = alive
+            s.add(row)
+            s.add(EventRow(at=now, kind="node.online" if alive else "node.offline", node=name))
+            s.commit()
+
+    # ---- deployments, replicas, reservations
+    def reserved_by_gpu(self) -> dict[str, int]:
+        with self.read() as s:
+            rows = s.exec(select(ReservationRow.gpu_uuid, func.sum(ReservationRow.bytes))
+                          .group_by(ReservationRow.gpu_uuid)).all()
+        return {uuid: int(total) for uuid, total in rows}
+
+    def deployments(self) -> list[DeploymentRow]:
+        with self.read() as s:
+            return list(s.exec(select(DeploymentRow).order_by(DeploymentRow.name)).all())
+
+    def get_deployment(self, name: str) -> DeploymentRow | None:
+        with self.read() as s:
+            return s.get(DeploymentRow, name)
+
+    def replicas(self, deployment: str | None = None, node: str | None = None) -> list[ReplicaRow]:
+        with self.read() as s:
+            q = select(ReplicaRow).order_by(ReplicaRow.deployment, ReplicaRow.ordinal, ReplicaRow.id)
+            if deployment is not None:
+                q = q.where(ReplicaRow.deployment == deployment)
+            if node is not None:
+                q = q.where(ReplicaRow.node == node)
+            return list(s.exec(q).all())
+
+    def reservations(self) -> list[ReservationRow]:
+        with self.read() as s:
+            return list(s.exec(select(ReservationRow)).all())
+
+    def commit_placement(self, dep: DeploymentRow, replicas: list[ReplicaRow],
+                         reservations: list[ReservationRow], now: float) -> None:
+        """Deployment, replicas and reservations in one transaction, re-checked against GPU totals inside it.
+
+        The check inside the transaction (not the snapshot the plan was made from) is what makes
+        concurrent placements safe: a plan made on stale state is refused, never double-booked.
+        """
+        with self.session() as s:
+            if s.get(DeploymentRow, dep.name) is not None:
+                raise AlreadyExists(f"deployment {dep.name!r} exists; pass --name, or `fleet remove {dep.name}`")
+            _check_capacity(s, reservations)
+            s.add(dep)
+            s.flush()
+            for r in replicas:
+                s.add(r)
+            s.flush()
+            for r in reservations:
+                s.add(r)
+            for node in {r.node for r in replicas}:
+                row = s.get(NodeRow, node)
+                if row is not None:
+                    row.generation += 1
+                    s.add(row)
+            s.add(EventRow(at=now, kind="deployment.placed", message=f"{dep.name}: {len(replicas)} replica(s)"))
+            s.commit()
+
+    def mark_removing(self, name: str, now: float) -> tuple[DeploymentRow, set[str]]:
+        """Ask every replica of `name` to stop; reservations stay until the agents report them stopped."""
+        with self.session() as s:
+            dep = s.get(DeploymentRow, name)
+            if dep is None:
+                names = ", ".join(d.name for d in s.exec(select(DeploymentRow)).all()) or "none"
+                raise NotFound(f"no deployment named {name!r}; deployments: {names}")
+            dep.state = "removing"
+            s.add(dep)
+            nodes = set()
+            for r in s.exec(select(ReplicaRow).where(ReplicaRow.deployment == name)).all():
+                if r.desired != "stop":
+                    r.desired = "stop"
+                    r.state = "stopping" if r.state not in ("stopped", "pending") else r.state
+                    s.add(r)
+                    nodes.add(r.node)
+            for node in nodes:
+                row = s.get(NodeRow, node)
+                if row is not None:
+                    row.generation += 1
+                    s.add(row)
+            s.add(EventRow(at=now, kind="deployment.removing", message=name))
+            s.commit()
+            return dep, nodes
+
+    def forget_replicas(self, ids: list[str]) -> None:
+        """Delete replicas that are stopped (and their reservations); drop deployments left empty while removing."""
+        if not ids:
+            return
+        with self.session() as s:
+            deps = set()
+            for rid in ids:
+                for res in s.exec(select(ReservationRow).where(ReservationRow.replica == rid)).all():
+                    s.delete(res)
+                r = s.get(ReplicaRow, rid)
+                if r is not None:
+                    deps.add(r.deployment)
+                    s.delete(r)
+            s.flush()
+            for name in deps:
+                dep = s.get(DeploymentRow, name)
+                left = s.exec(select(ReplicaRow).where(ReplicaRow.deployment == name)).first()
+                if dep is not None and dep.state == "removing" and left is None:
+                    s.delete(dep)
+            s.commit()
+
+    def update_replicas(self, node: str, statuses: list[tuple[str, str, str, str, int]]) -> list[str]:
+        """Apply an agent's report (id, state, endpoint, message, restarts) for its own replicas only.
+
+        Returns ids of replicas that were asked to stop and are now stopped.
+        """
+        done = []
+        with self.session() as s:
+            for rid, state, endpoint, message, restarts in statuses:
+                r = s.get(ReplicaRow, rid)
+                if r is None or r.node != node:
+                    continue  # a node reports only for itself
+                if (r.state, r.endpoint, r.message, r.restarts) != (state, endpoint, message, restarts):
+                    r.state, r.endpoint, r.message, r.restarts = state, endpoint, message, restarts
+                    s.add(r)
+                if state == "healthy" and not r.healthy_since:
+                    r.healthy_since = time.time()
+                    s.add(r)
+                elif state != "healthy" and r.healthy_since:
+                    r.healthy_since = 0.0
+                    s.add(r)
+                if r.desired == "stop" and state == "stopped":
+                    done.append(rid)
+            s.commit()
+        return done
+
+    def add_replicas(self, replicas: list[ReplicaRow], reservations: list[ReservationRow], now: float,
+                     event: str) -> None:
+        """More replicas for existing deployments (drain replacements, rescheduling): one transaction."""
+        with self.session() as s:
+            _check_capacity(s, reservations)
+            for r in replicas:
+                s.add(r)
+            s.flush()
+            for x in reservations:
+                s.add(x)
+            _bump(s, {r.node for r in replicas})
+            s.add(EventRow(at=now, kind="replica.added", message=event))
+            s.commit()
+
+    def stop_replicas(self, ids: list[str], now: float, why: str, state: str | None = None) -> set[str]:
+        """Tell the replicas' nodes to stop them (fencing: the next desired set no longer holds them)."""
+        nodes: set[str] = set()
+        with self.session() as s:
+            for rid in ids:
+                r = s.get(ReplicaRow, rid)
+                if r is None or r.desired == "stop":
+                    continue
+                r.desired = "stop"
+                if state is not None:
+                    r.state = state
+                r.message = why
+                s.add(r)
+                nodes.add(r.node)
+            _bump(s, nodes)
+            if nodes:
+                s.add(EventRow(at=now, kind="replica.stopping", message=f"{', '.join(ids)}: {why}"))
+            s.commit()
+        return nodes
+
+    def set_replica_state(self, ids: list[str], state: str) -> None:
+        with self.session() as s:
+            for rid in ids:
+                r = s.get(ReplicaRow, rid)
+                if r is not None and r.state != state:
+                    r.state = state
+                    s.add(r)
+            s.commit()
+
+    def set_admin_state(self, name: str, state: str, now: float, reason: str = "", by: str = "") -> None:
+        with self.session() as s:
+            row = s.get(NodeRow, name)
+            if row is None:
+                raise NotFound(f"no node named {name!r}")
+            row.admin_state = state
+            if state in ("cordoned", "draining") and not row.cordoned_at:
+                row.cordon_reason, row.cordoned_by, row.cordoned_at = reason, by, now
+            if state == "ready":
+                row.cordon_reason, row.cordoned_by, row.cordoned_at = "", "", 0.0
+            s.add(row)
+            s.add(EventRow(at=now, kind=f"node.{state}", node=name, message=reason))
+            s.commit()
+
+    def forget_link(self, rid: str) -> None:
+        """A replacement that took over is an ordinary replica from now on."""
+        with self.session() as s:
+            r = s.get(ReplicaRow, rid)
+            if r is not None and r.replaces:
+                r.replaces = ""
+                s.add(r)
+                s.commit()
+
+    # ---- drains
+    def drains(self, active_only: bool = True) -> list[DrainRow]:
+        with self.read() as s:
+            q = select(DrainRow)
+            if active_only:
+                q = q.where(DrainRow.state == "active")
+            return list(s.exec(q).all())
+
+    def get_drain(self, node: str) -> DrainRow | None:
+        with self.read() as s:
+            return s.get(DrainRow, node)
+
+    def save_drain(self, drain: DrainRow) -> None:
+        with self.session() as s:
+            s.merge(drain)
+            s.commit()
+
+    # ---- node removal (`fleet node remove`): deleting the row deletes its credential hash with it
+    def stop_node_replicas(self, name: str) -> bool:
+        """desired=stop for the node's replicas and a new generation, so a connected agent stops their engines."""
+        with self.session() as s:
+            node = s.get(NodeRow, name)
+            changed = False
+            for r in s.exec(select(ReplicaRow).where(ReplicaRow.node == name)).all():
+                if r.desired != "stop":
+                    r.desired = "stop"
+                    s.add(r)
+                    changed = True
+            if node is not None and changed:
+                node.generation += 1
+                s.add(node)
+            s.commit()
+        return changed
+
+    def remove_node(self, name: str, now: float) -> Removed:
+        """Forget the node, its replicas (and their reservations), its GPUs and its credential."""
+        with self.session() as s:
+            node = s.get(NodeRow, name)
+            if node is None:
+                raise NotFound(f"no node named {name!r}")
+            replicas = list(s.exec(select(ReplicaRow).where(ReplicaRow.node == name)).all())
+            ids = [r.id for r in replicas]
+            gpus = [g.uuid for g in s.exec(select(GpuRow).where(GpuRow.node == name)).all()]
+            if ids:
+                s.execute(delete(ReservationRow).where(col(ReservationRow.replica).in_(ids)))
+            if gpus:
+                s.execute(delete(ReservationRow).where(col(ReservationRow.gpu_uuid).in_(gpus)))
+            s.execute(delete(ReplicaRow).where(col(ReplicaRow.node) == name))
+            _delete_referencing(s, GpuRow.__table__.c.uuid, gpus, {"reservation"})  # type: ignore[attr-defined]
+            s.execute(delete(GpuRow).where(col(GpuRow.node) == name))
+            _delete_referencing(s, NodeRow.__table__.c.name, [name], {"gpu", "replica"})  # type: ignore[attr-defined]
+            # A deployment being removed whose last replica was here is done.
+            for dep_name in {r.deployment for r in replicas}:
+                dep = s.get(DeploymentRow, dep_name)
+                left = s.exec(select(ReplicaRow).where(ReplicaRow.deployment == dep_name)).first()
+                if dep is not None and dep.state == "removing" and left is None:
+                    s.delete(dep)
+            s.delete(node)
+            s.add(EventRow(at=now, kind="node.removed", node=name,
+                           message=f"{len(ids)} replica(s) forgotten" if ids else ""))
+            s.commit()
+        return Removed(name=name, replicas=ids, gpus=gpus)

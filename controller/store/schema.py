@@ -1,0 +1,140 @@
+"""The whole schema: every table the controller keeps, in one place (SQLModel; SQLite or PostgreSQL).
+
+Rows are plain data moved in and out by the repository (fleet.controller.store.repository); nothing here
+decides. Every table is created when the store opens (fleet.controller.store.db), none lazily.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Field, SQLModel
+
+
+class NodeRow(SQLModel, table=True):
+    __tablename__ = "node"
+    name: str = Field(primary_key=True)
+    credential_hash: str
+    # What the operator asked for: ready, cordoned, draining, drained. Liveness is separate (alive),
+    # so a cordon survives the node going offline and coming back.
+    admin_state: str = "ready"
+    alive: bool = True
+    inventory: str = "{}"  # JSON of fleet.v1.Inventory as last reported
+    registered_at: float = 0.0
+    last_heartbeat: float = 0.0
+    cordon_reason: str = ""
+    cordoned_by: str = ""
+    cordoned_at: float = 0.0
+    generation: int = 0  # bumped whenever the node's desired replica set changes
+
+
+class GpuRow(SQLModel, table=True):
+    __tablename__ = "gpu"
+    uuid: str = Field(primary_key=True)
+    node: str = Field(foreign_key="node.name", index=True)
+    index: int = 0
+    name: str = ""
+    memory_total: int = 0
+    memory_used: int = 0
+    compute_capability: str = ""
+    driver: str = ""
+    utilization: int = 0
+    temperature: int = -1
+    declared: bool = False
+
+
+class DeploymentRow(SQLModel, table=True):
+    __tablename__ = "deployment"
+    name: str = Field(primary_key=True)
+    model: str
+    quant: str
+    engine: str
+    context: int
+    replicas_wanted: int
+    device: str = "gpu"
+    strategy: str = "pack"
+    tp: int = 1
+    source: str = ""
+    file: str = ""
+    why: str = ""
+    state: str = "active"  # active | removing
+    created_at: float = 0.0
+    estimate: str = "{}"  # JSON: weights, kv_cache, activations, runtime, total (bytes, per GPU)
+    request: str = "{}"  # JSON of the PlaceRequest, to place again when a replica must move
+    max_moves: int = 1  # replicas of this deployment moved at once by a drain
+
+
+class ReplicaRow(SQLModel, table=True):
+    __tablename__ = "replica"
+    id: str = Field(primary_key=True)
+    deployment: str = Field(foreign_key="deployment.name", index=True)
+    ordinal: int = 0
+    node: str = Field(foreign_key="node.name", index=True)
+    desired: str = "run"  # run | stop: what the node's agent is told
+    state: str = "pending"  # as last reported: pending, starting, healthy, failed, stopping, stopped, unknown
+    endpoint: str = ""
+    api_key: str = ""
+    gpu_memory_utilization: float = 0.0
+    tp: int = 1
+    ram_bytes: int = 0
+    kv_cache_bytes: int = 0
+    message: str = ""
+    restarts: int = 0
+    created_at: float = 0.0
+    healthy_since: float = 0.0  # when it last became healthy (drains wait a minimum healthy time)
+    replaces: str = ""  # a drain's replacement: the replica it takes over from
+
+
+class DrainRow(SQLModel, table=True):
+    """A drain in progress survives controller restarts: the reconciler picks it up again."""
+
+    __tablename__ = "drain"
+    node: str = Field(primary_key=True, foreign_key="node.name")
+    state: str = "active"  # active | done | cancelled
+    started_at: float = 0.0
+    deadline: float = 0.0  # after it, a replica that cannot move is stopped anyway (break-before-make)
+    force: bool = False
+    reason: str = ""
+    by: str = ""
+    message: str = ""  # what blocks it, or what it is doing
+
+
+class ReservationRow(SQLModel, table=True):
+    __tablename__ = "reservation"
+    id: int | None = Field(default=None, primary_key=True)
+    replica: str = Field(foreign_key="replica.id", index=True)
+    gpu_uuid: str = Field(foreign_key="gpu.uuid", index=True)
+    gpu_index: int = 0
+    bytes: int = 0
+
+
+class TokenRow(SQLModel, table=True):
+    __tablename__ = "token"
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)  # join | admin
+    token_hash: str = Field(index=True)
+    created_at: float = 0.0
+    expires_at: float | None = None
+    revoked: bool = False
+
+
+class EventRow(SQLModel, table=True):
+    __tablename__ = "event"
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = Field(index=True)
+    kind: str
+    node: str = ""
+    message: str = ""
+
+
+class JoinTokenMeta(SQLModel, table=True):
+    __tablename__ = "join_token_meta"
+    token_id: int = Field(primary_key=True, foreign_key="token.id")
+    description: str = ""
+
+
+class ApiKeyRow(SQLModel, table=True):
+    __tablename__ = "apikey"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    key_hash: str = Field(index=True)
+    created_at: float = 0.0
+    revoked: bool = False

@@ -1,0 +1,132 @@
+"""Join tokens with an expiry and a description: create, list, revoke (`fleet token ...`).
+
+The secret's hash, expiry and revoked flag live in the `token` table, which Register checks
+(`Store.token_valid`), so a revoke or an expiry takes effect on the next join. What the operator wrote
+about a token lives beside it in `join_token_meta`, keyed by the token row's id. The clear secret
+exists only in the CreateToken answer.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlmodel import col, select
+
+from fleet.controller.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from fleet.controller.store.hashing import same_hash, token_hash
+from fleet.controller.store.repository import Store
+from fleet.controller.store.schema import JoinTokenMeta, TokenRow
+
+MAX_DESCRIPTION = 256
+MAX_TTL = 10 * 365 * 86400  # seconds; longer is "never", which is ttl 0
+MAX_ACTIVE = 1000  # usable join tokens at once: more is a script gone wrong, and Register scans them all
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What may be shown about a token after creation: never the secret, never its hash."""
+
+    id: int
+    kind: str
+    description: str
+    created_at: float
+    expires_at: float | None
+    revoked: bool
+    state: str  # active, expired or revoked
+
+
+def state(row: TokenRow, now: float) -> str:
+    if row.revoked:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def validate_description(text: str) -> str:
+    text = text.strip()
+    if len(text) > MAX_DESCRIPTION:
+        raise InvalidArgument(f"description is {len(text)} characters; at most {MAX_DESCRIPTION}")
+    if not all(ch.isprintable() for ch in text):
+        raise InvalidArgument("description has control characters; use printable text")
+    return text
+
+
+def validate_ttl(ttl_seconds: int) -> int:
+    if ttl_seconds > MAX_TTL:
+        raise InvalidArgument(f"ttl of {ttl_seconds}s is more than 10 years; use 0 for a token that never expires")
+    return ttl_seconds
+
+
+def _info(row: TokenRow, description: str, now: float) -> TokenInfo:
+    assert row.id is not None
+    return TokenInfo(id=row.id, kind=row.kind, description=description, created_at=row.created_at,
+                     expires_at=row.expires_at, revoked=row.revoked, state=state(row, now))
+
+
+def create(store: Store, ttl_seconds: int, description: str, now: float) -> tuple[TokenInfo, str]:
+    """A new join token; returns what may be listed and the clear secret (shown once)."""
+    description = validate_description(description)
+    ttl_seconds = validate_ttl(ttl_seconds)
+    secret = secrets.token_urlsafe(32)
+    with store.session() as s:
+        usable = [r for r in s.exec(select(TokenRow).where(TokenRow.kind == "join")).all()
+                  if state(r, now) == "active"]
+        if len(usable) >= MAX_ACTIVE:
+            raise FailedPrecondition(f"{len(usable)} join tokens are usable already; revoke some "
+                                     "(`fleet token list`, `fleet token revoke ID`)")
+        row = TokenRow(kind="join", token_hash=token_hash(secret), created_at=now,
+                       expires_at=now + ttl_seconds if ttl_seconds else None)
+        s.add(row)
+        s.flush()  # the row's id, for its description
+        assert row.id is not None
+        s.add(JoinTokenMeta(token_id=row.id, description=description))
+        s.commit()
+    return _info(row, description, now), secret
+
+
+def list_tokens(store: Store, now: float, labels: dict[str, str] | None = None) -> list[TokenInfo]:
+    """Every token, oldest first. `labels` names tokens without a description by hash (the first-start files)."""
+    labels = labels or {}
+    with store.session() as s:
+        rows = s.exec(select(TokenRow).order_by(col(TokenRow.id))).all()
+        meta = {m.token_id: m.description for m in s.exec(select(JoinTokenMeta)).all()}
+    out = []
+    for r in rows:
+        assert r.id is not None
+        label = meta.get(r.id) or next((text for h, text in labels.items() if same_hash(h, r.token_hash)), "")
+        out.append(_info(r, label, now))
+    return out
+
+
+def revoke(store: Store, token_id: int, now: float) -> tuple[TokenInfo, str]:
+    """Revoke a join token (idempotent); returns it and its hash (to recognise the first-start file)."""
+    with store.session() as s:
+        row = s.get(TokenRow, token_id) if 0 < token_id < 2**63 else None
+        if row is None:
+            raise NotFound(f"no token with id {token_id}; see `fleet token list`")
+        if row.kind != "join":
+            raise FailedPrecondition(f"token {token_id} is the {row.kind} token; only join tokens are revoked here")
+        if not row.revoked:
+            row.revoked = True
+            s.add(row)
+            s.commit()
+        meta = s.get(JoinTokenMeta, token_id)
+    return _info(row, meta.description if meta else "", now), row.token_hash
+
+
+def join_refusal(store: Store, secret: str, now: float) -> str | None:
+    """Why Register refuses this join secret, in words an operator can act on; None when it is valid."""
+    wanted = token_hash(secret)
+    with store.session() as s:
+        rows = s.exec(select(TokenRow).where(TokenRow.kind == "join")).all()
+    match = next((r for r in rows if same_hash(r.token_hash, wanted)), None)
+    if match is None:
+        return "join token rejected: use the controller's DATA_DIR/join-token or one from `fleet token create`"
+    if state(match, now) == "revoked":
+        return f"join token {match.id} was revoked; create a new one with `fleet token create`"
+    if state(match, now) == "expired":
+        return f"join token {match.id} expired; create a new one with `fleet token create`"
+    return None
+
