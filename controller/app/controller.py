@@ -35,6 +35,9 @@ class Settings:
     reschedule_after: float = 60.0  # an offline node's replicas move elsewhere after this grace
     drain_min_healthy: float = 5.0  # a drain's replacement serves this long before the old replica stops
     retry_every: float = 10.0  # a deployment short of replicas is tried again this often
+    # After a restart, nodes that were online get this long to reconnect before they count as offline: longer
+    # than the agents' reconnect backoff (10 s at most), so a controller restart takes no node offline.
+    restart_grace: float = 25.0
 
 
 # ---- what a session carries to its agent; the rpc layer turns each into a wire message
@@ -102,11 +105,12 @@ class Controller:
         # Whoever bumps a node's generation (this controller or another on the same database), the store's
         # change feed reports it and the node's session, if it is here, is sent the new set.
         store.on_generation = self.push
-        # A restarted controller gives every node it believed alive a full timeout to reconnect.
+        # A restarted controller gives every node it believed alive the restart grace to reconnect.
+        seen = self.started + max(0.0, settings.restart_grace - settings.offline_after)
         for row in store.nodes():
             self.creds.node_hashes[row.name] = row.credential_hash
             if row.alive:
-                self.liveness.last_seen[row.name] = self.started
+                self.liveness.last_seen[row.name] = seen
                 self.liveness.alive.add(row.name)
 
     # ---- jobs (run by the scheduler)

@@ -40,7 +40,11 @@ def fence_offline(ctl: Controller, now: float) -> None:
             continue
         since = offline_since.setdefault(node.name, ctl.liveness.last_seen.get(node.name, now))
         replicas = [r for r in store.replicas(node=node.name) if r.desired == "run"]
-        store.set_replica_state([r.id for r in replicas if r.state != "unknown"], "unknown")
+        if not replicas:
+            continue  # a node without replicas has nothing to fence (most offline nodes at scale)
+        stale = [r.id for r in replicas if r.state != "unknown"]
+        if stale:
+            store.set_replica_state(stale, "unknown")
         if replicas and now - since >= ctl.settings.reschedule_after:
             # Fencing: the node's next desired set (generation bumped) no longer holds these ids, so
             # when it comes back its agent stops them; their replacements are placed by fill_missing.

@@ -129,10 +129,13 @@ def node_message(v: NodeView) -> pb.Node:
     )
 
 
-def capacity_message(views: list[NodeView], t: Totals) -> pb.CapacityResponse:
-    return pb.CapacityResponse(nodes=[node_message(v) for v in views], gpu_count=t.gpu_count,
-                               vram_total=t.vram_total, vram_reserved=t.vram_reserved, vram_free=t.vram_free,
-                               ram_total=t.ram_total, disk_free=t.disk_free)
+def capacity_message(views: list[NodeView], t: Totals | None) -> pb.CapacityResponse:
+    resp = pb.CapacityResponse(nodes=[node_message(v) for v in views])
+    if t is not None:
+        resp.MergeFrom(pb.CapacityResponse(
+            gpu_count=t.gpu_count, vram_total=t.vram_total, vram_reserved=t.vram_reserved, vram_free=t.vram_free,
+            ram_total=t.ram_total, disk_free=t.disk_free, nodes_total=t.nodes, nodes_ready=t.nodes_ready))
+    return resp
 
 
 def place_args(req: pb.PlaceRequest) -> PlaceArgs:

@@ -443,6 +443,8 @@ class Store:
 
     @writes
     def set_replica_state(self, ids: list[str], state: str) -> None:
+        if not ids:
+            return
         with self.session() as s:
             deps = set()
             for rid in ids:
