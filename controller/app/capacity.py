@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from fleet.controller.app.controller import Controller
@@ -38,9 +39,13 @@ class GpuCapacity:
 class NodeView:
     row: NodeRow
     state: str  # ready, cordoned, draining, drained, offline
-    inventory: dict[str, Any]  # as the agent last reported it (proto3 JSON names: ramTotal, diskFree, …)
     gpus: tuple[GpuCapacity, ...]
     last_heartbeat: float
+
+    @cached_property
+    def inventory(self) -> dict[str, Any]:
+        """As the agent last reported it (proto3 JSON names: ramTotal, diskFree, …); parsed when first read."""
+        return json.loads(self.row.inventory or "{}")  # type: ignore[no-any-return]
 
     @property
     def name(self) -> str:
@@ -78,7 +83,7 @@ def _gpu(g: GpuRow, reserved: int, usage: tuple[int, int, int] | None) -> GpuCap
 def _view(ctl: Controller, row: NodeRow, gpus: list[GpuRow], reserved: dict[str, int]) -> NodeView:
     usage = ctl.liveness.gpu_usage
     return NodeView(
-        row=row, state=ctl.node_state(row), inventory=json.loads(row.inventory or "{}"),
+        row=row, state=ctl.node_state(row),
         gpus=tuple(_gpu(g, reserved.get(g.uuid, 0), usage.get(g.uuid)) for g in gpus),
         last_heartbeat=max(row.last_heartbeat, ctl.liveness.last_seen.get(row.name, 0.0)))
 
@@ -109,10 +114,10 @@ def fleet_totals(ctl: Controller) -> Totals:
         used = usage[g.uuid][0] if g.uuid in usage else g.memory_used
         free += free_memory(g.memory_total, reserved.get(g.uuid, 0), used)
     ram = disk = 0
-    for row in mirror.nodes.values():
-        inv = json.loads(row.inventory or "{}")
-        ram += int(inv.get("ramTotal", 0) or 0)
-        disk += int(inv.get("diskFree", 0) or 0)
+    for name in mirror.nodes:
+        facts = mirror.facts(name)
+        ram += facts.ram_total
+        disk += facts.disk_free
     return Totals(
         nodes=len(mirror.nodes), nodes_ready=sum(1 for n, r in mirror.nodes.items()
                                                  if n in alive and r.admin_state == "ready"),

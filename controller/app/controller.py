@@ -130,6 +130,10 @@ class Controller:
     def node_state(self, row: NodeRow) -> str:
         return row.admin_state if row.name in self.liveness.alive else "offline"
 
+    def state_of(self, name: str) -> str:
+        row = self.store.mirror.nodes.get(name)
+        return "offline" if row is None or name not in self.liveness.alive else row.admin_state
+
     def states(self) -> dict[str, str]:
         alive = self.liveness.alive
         return {name: row.admin_state if name in alive else "offline"
@@ -137,7 +141,7 @@ class Controller:
 
     def snapshot(self) -> Snapshot:
         """The fleet as placement sees it now (kept incremental: only changed nodes are recomputed)."""
-        return self._snapshots.get(self.states(), self.liveness.gpu_usage, self.liveness.take_memory_moved())
+        return self._snapshots.get(self.state_of, self.liveness.gpu_usage, self.liveness.take_moved())
 
     def catalog(self) -> Catalog:
         """The catalog, read again only when an operator added or changed a model file."""

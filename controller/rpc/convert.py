@@ -111,9 +111,22 @@ def deployment_message(d: DeploymentRows) -> pb.Deployment:
     )
 
 
+_INVENTORIES: dict[str, tuple[str, pb.Inventory]] = {}  # node -> (inventory JSON, parsed): parse once per report
+
+
+def inventory_message(name: str, inventory_json: str) -> pb.Inventory:
+    cached = _INVENTORIES.get(name)
+    if cached is None or cached[0] != inventory_json:
+        inv = pb.Inventory()
+        json_format.Parse(inventory_json or "{}", inv, ignore_unknown_fields=True)
+        if len(_INVENTORIES) > 100_000:
+            _INVENTORIES.clear()  # bounded; removed nodes' entries go with it
+        cached = _INVENTORIES[name] = (inventory_json, inv)
+    return cached[1]
+
+
 def node_message(v: NodeView) -> pb.Node:
-    inv = pb.Inventory()
-    json_format.ParseDict(v.inventory, inv, ignore_unknown_fields=True)
+    inv = inventory_message(v.row.name, v.row.inventory)
     row = v.row
     return pb.Node(
         name=row.name, state=v.state, inventory=inv, last_heartbeat=v.last_heartbeat,
