@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 from fleet.controller.core.errors import InvalidArgument, NotFound
@@ -46,6 +46,7 @@ class Architecture:
     kv_lora_rank: int = 0              # MLA: latent width cached per token and layer
     qk_rope_head_dim: int = 0          # MLA: rope key width cached beside the latent
     gated_mlp: bool = True             # SwiGLU/GeGLU (3 matrices) vs plain GELU MLP (2)
+    gguf_arch: str = ""                # llama.cpp's name for the architecture (llama, qwen2, falcon, ...)
 
     @property
     def routed_moe_layers(self) -> int:
@@ -77,6 +78,8 @@ class Variant:
     unquantized_layers: int = 0        # decoder layers whose MLP stays at 16 bits
     intermediate_size: int | None = None  # padded intermediate size of this checkpoint
     rocm: bool = True                  # runs on vLLM's ROCm build (AMD GPUs have no compute capability)
+    ftype: str = ""                    # GGUF only: llama-quantize's file type (Q4_K_M, Q8_0, ...)
+    gguf_untied: bool = False          # GGUF only: the file keeps output.weight although the model ties it
 
 
 @dataclass(frozen=True)
@@ -218,8 +221,20 @@ def model_from_dict(raw: dict[str, Any], quants: Quants, origin: str = "shipped"
     )
 
 
-def _models_in(text: str, quants: Quants, origin: str) -> list[Model]:
-    return [model_from_dict(m, quants, origin) for m in tomllib.loads(text).get("model", ())]
+def apply_measured(models: Sequence[Model], measured: Iterable[Mapping[str, Any]]) -> list[Model]:
+    """Models with the exact sizes recorded from GGUF headers (`[[variant]]` entries: model, quant, engine,
+    source, file, size_bytes) set on their variants; an entry for a model or file no longer in the catalog
+    is ignored."""
+    sizes = {(e.get("model"), e.get("quant"), e.get("engine"), e.get("source"), e.get("file", "")): e.get("size_bytes")
+             for e in measured}
+    out = []
+    for m in models:
+        variants = tuple(
+            replace(v, size_bytes=int(size)) if isinstance(size := sizes.get((m.name, v.quant, v.engine, v.source,
+                                                                              v.file)), int) and size > 0 else v
+            for v in m.variants)
+        out.append(replace(m, variants=variants) if variants != m.variants else m)
+    return out
 
 
 class CatalogSource(Protocol):
@@ -242,7 +257,16 @@ def load_catalog(source: CatalogSource) -> Catalog:
     """The catalog `source` describes; InvalidArgument names the file and field that is wrong."""
     quants = parse_quants(source.text("quants.toml"))
     models: list[Model] = []
+    measured: list[Mapping[str, Any]] = []
     for origin, text in source.model_files():
-        models += _models_in(text, quants, origin)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise InvalidArgument(f"{origin}: not valid TOML ({e})") from None
+        models += [model_from_dict(m, quants, origin) for m in data.get("model", ())]
+        measured += data.get("variant", ())
+    # later definitions (operator folders) replace earlier ones by name before the sizes apply
+    by_name = {m.name: m for m in models}
+    models = apply_measured(list(by_name.values()), measured)
     return Catalog(models, quants, tomllib.loads(source.text("engines.toml")),
                    parse_workload(source.text("workload.toml")))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from fleet.controller.core.catalog import LLAMA_CPP, VLLM, Architecture, EngineConstants, Model, Variant
 from fleet.controller.core.errors import InvalidArgument
+from fleet.controller.core.gguf_rules import GgufPlan, gguf_plan
 
 MIB = 1024**2
 GIB = 1024**3
@@ -89,10 +90,37 @@ def param_split(model: Model, variant: Variant | None = None) -> ParamSplit:
     return ParamSplit(embed, output, experts, min(attention, rest), a.mlp_matrices * a.hidden * inter, rest)
 
 
-def total_weight_bytes(model: Model, variant: Variant) -> int:
-    """Bytes of all weights as the engine holds them (the whole model, before any split)."""
+def gguf_plan_for(model: Model, variant: Variant, engines: EngineConstants | None) -> GgufPlan | None:
+    """The GGUF file llama-quantize makes of this model in the variant's file type (None: not modelled)."""
+    if variant.engine != LLAMA_CPP or not variant.ftype or not engines:
+        return None
+    if "ggml_types" not in engines.get("llamacpp", {}):
+        return None
+    return gguf_plan(model.arch, variant.ftype, engines["llamacpp"], model.arch.gguf_arch, variant.gguf_untied)
+
+
+def _gguf_bytes(model: Model, plan: GgufPlan, engines: EngineConstants) -> int:
+    """The planned file's tensors, plus any parameters the catalog counts beyond them (a vision tower, extra
+    norms) at the bulk type, so that what the plan does not know can only make the estimate larger."""
+    planned = sum(math.prod(t.ne) for t in plan.tensors)
+    extra = max(0, model.params_total - planned)
+    c = engines["llamacpp"]
+    block, size = c["ggml_types"][c["ftypes"][plan.ftype]]
+    return plan.n_bytes + math.ceil(extra * size / block)
+
+
+def total_weight_bytes(model: Model, variant: Variant, engines: EngineConstants | None = None) -> int:
+    """Bytes of all weights as the engine holds them (the whole model, before any split).
+
+    Exact when the catalog knows the artifact's size (a GGUF header read once, recorded); a GGUF in a
+    file type llama-quantize makes is sized tensor by tensor (fleet.controller.core.gguf_rules) when
+    `engines` carries the ggml type table; otherwise from bits per weight."""
     if variant.size_bytes:
         return variant.size_bytes
+    plan = gguf_plan_for(model, variant, engines)
+    if plan is not None:
+        assert engines is not None
+        return _gguf_bytes(model, plan, engines)
     p = param_split(model, variant)
     bulk = variant.bits_per_weight
     if variant.applies_to == "experts":
@@ -115,9 +143,9 @@ def _kv_heads_per_gpu(arch: Architecture, tp: int) -> int:
     return max(1, math.ceil(arch.kv_heads / tp))
 
 
-def weight_bytes(model: Model, variant: Variant, tp: int) -> int:
+def weight_bytes(model: Model, variant: Variant, tp: int, engines: EngineConstants | None = None) -> int:
     """Per-GPU weight bytes at tensor parallelism `tp` (llama.cpp: layers split over `tp` GPUs)."""
-    total = total_weight_bytes(model, variant)
+    total = total_weight_bytes(model, variant, engines)
     if tp == 1:
         return total
     a = model.arch
@@ -303,7 +331,7 @@ def estimate(model: Model, variant: Variant, *, engines: EngineConstants, contex
 def _vllm(engines: EngineConstants, model: Model, variant: Variant, ctx: int, tp: int, kv_bytes: float, device: str,
           gpu_memory_bytes: int | None) -> tuple[tuple[int, int, int, int], list[str]]:
     a = model.arch
-    weights = weight_bytes(model, variant, tp)
+    weights = weight_bytes(model, variant, tp, engines)
     batched, _ = vllm_scheduler_defaults(engines, gpu_memory_bytes)
     # Sliding-window layers need the window plus one scheduled chunk (vLLM's SlidingWindowSpec).
     kv = int(kv_bytes_per_token(a, VLLM, tp, kv_bytes, batched, ctx))
@@ -328,7 +356,7 @@ def _llamacpp(engines: EngineConstants, model: Model, variant: Variant, ctx: int
     a = model.arch
     c = engines["llamacpp"]
     n_ctx = math.ceil(ctx / c["ctx_pad"]) * c["ctx_pad"]
-    weights = weight_bytes(model, variant, tp)
+    weights = weight_bytes(model, variant, tp, engines)
     # llama.cpp's SWA cache holds the window plus one batch (swa_full off).
     kv = int(kv_bytes_per_token(a, LLAMA_CPP, tp, kv_bytes, c["ubatch"], n_ctx))
     act = llamacpp_compute_bytes(engines, a, n_ctx)
