@@ -107,7 +107,8 @@ def llama_server_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()
             raise LaunchError(f"tensor split {spec.tensor_split} does not match {len(spec.gpu_uuids)} GPUs")
         argv += ["--tensor-split", ",".join(_num(x) for x in spec.tensor_split)]
     argv += ["--alias", spec.served_name, "--api-key", spec.api_key, *config.llama_extra_args]
-    return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec)})
+    # Verbosity 4 logs the model, KV and compute buffer sizes the agent reports as observed memory.
+    return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec), "LLAMA_ARG_LOG_VERBOSITY": "4"})
 
 
 # ---------------------------------------------------------------- vLLM

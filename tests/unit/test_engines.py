@@ -76,7 +76,7 @@ def test_llama_server_llama31_70b_q4km_split_across_two_4090() -> None:
             "--alias", "llama3.1-70b",
             "--api-key", "k-llama",
         ],
-        env={"CUDA_VISIBLE_DEVICES": ",".join(RTX4090_UUIDS)},
+        env={"CUDA_VISIBLE_DEVICES": ",".join(RTX4090_UUIDS), "LLAMA_ARG_LOG_VERBOSITY": "4"},
     )
 
 
@@ -87,7 +87,7 @@ def test_llama_server_on_cpu_offloads_nothing_and_hides_gpus() -> None:
             "--host", "0.0.0.0", "--port", "8103", "-c", "512", "-ngl", "0",
             "--alias", "smollm2-135m", "--api-key", "k-smol",
         ],
-        env={"CUDA_VISIBLE_DEVICES": ""},
+        env={"CUDA_VISIBLE_DEVICES": "", "LLAMA_ARG_LOG_VERBOSITY": "4"},
     )
 
 
@@ -116,7 +116,7 @@ def test_single_gpu_llama_server_has_no_tensor_split_and_extra_args_go_last() ->
     out = launch(spec, config)
     assert "--tensor-split" not in out.argv
     assert out.argv[-2:] == ["--flash-attn", "on"]
-    assert out.env == {"CUDA_VISIBLE_DEVICES": "GPU-x"}
+    assert out.env == {"CUDA_VISIBLE_DEVICES": "GPU-x", "LLAMA_ARG_LOG_VERBOSITY": "4"}
 
 
 @pytest.mark.parametrize(
