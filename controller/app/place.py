@@ -17,13 +17,14 @@ from functools import partial
 
 from prometheus_client import Histogram
 
+from fleet.controller.app import observed
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.catalog import Catalog, Model
 from fleet.controller.core.drain_plan import Movable, plan_drain
 from fleet.controller.core.errors import AlreadyExists
-from fleet.controller.core.estimate import Estimate
+from fleet.controller.core.estimate import Estimate, default_context
 from fleet.controller.core.gpus import fleet_gpu_types
-from fleet.controller.core.options import options_for
+from fleet.controller.core.options import ObservedLookup, options_for
 from fleet.controller.core.placement import Option, Placement, PlacementRequest, Plan, place
 from fleet.controller.core.snapshot import NodeState, Snapshot
 from fleet.controller.core.whatif import Request, WhatIf
@@ -60,6 +61,7 @@ class PlaceArgs:
     max_moves: int = 1
     dry_run: bool = False
     explain: bool = False
+    trust_observed: bool = False  # reserve observed + margin even below the estimate
 
 
 Rows = tuple[DeploymentRow, list[ReplicaRow], list[ReservationRow]]
@@ -106,8 +108,10 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
     types = fleet_gpu_types(snap) if args.device == "gpu" else ()
     if args.device == "gpu" and not types:
         return PlaceOutcome(False, "no node reports a GPU; use --device cpu for llama.cpp in RAM, or join GPU nodes")
-    options = options_for(model.name, args.quant or None, args.engine or None, args.context or None, types,
-                          args.tp or None, device=args.device, catalog=catalog)
+    context = args.context or default_context(model)
+    options = options_for(model.name, args.quant or None, args.engine or None, context, types,
+                          args.tp or None, device=args.device, catalog=catalog,
+                          observed=observed.lookup(ctl, model.name, context), trust_observed=args.trust_observed)
     name = args.name or default_name(model, args.quant or "auto")
     request = PlacementRequest(deployment=name, replicas=args.replicas, options=options, node=args.node or None,
                                gpu_type=args.gpu_type or None, labels=args.labels, device=args.device,  # type: ignore[arg-type]
@@ -131,7 +135,7 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
         estimate=json.dumps({k: int(getattr(est, k)) for k in ESTIMATE_TERMS}),
         request=json.dumps({"model": args.model, "quant": args.quant, "engine": args.engine, "context": args.context,
                             "tp": args.tp, "node": args.node, "gpu_type": args.gpu_type, "labels": dict(args.labels),
-                            "device": args.device, "strategy": args.strategy}),
+                            "device": args.device, "strategy": args.strategy, "trust_observed": args.trust_observed}),
     )
     rows: list[ReplicaRow] = []
     reservations: list[ReservationRow] = []
@@ -179,7 +183,8 @@ def replica_rows(deployment: str, p: Placement, option: Option, node: NodeState,
     return row, res
 
 
-def deployment_request(dep: DeploymentRow, catalog: Catalog, snap: Snapshot, replicas: int = 1) -> PlacementRequest:
+def deployment_request(dep: DeploymentRow, catalog: Catalog, snap: Snapshot, replicas: int = 1,
+                       seen: ObservedLookup | None = None) -> PlacementRequest:
     """Place more replicas of an existing deployment: its chosen variant, TP and constraints.
 
     `--node` pinned the first placement only: a replica that must move (drain, offline node) may go
@@ -188,7 +193,8 @@ def deployment_request(dep: DeploymentRow, catalog: Catalog, snap: Snapshot, rep
     asked = json.loads(dep.request or "{}")
     types = fleet_gpu_types(snap) if dep.device == "gpu" else ()
     options = options_for(dep.model, dep.quant, dep.engine, dep.context, types, dep.tp if dep.device == "gpu" else None,
-                          device=dep.device, catalog=catalog)
+                          device=dep.device, catalog=catalog, observed=seen,
+                          trust_observed=bool(asked.get("trust_observed")))
     return PlacementRequest(deployment=dep.name, replicas=replicas, options=options,
                             gpu_type=asked.get("gpu_type") or None,
                             labels=tuple(sorted((asked.get("labels") or {}).items())), device=dep.device,  # type: ignore[arg-type]
@@ -199,7 +205,7 @@ def place_one(ctl: Controller, dep: DeploymentRow, ordinal: int, now: float, rep
     """One more replica of `dep` (a drain's replacement, or one that went missing); why not, or None when placed."""
     snap = snapshot(ctl)
     catalog = ctl.catalog()
-    request = deployment_request(dep, catalog, snap)
+    request = deployment_request(dep, catalog, snap, seen=observed.lookup(ctl, dep.model, dep.context))
     plan = plan_drain(snap, (), [Movable(replaces or f"{dep.name}-{ordinal}", dep.name, request)], catalog.workload)
     if not plan.moves:
         why = plan.blocked[0].reason if plan.blocked else "no node fits"
