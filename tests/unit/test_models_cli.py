@@ -30,6 +30,12 @@ def _app() -> typer.Typer:
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     monkeypatch.setenv("FLEET_CATALOG_DIR", str(tmp_path / "catalog"))
+    # no network and no controller: estimates come from the catalog alone
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("FLEET_DATA_DIR", str(tmp_path / "no-controller"))
+    for var in ("FLEET_CONTROLLER", "FLEET_TOKEN", "FLEET_MODELS_DIR"):
+        monkeypatch.delenv(var, raising=False)
     runner = CliRunner()
     app = _app()
 
