@@ -10,6 +10,8 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 
+import grpc
+
 from tests.integration.harness import Fleet, wait_for
 from tests.integration.test_security import node_credential, secure_channel
 
@@ -68,7 +70,14 @@ def test_observed_memory_is_shown_flagged_and_learned(fleet: Fleet) -> None:
     stream = pbg.AgentStub(ch).Session(requests(), metadata=(("authorization", f"Bearer {cred}"),
                                                              ("x-fleet-node", "n1")))
     got: list[pb.ControllerMessage] = []
-    reader = threading.Thread(target=lambda: [got.append(m) for m in stream], daemon=True)
+    def read() -> None:
+        try:
+            for m in stream:
+                got.append(m)
+        except grpc.RpcError:
+            pass  # the test closed the channel
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     wait_for(lambda: any(m.WhichOneof("kind") == "desired" for m in got), 20, "the desired set")
     gen = next(m.desired.generation for m in got if m.WhichOneof("kind") == "desired")
