@@ -12,7 +12,7 @@ import logging
 import math
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 from prometheus_client import Histogram
@@ -22,7 +22,7 @@ from fleet.controller.app.controller import Controller
 from fleet.controller.core.catalog import Catalog, Model
 from fleet.controller.core.drain_plan import Movable, plan_drain
 from fleet.controller.core.errors import AlreadyExists
-from fleet.controller.core.estimate import Estimate, default_context
+from fleet.controller.core.estimate import Estimate, default_context, rope_launch
 from fleet.controller.core.gpus import fleet_gpu_types
 from fleet.controller.core.options import ObservedLookup, options_for
 from fleet.controller.core.placement import Option, Placement, PlacementRequest, Plan, place
@@ -128,11 +128,13 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
     variant = catalog.variant(model, option.quant, option.engine)
     first = plan.placements[0]
     est = chosen_estimate(option, snap.by_name[first.node], first)
+    rope = rope_launch(model, est.context)
+    launch = {"rope": asdict(rope), "notes": [rope.note(model, est.context)]} if rope else {}
     dep = DeploymentRow(
         name=name, model=model.name, quant=option.quant, engine=option.engine, context=est.context,
         replicas_wanted=args.replicas, device=args.device, strategy=args.strategy, tp=max(1, option.tp),
         source=variant.source, file=variant.file, why=plan.why, created_at=now, max_moves=args.max_moves,
-        estimate=json.dumps({k: int(getattr(est, k)) for k in ESTIMATE_TERMS}),
+        estimate=json.dumps({k: int(getattr(est, k)) for k in ESTIMATE_TERMS}), launch=json.dumps(launch),
         request=json.dumps({"model": args.model, "quant": args.quant, "engine": args.engine, "context": args.context,
                             "tp": args.tp, "node": args.node, "gpu_type": args.gpu_type, "labels": dict(args.labels),
                             "device": args.device, "strategy": args.strategy, "trust_observed": args.trust_observed}),
@@ -143,7 +145,7 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
         row, res = replica_rows(name, p, option, snap.by_name[p.node], int(est.kv_cache), now)
         rows.append(row)
         reservations += res
-    notes = (f"chosen: {plan.why}",) if plan.why and not args.quant else ()
+    notes = ((f"chosen: {plan.why}",) if plan.why and not args.quant else ()) + tuple(launch.get("notes", ()))
     summary = f"{name}: {args.replicas} replica(s) on {', '.join(p.node for p in plan.placements)}"
     return PlaceOutcome(True, summary, notes, plan, (dep, rows, reservations))
 

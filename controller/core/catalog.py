@@ -47,6 +47,19 @@ class Architecture:
     qk_rope_head_dim: int = 0          # MLA: rope key width cached beside the latent
     gated_mlp: bool = True             # SwiGLU/GeGLU (3 matrices) vs plain GELU MLP (2)
     gguf_arch: str = ""                # llama.cpp's name for the architecture (llama, qwen2, falcon, ...)
+    # Context beyond max_context (the config's native length) through rope scaling, as the model card
+    # documents it: up to extended_context with `rope_scaling` (yarn, linear, dynamic) x rope_factor over
+    # rope_original_context (0: max_context); rope_theta restated for engines that replace the rope settings.
+    rope_scaling: str = ""
+    rope_factor: float = 0.0
+    rope_original_context: int = 0
+    extended_context: int = 0
+    rope_theta: float = 0.0
+
+    @property
+    def context_limit(self) -> int:
+        """The longest context the model serves: extended by rope scaling where documented."""
+        return max(self.max_context, self.extended_context if self.rope_scaling else 0)
 
     @property
     def routed_moe_layers(self) -> int:

@@ -298,14 +298,39 @@ def _check(model: Model, variant: Variant, context: int, tp: int, device: str) -
         raise InvalidArgument(f"device must be gpu or cpu, not {device!r}")
     if context < 1:
         raise InvalidArgument(f"context must be positive, got {context}")
-    if context > model.arch.max_context and variant.engine == VLLM:
-        raise InvalidArgument(f"{model.name} supports at most {model.arch.max_context} tokens of context, "
-                              f"not {context}")
+    if context > model.arch.context_limit and variant.engine == VLLM:
+        extended = (f" ({model.arch.max_context} native, {model.arch.extended_context} with {model.arch.rope_scaling} "
+                    "rope scaling)" if model.arch.context_limit > model.arch.max_context else "")
+        raise InvalidArgument(f"{model.name} supports at most {model.arch.context_limit} tokens of context"
+                              f"{extended}, not {context}")
     problem = tp_problem(model, variant, tp)
     if problem:
         raise InvalidArgument(f"{problem}; valid TP sizes: {valid_tps(model, variant)}")
     if device == "cpu" and tp != 1:
         raise InvalidArgument("a CPU replica runs in one process: TP must be 1")
+
+
+@dataclass(frozen=True)
+class RopeLaunch:
+    """Rope scaling an engine must be launched with to serve a context beyond the model's native length."""
+
+    scaling: str
+    factor: float
+    original_context: int
+    theta: float
+
+    def note(self, model: Model, context: int) -> str:
+        return (f"context {context} is beyond {model.name}'s native {model.arch.max_context} tokens: launched with "
+                f"{self.scaling} rope scaling x{self.factor:g} over {self.original_context} (documented up to "
+                f"{model.arch.extended_context})")
+
+
+def rope_launch(model: Model, context: int) -> RopeLaunch | None:
+    """The rope scaling `context` needs, or None within the native length (or without documented scaling)."""
+    a = model.arch
+    if context <= a.max_context or not a.rope_scaling or context > a.context_limit:
+        return None
+    return RopeLaunch(a.rope_scaling, a.rope_factor, a.rope_original_context or a.max_context, a.rope_theta)
 
 
 def estimate(model: Model, variant: Variant, *, engines: EngineConstants, context: int | None = None, tp: int = 1,
@@ -318,6 +343,9 @@ def estimate(model: Model, variant: Variant, *, engines: EngineConstants, contex
     else:
         parts, notes = _llamacpp(engines, model, variant, ctx, tp, kv_bytes, device)
     weights, kv, act, runtime = parts
+    rope = rope_launch(model, ctx)
+    if rope is not None:
+        notes = [rope.note(model, ctx), *notes]
     total = weights + kv + act + runtime
     util = None
     est = Estimate(model.name, variant.quant, variant.engine, ctx, tp, device, weights, kv, act, runtime,
@@ -361,8 +389,8 @@ def _llamacpp(engines: EngineConstants, model: Model, variant: Variant, ctx: int
     kv = int(kv_bytes_per_token(a, LLAMA_CPP, tp, kv_bytes, c["ubatch"], n_ctx))
     act = llamacpp_compute_bytes(engines, a, n_ctx)
     notes = [f"-c {n_ctx} is shared by all of llama-server's parallel slots"]
-    if ctx > a.max_context:
-        notes.append(f"context beyond the model's {a.max_context} trained tokens: only as several parallel slots")
+    if ctx > a.context_limit:
+        notes.append(f"context beyond the model's {a.context_limit} trained tokens: only as several parallel slots")
     if kv_bytes < 2:
         notes.append("a quantized V cache needs flash attention (-fa on)")
     if device == "cpu":

@@ -64,7 +64,10 @@ def log_piece(data: pb.LogData) -> LogPiece:
 def replica_spec(r: ReplicaRow, dep: DeploymentRow, res: list[ReservationRow]) -> pb.ReplicaSpec:
     res = sorted(res, key=lambda x: x.gpu_index)
     total = sum(x.bytes for x in res) or 1
+    rope = json.loads(dep.launch or "{}").get("rope") or {}
     return pb.ReplicaSpec(
+        rope_scaling=str(rope.get("scaling", "")), rope_factor=float(rope.get("factor", 0.0)),
+        rope_original_context=int(rope.get("original_context", 0)), rope_theta=float(rope.get("theta", 0.0)),
         id=r.id, deployment=dep.name, model=dep.model, quant=dep.quant, engine=dep.engine,
         gpu_uuids=[x.gpu_uuid for x in res], context=dep.context, tp=r.tp,
         reserved_bytes=[x.bytes for x in res], gpu_memory_utilization=r.gpu_memory_utilization,
