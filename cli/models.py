@@ -168,7 +168,9 @@ def register(app: typer.Typer) -> None:
     @app.command("estimate")
     def estimate_cmd(
         model: Annotated[str, typer.Argument(help="model name, alias or HF repo id")],
-        quant: Annotated[str, typer.Option("--quant", "-q", help="bf16, fp8, awq, gptq, q4_k_m, … (see models show)")],
+        quant: Annotated[str | None, typer.Option(
+            "--quant", "-q", help="bf16, fp8, awq, gptq, q4_k_m, … (see models show) [default: the one a quantized "
+                                  "repo id implies]")] = None,
         engine: Annotated[str | None, typer.Option("--engine", help="vllm or llama.cpp (default: the quant's)")] = None,
         context: Annotated[int | None, typer.Option("--context", "-c", help="context length in tokens")] = None,
         tp: Annotated[int | None, typer.Option("--tp", help="GPUs per replica (tensor parallel size)")] = None,
@@ -275,7 +277,7 @@ def _observed(where: Where, m: Model, v: Variant, context: int, tp: int, gpu: st
             "engine_versions": list(resp.engine_versions), "gpu_types": list(resp.gpu_types)}
 
 
-def _estimate(name: str, quant: str, engine: str | None, context: int | None, tp: int | None, gpu: str | None,
+def _estimate(name: str, quant: str | None, engine: str | None, context: int | None, tp: int | None, gpu: str | None,
               gpu_memory: float | None, kv_cache_dtype: str, device: str, catalog_dir: Path | None,
               output: Output, where: Where = Where(offline=True)) -> None:
     if engine is not None and engine not in ENGINES:
@@ -283,10 +285,16 @@ def _estimate(name: str, quant: str, engine: str | None, context: int | None, tp
     if gpu and gpu_memory:
         fail("give --gpu NAME or --gpu-memory GIB, not both")
     catalog = _catalog(catalog_dir)
-    m = catalog.get(name)
+    resolved = catalog.resolve(name)
+    m = resolved.model
+    quant = quant or resolved.quant
+    engine = engine or resolved.engine
+    if quant is None:
+        have = dict.fromkeys(f"{v.quant} ({v.engine})" for v in m.variants if not engine or v.engine == engine)
+        fail(f"{name} is {m.name}; give --quant (its variants: {', '.join(have)})")
     v = catalog.variant(m, quant, engine)
     catalog, header_from = _exact_gguf(catalog, m, v, catalog_dir, where)
-    m = catalog.get(name)
+    m = catalog.get(m.name)
     v = catalog.variant(m, quant, engine)
     memory, cc, gpu_name = None, None, None
     if gpu:

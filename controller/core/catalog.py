@@ -113,6 +113,43 @@ def _key(name: str) -> str:
     return name.strip().lower()
 
 
+@dataclass(frozen=True)
+class Resolved:
+    model: Model
+    quant: str | None   # implied by the id (a quantized repo), or None
+    engine: str | None
+
+
+# Repo-name suffixes that say how the weights are quantized (longest first), and the quant they imply.
+_QUANT_SUFFIXES = (
+    ("-awq-int4", "awq", VLLM), ("-gptq-int4", "gptq", VLLM), ("-gptq-int8", "gptq-int8", VLLM),
+    ("-quantized.w8a8", "int8", VLLM), ("-fp8-dynamic", "fp8", VLLM), ("-w8a8", "int8", VLLM),
+    ("-awq", "awq", VLLM), ("-gptq", "gptq", VLLM), ("-fp8", "fp8", VLLM), ("-int4", "gptq", VLLM),
+    ("-gguf", None, LLAMA_CPP),
+)
+_CHAT_SUFFIXES = ("-instruct", "-chat", "-it", "-hf", "-base")
+
+
+def _loose(name: str) -> tuple[str, str | None, str | None]:
+    """(the id reduced to the model, the quant and engine its suffix implies)."""
+    k = _key(name).rsplit("/", 1)[-1].replace("_", "-")
+    quant: str | None = None
+    engine: str | None = None
+    for suffix, q, e in _QUANT_SUFFIXES:
+        if k.endswith(suffix):
+            k, quant, engine = k[: -len(suffix)], q, e
+            break
+    changed = True
+    while changed:
+        changed = False
+        for suffix in _CHAT_SUFFIXES:
+            if k.endswith(suffix):
+                k, changed = k[: -len(suffix)], True
+    for prefix in ("meta-",):
+        k = k.removeprefix(prefix)
+    return k, quant, engine
+
+
 def _close(name: str, candidates: Iterable[str]) -> list[str]:
     return difflib.get_close_matches(_key(name), list(candidates), n=5, cutoff=0.5)
 
@@ -147,11 +184,46 @@ class Catalog:
             for v in m.variants:
                 if "/" in v.source:
                     self._index.setdefault(_key(v.source), m.name)
+        # Hub ids loosely: without the organisation, chat suffixes (-Instruct, -it) and quant suffixes, so a
+        # base-model id, an instruct id and quantized repos of the same model all land on it.
+        self._loose: dict[str, str] = {}
+        for m in self._models.values():
+            for k in (m.name, *m.aliases, m.hf_id, *(v.source for v in m.variants if "/" in v.source)):
+                if k:
+                    self._loose.setdefault(_loose(k)[0], m.name)
+
+    def resolve(self, name: str) -> Resolved:
+        """A model by name, alias or hub id (base, instruct or a quantized repo of it), with the quant and engine
+        the id implies when that is unambiguous (a repo that is one variant's source, or ends in -AWQ, -GPTQ-Int4,
+        -FP8, ...; a -GGUF repo implies llama.cpp only)."""
+        key = _key(name)
+        found = self._index.get(key)
+        if found is not None:
+            model = self._models[found]
+            if key in {_key(k) for k in (model.name, model.hf_id, *model.aliases)}:
+                return Resolved(model, None, None)  # the model itself: any of its variants
+            same = {(v.quant, v.engine) for v in model.variants if _key(v.source) == key}
+            if len(same) == 1:
+                quant, engine = next(iter(same))
+                return Resolved(model, quant, engine)
+            engines = {e for _, e in same}
+            return Resolved(model, None, engines.pop() if len(engines) == 1 else None)
+        loose, quant, engine = _loose(name)
+        found = self._loose.get(loose)
+        if found is None:
+            self.get(name)  # raises NotFound with suggestions
+        model = self._models[found]  # type: ignore[index]
+        if quant is not None and not any(v.quant == quant for v in model.variants):
+            quant = None  # a quantization the catalog does not carry for it: let the caller choose
+        return Resolved(model, quant, engine)
 
     def get(self, name: str) -> Model:
         """A model by name, alias or HF repo id, any case."""
         found = self._index.get(_key(name))
         if found is None:
+            loose = self._loose.get(_loose(name)[0])
+            if loose is not None:
+                return self._models[loose]
             close = _close(name, self._index)
             hint = f"; did you mean {', '.join(sorted({self._index[c] for c in close}))}?" if close else ""
             raise NotFound(f"unknown model {name!r}{hint} (`fleet models` lists all {len(self._models)})")

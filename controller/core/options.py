@@ -41,7 +41,10 @@ def options_for(model_name: str, quant: str | None, engine: str | None, context:
     Raises InvalidArgument (from the catalog) for an unknown model or quant, or when nothing is possible.
     """
     cat = catalog
-    model = cat.get(model_name)
+    resolved = cat.resolve(model_name)  # a quantized repo id implies its quant (and engine)
+    model = resolved.model
+    quant = quant or resolved.quant
+    engine = engine or resolved.engine
     margin = Margin.from_engines(cat.engines)
 
     def need(e: Estimate, gpu_type: str, t: int) -> int:
