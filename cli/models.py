@@ -18,6 +18,7 @@ from fleet.controller.core.catalog import ENGINES, Catalog, Model, Quants, Varia
 from fleet.controller.core.catalog_import import model_from_gguf, model_from_hf_config
 from fleet.controller.core.errors import FleetError
 from fleet.controller.core.estimate import GIB, Estimate, estimate, fits, gguf_plan_for, incompatibility, min_gpus
+from fleet.controller.core.estimate_explain import explain
 from fleet.controller.store.files import catalog_with, default_catalog_dir, read_gguf_header, write_model
 from fleet.controller.store.gguf_headers import find_header, record_size
 
@@ -185,6 +186,7 @@ def register(app: typer.Typer) -> None:
         = None,
         offline: Annotated[bool, typer.Option(
             "--offline", help="no network: neither the hub (GGUF headers) nor a controller (observed memory)")] = False,
+        explain: Annotated[bool, typer.Option("--explain", help="each term with its formula and inputs")] = False,
         controller: ControllerOpt = None, token: TokenOpt = None, data_dir: DataDirOpt = None,
         output: OutputOpt = Output.table,
     ) -> None:
@@ -195,7 +197,7 @@ def register(app: typer.Typer) -> None:
         With a controller configured (--controller, FLEET_CONTROLLER or an admin token), also shows what
         replicas of the same key really used.
         """
-        where = Where(models_dir, offline, controller, token, data_dir)
+        where = Where(models_dir, offline, controller, token, data_dir, explain)
         _guard(lambda: _estimate(model, quant, engine, context, tp, gpu, gpu_memory, kv_cache_dtype, device,
                                  catalog_dir, output, where))
 
@@ -231,6 +233,7 @@ class Where:
     controller: str | None = None
     token: str | None = None
     data_dir: Path | None = None
+    explain: bool = False
 
 
 def _exact_gguf(catalog: Catalog, m: Model, v: Variant, catalog_dir: Path | None, where: Where
@@ -315,6 +318,10 @@ def _estimate(name: str, quant: str | None, engine: str | None, context: int | N
                  kv_cache_dtype=kv_cache_dtype, device=device)
     result = estimate_dict(e)
     result["weights_from"] = _weights_from(catalog, m, v, header_from)
+    if where.explain:
+        result["explain"] = [{"term": t.name, "bytes": t.bytes, "formula": t.formula, "inputs": t.inputs}
+                             for t in explain(m, v, e, engines=catalog.engines, kv_cache_dtype=kv_cache_dtype,
+                                              gpu_memory_bytes=memory)]
     seen = _observed(where, m, v, e.context, e.tp, gpu_name, device)
     result["observed"] = seen if isinstance(seen, dict) else None
     if isinstance(seen, str):
@@ -351,6 +358,12 @@ def _render(e: Estimate, result: dict[str, Any]) -> None:
     t.add_row(gib(e.weights), gib(e.kv_cache), gib(e.activations), gib(e.runtime), f"[bold]{gib(e.total)}[/]")
     console.print(t)
     console.print(f"[dim]weights from {result['weights_from']}[/]")
+    if result.get("explain"):
+        t = Table("TERM", "GiB", "FORMULA", "INPUTS", show_lines=True)
+        for term in result["explain"]:
+            inputs = ", ".join(f"{k}={v}" for k, v in term["inputs"].items())
+            t.add_row(term["term"], gib(term["bytes"]), term["formula"], inputs)
+        console.print(t)
     seen = result.get("observed")
     if seen and seen.get("replicas"):
         versions = f" ({e.engine} {', '.join(seen['engine_versions'])})" if seen.get("engine_versions") else ""

@@ -164,3 +164,24 @@ def test_models_add_from_gguf_smollm2_matches_file_size(run, smollm2_gguf, tmp_p
     # And the shipped catalog's own SmolLM2 q4_1 entry agrees with the real file.
     r = run("estimate", "smollm2-135m", "--quant", "q4_1", "--context", "2048", "--device", "cpu", "-o", "json")
     assert json.loads(r.output)["per_gpu"]["weights"] == pytest.approx(SMOL_SIZE, rel=0.02)
+
+
+@pytest.mark.parametrize("args", [
+    ("llama3.1-70b", "--quant", "bf16", "--tp", "4", "--gpu", "A100-80GB", "--context", "16384"),
+    ("qwen2.5-72b", "--quant", "q4_k_m", "--context", "8192"),
+    ("deepseek-r1", "--quant", "fp8", "--tp", "8", "--context", "4096"),
+    ("smollm2-135m", "--quant", "q4_1", "--device", "cpu", "--context", "512"),
+])
+def test_estimate_explain_gives_every_term_its_inputs(run, args):
+    r = run("estimate", *args, "--explain", "-o", "json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    terms = {t["term"]: t for t in out["explain"]}
+    assert list(terms) == ["weights", "kv_cache", "activations", "runtime", "total"]
+    for name in ("weights", "kv_cache", "activations", "runtime", "total"):
+        assert terms[name]["bytes"] == out["per_gpu"][name] and terms[name]["formula"] and terms[name]["inputs"]
+    assert sum(terms[t]["bytes"] for t in ("weights", "kv_cache", "activations", "runtime")) == terms["total"]["bytes"]
+    kv = terms["kv_cache"]["inputs"]
+    assert kv["layers"] and kv["context"] >= out["context"] and kv["tp"] == out["tp"]
+    table = run("estimate", *args, "--explain")
+    assert "FORMULA" in table.output and "layers=" in table.output
