@@ -75,8 +75,9 @@ def parse_llama_cpp(text: str) -> LoggedMemory:
 # ---------------------------------------------------------------- vLLM
 
 _VLLM_WEIGHTS = (
-    re.compile(r"Model loading took (?P<n>[\d.]+)\s*(?P<unit>GiB|GB)"),          # V1 (0.8-)
+    re.compile(r"Model loading took (?P<n>[\d.]+)\s*(?P<unit>GiB|GB)"),          # V1 (0.8-), GPU
     re.compile(r"Loading model weights took (?P<n>[\d.]+)\s*(?P<unit>GiB|GB)"),  # V0 (-0.7)
+    re.compile(r"Checkpoint size: (?P<n>[\d.]+)\s*(?P<unit>GiB)"),               # CPU build: the files it loads
 )
 _VLLM_KV = (
     re.compile(r"Available KV cache memory: (?P<n>-?[\d.]+)\s*(?P<unit>GiB|GB)"),     # GPU, V1

@@ -35,9 +35,10 @@ def observed_replica(f: Fleet, name: str, *terms: str) -> dict[str, Any] | None:
     return d if seen and all(seen[t] > 0 for t in terms) else None
 
 
-def check_learned(f: Fleet, name: str, estimate_args: list[str], place_args: list[str]) -> dict[str, Any]:
+def check_learned(f: Fleet, name: str, estimate_args: list[str], place_args: list[str],
+                  terms: tuple[str, ...] = ("total", "weights", "kv_cache")) -> dict[str, Any]:
     """describe, estimate and /metrics show the observation; a second placement of the same key uses it."""
-    d = wait_for(lambda: observed_replica(f, name, "total", "weights", "kv_cache"), 120, "observed memory")
+    d = wait_for(lambda: observed_replica(f, name, *terms), 120, "observed memory")
     rep = d["replicas"][0]
     seen = rep["observed"]
     assert seen["ram"] == seen["total"] and seen["engine_version"]
@@ -60,8 +61,10 @@ def check_learned(f: Fleet, name: str, estimate_args: list[str], place_args: lis
     trusted = f.cli("place", *place_args, "--name", "trusted", "--dry-run", "--trust-observed", "-o", "json")
     assert trusted.returncode == 0, trusted.stderr + trusted.stdout
     t = json.loads(trusted.stdout)["deployment"]
-    observed_total = d["observed"]["total"]
-    assert t["replicas"][0]["ram_reserved"] >= observed_total + 256 * MIB
+    need = d["observed"]["total"]
+    if d["engine"] == "vllm":  # its KV pool is what fleet gave it: the need is the rest + one sequence's KV
+        need = need - d["observed"]["kv_cache"] + t["estimate"]["kv_cache"]
+    assert t["replicas"][0]["ram_reserved"] >= need + 256 * MIB
     assert plain["deployment"]["replicas"][0]["ram_reserved"] == max(
         plain["deployment"]["estimate"]["total"], t["replicas"][0]["ram_reserved"])
     return d
@@ -120,7 +123,8 @@ def test_vllm_cpu_replica_reports_observed_memory(vllm_fleet: Fleet, tiny_llama_
     assert r.returncode == 0, r.stderr + r.stdout
     name = json.loads(r.stdout)["name"]
     f.env["FLEET_CATALOG_DIR"] = str(f.data_dir / "catalog")  # `fleet estimate` reads the same catalog
-    d = check_learned(f, name, args, args)
+    # the CPU build logs its KV pool ("Explicitly set (0.06/...) GiB for KV cache") and the checkpoint size,
+    # which for a 2-layer model rounds to 0.00 GiB: weights stay unknown, the rest is measured
+    d = check_learned(f, name, args, args, terms=("total", "kv_cache"))
     seen = d["replicas"][0]["observed"]
-    # vLLM's own lines: "Model loading took ... GiB", and the KV pool fleet gave it (at least 64 MiB)
-    assert seen["kv_cache"] >= 64 * MIB and seen["total"] > seen["weights"]
+    assert seen["kv_cache"] >= 0.05 * 2**30 and seen["total"] > 200 * MIB

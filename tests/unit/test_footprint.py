@@ -151,3 +151,12 @@ def test_nvml_gone_means_no_gpu_part(engine: subprocess.Popen[bytes], tmp_path: 
 
     m = Meter(nvml=Broken({})).measure("r", "vllm", engine.pid, ["GPU-x"], tmp_path / "engine.log")
     assert m is not None and not m.gpus and m.total == 0
+
+
+def test_vllm_cpu_build_lines():
+    # vLLM 0.32 CPU build (lines from a replica this project's e2e suite ran)
+    text = ("INFO [weight_utils.py:1108] Filesystem type for checkpoints: EXT4. Checkpoint size: 2.50 GiB. "
+            "Available RAM: 20.69 GiB.\n"
+            "INFO [cpu_worker.py:260] Explicitly set (0.06/11.21) GiB for KV cache on node 0.\n")
+    m = parse("vllm", text)
+    assert m.weights == int(2.5 * GIB) and m.kv_cache == int(0.06 * GIB)
