@@ -98,7 +98,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[RangeServer]:
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RangeServer]:
+    # online for this test, whatever an earlier test in this process left behind (huggingface_hub reads
+    # HF_HUB_OFFLINE once, at import)
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     server = RangeServer(tmp_path / "hub")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
