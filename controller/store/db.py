@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, create_engine
 
@@ -32,7 +32,22 @@ def open_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
+    upgrade(engine)
     return engine
+
+
+# Columns added to existing tables after a release: (table, column, SQL type with its default).
+ADDED_COLUMNS = (("deployment", "launch", "VARCHAR NOT NULL DEFAULT '{}'"),)
+
+
+def upgrade(engine: Engine) -> None:
+    """Add the columns a database written by an older release lacks (idempotent; new tables come from
+    create_all)."""
+    have = inspect(engine)
+    for table, column, sql_type in ADDED_COLUMNS:
+        if column not in {c["name"] for c in have.get_columns(table)}:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
 
 
 def sqlite_url(data_dir: Path) -> str:
