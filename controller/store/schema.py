@@ -187,3 +187,11 @@ class ObservationRow(SQLModel, table=True):
     reserved: int = Field(default=0, sa_type=BigInteger)  # per GPU (or RAM) when measured
     over: bool = False  # used more than it reserved
     measured_at: float = 0.0
+
+
+class SchemaVersionRow(SQLModel, table=True):
+    """Which upgrade steps (fleet.controller.store.db.STEPS) this database has had: one row."""
+
+    __tablename__ = "schema_version"
+    id: int = Field(default=1, primary_key=True)
+    version: int = 0
