@@ -45,6 +45,11 @@ def on_loop(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
 
 def schedule_jobs(ctl: Controller, settings: Settings) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler()
+    # other controllers' writes (and nothing at all when this one is alone: one indexed read)
+    scheduler.add_job(on_loop(ctl.store.sync), "interval", seconds=settings.sync_interval, id="change-feed",
+                      max_instances=1, coalesce=True)
+    scheduler.add_job(on_loop(ctl.renew_lease), "interval", seconds=max(0.5, settings.lease_ttl / 5),
+                      id="duties-lease", max_instances=1, coalesce=True)
     scheduler.add_job(on_loop(ctl.flush), "interval", seconds=settings.flush_interval, id="flush-heartbeats",
                       max_instances=1, coalesce=True)
     scheduler.add_job(on_loop(ctl.check_liveness), "interval", seconds=min(1.0, settings.heartbeat_interval),
@@ -63,6 +68,7 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
     ensure_token(store, data_dir, "join", fingerprint)
     admin = ensure_token(store, data_dir, "admin")
     ctl = Controller(store, settings, Credentials(admin_hashes={token_hash(admin)}), data_dir)
+    ctl.renew_lease()  # alone on its database, a controller holds the duties from its first second
 
     server = build_server(ctl, listen, creds_tls)
     await server.start()
@@ -97,6 +103,7 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
     scheduler.shutdown(wait=False)
     await server.stop(grace=2)
     ctl.flush()
+    ctl.lease.release()  # a clean stop hands the duties over at once
 
 
 def run(data_dir: Path, listen: str, db_url: str | None, settings: Settings, tls: TLSOptions = TLSOptions(),

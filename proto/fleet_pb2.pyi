@@ -735,18 +735,22 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("heartbeats_total", "sessions_open", "uptime", "nodes", "nodes_alive")
+    __slots__ = ("heartbeats_total", "sessions_open", "uptime", "nodes", "nodes_alive", "controller", "duties")
     HEARTBEATS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_OPEN_FIELD_NUMBER: _ClassVar[int]
     UPTIME_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     NODES_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    DUTIES_FIELD_NUMBER: _ClassVar[int]
     heartbeats_total: int
     sessions_open: int
     uptime: float
     nodes: int
     nodes_alive: int
-    def __init__(self, heartbeats_total: _Optional[int] = ..., sessions_open: _Optional[int] = ..., uptime: _Optional[float] = ..., nodes: _Optional[int] = ..., nodes_alive: _Optional[int] = ...) -> None: ...
+    controller: str
+    duties: bool
+    def __init__(self, heartbeats_total: _Optional[int] = ..., sessions_open: _Optional[int] = ..., uptime: _Optional[float] = ..., nodes: _Optional[int] = ..., nodes_alive: _Optional[int] = ..., controller: _Optional[str] = ..., duties: bool = ...) -> None: ...
 
 class JoinToken(_message.Message):
     __slots__ = ("id", "kind", "description", "created_at", "expires_at", "revoked", "state")

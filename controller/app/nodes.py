@@ -44,8 +44,7 @@ def admit(ctl: Controller, secret: str) -> None:
 
 def join(ctl: Controller, name: str, inventory_json: str, gpus: list[GpuRow]) -> str:
     """Register a node (its join token already admitted); returns its new credential, shown to the agent once."""
-    existing = ctl.store.get_node(name)
-    if existing is not None and name in ctl.liveness.alive and name in ctl.sessions:
+    if ctl.is_alive(name):
         raise AlreadyExists(f"node {name!r} is online with another credential; choose another --name")
     credential = secrets.token_urlsafe(32)
     now = time.time()
@@ -59,17 +58,18 @@ def join(ctl: Controller, name: str, inventory_json: str, gpus: list[GpuRow]) ->
 def connect(ctl: Controller, node: str, inventory_json: str, gpus: list[GpuRow], probe: str = "") -> None:
     """A session started: the node's fresh inventory replaces the old one, and it is alive."""
     now = time.time()
-    came_back = ctl.liveness.beat(node, now, [(g.uuid, g.memory_used, g.utilization, g.temperature) for g in gpus])
+    ctl.liveness.beat(node, now, [(g.uuid, g.memory_used, g.utilization, g.temperature) for g in gpus])
+    if not ctl.is_alive(node):
+        ctl.store.set_alive(node, True, now)  # back online, with its event
     ctl.store.save_inventory(node, inventory_json, gpus, now)
-    if came_back:
-        ctl.store.set_alive(node, True, now)
     log.info("node %s connected (%d GPUs, probe %s)", node, len(gpus), probe or "?")
 
 
 def heartbeat(ctl: Controller, node: str, usage: Iterable[GpuUsage]) -> None:
     """Memory first; the database sees heartbeats in batches (Controller.flush)."""
     now = time.time()
-    if ctl.liveness.beat(node, now, list(usage)):
+    ctl.liveness.beat(node, now, usage)
+    if not ctl.is_alive(node):  # marked offline while it was in fact still talking (a pause, a failover)
         ctl.store.set_alive(node, True, now)
 
 
@@ -115,9 +115,7 @@ def remove(ctl: Controller, name: str, force: bool) -> tuple[Removed, bool]:
         if known is not None:
             ctl.creds.node_hashes[name] = known
         raise
-    ctl.liveness.forget(name)
-    for uuid in removed.gpus:
-        ctl.liveness.gpu_usage.pop(uuid, None)
+    ctl.liveness.forget(name, removed.gpus)
     queue = ctl.sessions.get(name)
     if queue is not None:
         queue.put_nowait(None)  # ends the stream; the agent's reconnect is refused (UNAUTHENTICATED)

@@ -80,7 +80,7 @@ class Gateway:
     def targets(self, deployment: str) -> list[Target]:
         rows = self.ctl.store.replicas(deployment=deployment)
         views = (ReplicaView(r.id, r.node, r.state, r.desired, r.endpoint, r.api_key) for r in rows)
-        return routable(views, self.ctl.liveness.alive)
+        return routable(views, self.ctl.alive)
 
     def client_refusal(self, request: web.Request) -> web.Response | None:
         key = bearer(request)

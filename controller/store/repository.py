@@ -266,16 +266,28 @@ class Store:
             return row
 
     @writes
-    def set_alive(self, name: str, alive: bool, now: float) -> None:
+    def set_alive(self, name: str, alive: bool, now: float, last_heartbeat: float | None = None) -> None:
+        """Online or offline, with an event; `last_heartbeat` records when the node was last heard from."""
         with self.session() as s:
             row = s.get(NodeRow, name)
             if row is None or row.alive == alive:
                 return
             row.alive = alive
+            if last_heartbeat is not None:
+                row.last_heartbeat = max(row.last_heartbeat, last_heartbeat)
             s.add(row)
             s.add(EventRow(at=now, kind="node.online" if alive else "node.offline", node=name))
             touch(s, NODE, [name], now)
             s.commit()
+
+    def heartbeats(self, names: Iterable[str] | None = None) -> dict[str, float]:
+        """Last heartbeat per node as every controller wrote it (not mirrored: it moves every second): the
+        nodes believed online, or these nodes."""
+        nodes = NodeRow.__table__  # type: ignore[attr-defined]
+        q = select(nodes.c.name, nodes.c.last_heartbeat)
+        q = q.where(nodes.c.alive) if names is None else q.where(nodes.c.name.in_(list(names)))
+        with self.reader.connect() as conn:
+            return {name: float(at) for name, at in conn.execute(q)}
 
     # ---- deployments, replicas, reservations
     def reserved_by_gpu(self) -> dict[str, int]:

@@ -195,3 +195,12 @@ class SchemaVersionRow(SQLModel, table=True):
     __tablename__ = "schema_version"
     id: int = Field(default=1, primary_key=True)
     version: int = 0
+
+
+class LeaseRow(SQLModel, table=True):
+    """Who does the fleet-wide duties (fleet.controller.store.lease); expires_at is the database's clock."""
+
+    __tablename__ = "lease"
+    name: str = Field(primary_key=True)
+    holder: str = ""
+    expires_at: float = 0.0
