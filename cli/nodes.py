@@ -37,6 +37,7 @@ def node_dict(n: pb.Node) -> dict[str, Any]:
         "last_heartbeat": n.last_heartbeat, "registered_at": n.registered_at,
         "cordon": ({"reason": n.cordon_reason, "by": n.cordoned_by, "at": n.cordoned_at}
                    if n.cordoned_at else None),
+        "events": [{"at": e.at, "kind": e.kind, "message": e.message} for e in n.events],
     }
 
 
@@ -109,6 +110,13 @@ def register(app: typer.Typer) -> None:
                       gib(g["memory_used"]), gib(g["memory_reserved"]), str(g["utilization"]),
                       str(g["temperature"]) if g["temperature"] >= 0 else "-")
         console.print(t)
+        if d["events"]:
+            ev = Table(title="events (newest first)")
+            for col in ("WHEN", "EVENT", "MESSAGE"):
+                ev.add_column(col)
+            for e in d["events"]:
+                ev.add_row(ago(e["at"]), e["kind"], e["message"])
+            console.print(ev)
 
     @app.command("cordon")
     def cordon(name: str, reason: Annotated[str, typer.Option(help="why: shown by `fleet nodes`")] = "",

@@ -89,13 +89,18 @@ class Controller:
         self.data_dir = data_dir  # user-added catalog models live in DATA_DIR/catalog
         self.liveness = Liveness()
         self.sessions: dict[str, Outbox] = {}
-        self.log_waiters: dict[int, asyncio.Queue[LogPiece]] = {}
+        # request id -> (the node asked, where its answer goes): a node answers only what it was asked
+        self.log_waiters: dict[int, tuple[str, asyncio.Queue[LogPiece]]] = {}
         self.next_log_request = 1
         self.repair = RepairState()
         self.started = time.time()
         self._catalog_files = CatalogFiles([d for d in ((data_dir / "catalog") if data_dir else None,
                                                         default_catalog_dir()) if d is not None])
         self._catalog: tuple[tuple[float, ...], Catalog] | None = None
+        # GPU uuid -> the node it belongs to (the store's gpu rows): heartbeats may name only their own GPUs
+        self.gpu_owner: dict[str, str] = {g.uuid: g.node for g in store.gpus()}
+        # Bumped when an API key is revoked: the HTTP edge forgets the keys it had already checked.
+        self.keys_epoch = 0
         # A restarted controller gives every node it believed alive a full timeout to reconnect.
         for row in store.nodes():
             self.creds.node_hashes[row.name] = row.credential_hash

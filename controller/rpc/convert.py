@@ -16,7 +16,7 @@ from fleet.controller.app.drain import DrainView
 from fleet.controller.app.nodes import ReplicaStatus
 from fleet.controller.app.place import ESTIMATE_TERMS, PlaceArgs, PlaceOutcome
 from fleet.controller.core.placement import Plan
-from fleet.controller.store.schema import DeploymentRow, GpuRow, ReplicaRow, ReservationRow
+from fleet.controller.store.schema import DeploymentRow, EventRow, GpuRow, ReplicaRow, ReservationRow
 from fleet.proto import fleet_pb2 as pb
 
 MAX_REPORTED_REPLICAS = 256
@@ -111,7 +111,15 @@ def deployment_message(d: DeploymentRows) -> pb.Deployment:
     )
 
 
-def node_message(v: NodeView) -> pb.Node:
+UINT64 = 2**64 - 1
+
+
+def _u64(n: int) -> int:
+    # Edge validation bounds every reported size; sums over a large fleet still must never break a reply.
+    return max(0, min(int(n), UINT64))
+
+
+def node_message(v: NodeView, events: list[EventRow] | None = None) -> pb.Node:
     inv = pb.Inventory()
     json_format.ParseDict(v.inventory, inv, ignore_unknown_fields=True)
     row = v.row
@@ -126,13 +134,14 @@ def node_message(v: NodeView) -> pb.Node:
             memory_reserved=g.memory_reserved, memory_used_by_others=g.memory_used_by_others,
             memory_free=g.memory_free,
         ) for g in v.gpus],
+        events=[pb.NodeEvent(at=e.at, kind=e.kind, message=e.message) for e in events or []],
     )
 
 
 def capacity_message(views: list[NodeView], t: Totals) -> pb.CapacityResponse:
     return pb.CapacityResponse(nodes=[node_message(v) for v in views], gpu_count=t.gpu_count,
-                               vram_total=t.vram_total, vram_reserved=t.vram_reserved, vram_free=t.vram_free,
-                               ram_total=t.ram_total, disk_free=t.disk_free)
+                               vram_total=_u64(t.vram_total), vram_reserved=_u64(t.vram_reserved),
+                               vram_free=_u64(t.vram_free), ram_total=_u64(t.ram_total), disk_free=_u64(t.disk_free))
 
 
 def place_args(req: pb.PlaceRequest) -> PlaceArgs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, create_engine
 
@@ -32,7 +32,21 @@ def open_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
+    upgrade(engine)
     return engine
+
+
+# Columns added to tables that older releases created: (table, column, DDL type with its default).
+ADDED_COLUMNS = (("apikey", "role", "VARCHAR NOT NULL DEFAULT 'client'"),)
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring a database written by an older release up to this schema (idempotent; runs at every start)."""
+    tables = inspect(engine)
+    for table, column, ddl in ADDED_COLUMNS:
+        if column not in {c["name"] for c in tables.get_columns(table)}:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
 
 
 def sqlite_url(data_dir: Path) -> str:

@@ -42,7 +42,7 @@ NODE = "fuzz-node"
 
 # Methods that change nothing whatever they are sent; every other method must have a poison below.
 READ_ONLY = {"ListNodes", "DescribeNode", "Capacity", "Stats", "ListDeployments", "DescribeDeployment", "Logs",
-             "Plan", "ListTokens"}
+             "Plan", "ListTokens", "ListApiKeys"}
 # Appended to a payload a credential would let through, so the call is refused as invalid (last field wins).
 POISON: dict[str, Message] = {
     "Register": pb.RegisterRequest(name="_"),                                # '_' is never in a node name
@@ -54,6 +54,9 @@ POISON: dict[str, Message] = {
     "CreateToken": pb.CreateTokenRequest(description="\x00"),               # control characters are refused
     "RevokeToken": pb.RevokeTokenRequest(id=2**64 - 1),
     "RemoveNode": pb.RemoveNodeRequest(name="_"),
+    "ReplaceNode": pb.ReplaceNodeRequest(name="_"),
+    "CreateApiKey": pb.CreateApiKeyRequest(name="\x00"),                    # not a key name
+    "RevokeApiKey": pb.RevokeApiKeyRequest(ref="\x00"),                     # names no key
 }
 CREDS = ("none", "wrong", "node", "node-as-other", "admin")
 
@@ -402,7 +405,8 @@ def test_fuzz_every_method_changes_nothing(fleet: Fleet, capsys: pytest.CaptureF
     assert len(calls) >= 10_000
     assert set(raised) <= {"/fleet.v1.Agent/Session"}, Counter(raised)
     assert not changed, f"tables changed under fuzz (rows before, after): {changed}"
-    assert not [u for u in unknown if u.split()[0] in {"CreateToken", "ListTokens", "RevokeToken", "RemoveNode"}]
+    assert not [u for u in unknown if u.split()[0] in {"CreateToken", "ListTokens", "RevokeToken", "RemoveNode",
+                                                       "ReplaceNode", "CreateApiKey", "ListApiKeys", "RevokeApiKey"}]
 
 
 NESTED_JSON = ["[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000]
