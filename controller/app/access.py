@@ -8,10 +8,10 @@ files DATA_DIR/join-token and DATA_DIR/admin-token are 0600; the join token carr
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from pathlib import Path
 
+from fleet.common.private import write_private
 from fleet.common.trust import join_token, split_token
 from fleet.controller.app.controller import Controller
 from fleet.controller.store import apikeys, tokens
@@ -24,11 +24,7 @@ log = logging.getLogger("fleet.controller")
 
 def write_secret(path: Path, value: str) -> None:
     """Create a 0600 file atomically; never widen permissions on the way."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    os.replace(tmp, path)
+    write_private(path, (value + "\n").encode())
 
 
 def ensure_token(store: Store, data_dir: Path, kind: str, fingerprint: str = "") -> str:

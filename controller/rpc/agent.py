@@ -30,6 +30,8 @@ from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 
 log = logging.getLogger("fleet.controller")
+# Anyone who reaches the port can send a bad token as fast as they like: this logger is rate-limited by main.
+refusals = logging.getLogger("fleet.controller.refusals")
 
 INTERNAL = "the controller could not store this node's report (see the controller's log)"
 
@@ -45,7 +47,7 @@ class AgentService(pbg.AgentServicer):
         try:
             replaces = nodes.admit(self.ctl, secret)
         except Unauthenticated:
-            log.warning("refused a join with a wrong or expired token from %s", context.peer())
+            refusals.warning("refused a join with a wrong or expired token from %s", context.peer())
             raise
         name = validate_node_name(request.name or request.inventory.hostname)
         validate_inventory(request.inventory)

@@ -7,14 +7,22 @@ victims are real agents with declared GPUs.
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
 import queue
 import sqlite3
+import stat
+import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import pytest
 
 from fleet.proto import fleet_pb2 as pb
@@ -247,3 +255,167 @@ def test_node_back_with_fewer_gpus_reconnects_and_its_lost_replicas_move(fleet: 
     fleet.start_agent("spare", "1xA100-80GB", extra=ENGINES)
     wait_for(lambda: sorted(r[0] for r in db_rows(fleet, "SELECT node FROM replica WHERE desired = 'run'"))
              == ["big", "spare"], 40, "replacement placed on the spare node")
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def http_get(fleet: Fleet, path: str, key: str = "", basic: bool = False) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(f"http://{fleet.http}{path}")
+    if key:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"me:{key}".encode()).decode() if basic
+                       else f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def fake_llama_server(tmp_path: Path) -> Path:
+    """An executable named llama-server (the agent finds engines by name) running fake_llama_server.py."""
+    exe = tmp_path / "bin" / "llama-server"
+    exe.parent.mkdir()
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).with_name('fake_llama_server.py')} \"$@\"\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def test_engine_key_stays_off_the_command_line_and_out_of_logs(fleet: Fleet, tmp_path: Path) -> None:
+    agent_dir = fleet.root / "agent-cpu"
+    (agent_dir / "models").mkdir(parents=True)
+    agent_dir.chmod(0o755)  # created by an operator: tightened at start
+    (agent_dir / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF" + bytes(64))
+    fleet.start_agent("cpu", None, extra=("--llama-server", str(fake_llama_server(tmp_path))))
+    wait_for(lambda: fleet.states() == {"cpu": "ready"}, 30, "cpu node ready")
+    placed = fleet.cli("place", "smollm2-135m", "--quant", "q4_1", "--device", "cpu", "--context", "512",
+                       "--name", "smol", "-o", "json")
+    assert placed.returncode == 0, placed.stderr
+
+    def replica() -> dict[str, Any] | None:
+        reps = json.loads(fleet.cli("deployments", "-o", "json").stdout)[0]["replicas"]
+        return reps[0] if reps and reps[0]["state"] == "healthy" else None
+
+    rep = wait_for(replica, 60, "replica healthy (the engine read its key from the file)")
+    key = rep["api_key"]
+    assert len(key) >= 24
+
+    # not in `ps`: no process's command line holds it
+    for p in psutil.process_iter(["cmdline"]):
+        assert key not in " ".join(p.info["cmdline"] or []), p.info["cmdline"]
+    # not in any log: engine log, agent, controller, `fleet logs`
+    rdir = agent_dir / "replicas" / rep["id"]
+    engine_log = (rdir / "engine.log").read_text()
+    assert "fake llama-server" in engine_log and "--api-key-file" in engine_log and key not in engine_log
+    shown = fleet.cli("logs", "smol")
+    assert shown.returncode == 0 and "fake llama-server" in shown.stdout and key not in shown.stdout
+    assert key not in fleet.log("agent-cpu") and key not in fleet.log("controller")
+    # the files that hold it, and the agent's state, are the agent user's alone
+    assert (rdir / "api-key").read_text().strip() == key
+    assert mode(agent_dir) == 0o700 and mode(agent_dir / "replicas") == 0o700 and mode(rdir) == 0o700
+    for name in ("api-key", "state.json", "engine.log"):
+        assert mode(rdir / name) == 0o600, name
+    assert mode(agent_dir / "node-credential.json") == 0o600
+
+    # and it is the key the gateway uses: a chat through the gateway reaches the engine
+    client_key = fleet.cli("apikey", "create", "--name", "app").stdout.strip()
+    req = urllib.request.Request(f"http://{fleet.http}/v1/chat/completions", method="POST",
+                                 data=json.dumps({"model": "smol", "messages": []}).encode(),
+                                 headers={"Authorization": f"Bearer {client_key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=20) as resp:
+        assert json.loads(resp.read())["choices"][0]["message"]["content"] == "hi"
+
+
+def test_controller_data_dir_is_private_at_every_start(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    fleet.data_dir.mkdir(mode=0o755)
+    fleet.data_dir.chmod(0o755)  # pre-created by an operator (or a package) with the usual mode
+    try:
+        fleet.start_controller()
+        secrets = ["fleet.db", "fleet.db-wal", "fleet.db-shm", "join-token", "admin-token", "tls/ca.key",
+                   "tls/server.key"]
+
+        def private() -> bool:
+            return mode(fleet.data_dir) == 0o700 and mode(fleet.data_dir / "tls") == 0o700 and all(
+                mode(fleet.data_dir / name) == 0o600 for name in secrets)
+
+        assert private(), {n: oct(mode(fleet.data_dir / n)) for n in secrets}
+        fleet.stop_controller()
+        for name in secrets:  # widened while it was stopped (a restore from backup, a careless chmod)
+            if (fleet.data_dir / name).exists():  # a clean stop folds the WAL in and deletes it
+                (fleet.data_dir / name).chmod(0o644)
+        fleet.data_dir.chmod(0o755)
+        fleet.start_controller()
+        assert private()
+    finally:
+        fleet.close()
+
+
+def test_apikey_goes_over_the_admin_service_never_plain_http(fleet: Fleet) -> None:
+    # Something else listens where FLEET_HTTP points (another controller, anyone): it must see nothing.
+    seen: list[str] = []
+
+    class Trap(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(f"{self.command} {self.path} {self.headers.get('Authorization')}")
+            self.send_response(500)
+            self.end_headers()
+
+        do_POST = do_DELETE = do_GET  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    trap = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trap)
+    threading.Thread(target=trap.serve_forever, daemon=True).start()
+    fleet.env["FLEET_HTTP"] = f"http://127.0.0.1:{trap.server_address[1]}"
+    try:
+        made = fleet.cli("apikey", "create", "--name", "app")
+        assert made.returncode == 0, made.stderr
+        key = made.stdout.strip()
+        assert key.startswith("sk-fleet-") and "cannot be shown again" in made.stderr
+        assert http_get(fleet, "/v1/models", key)[0] == 200
+        listed = fleet.cli("apikey", "list", "-o", "json")
+        assert listed.returncode == 0 and key not in listed.stdout
+        assert [(k["name"], k["role"], k["revoked"]) for k in json.loads(listed.stdout)] == [("app", "client", False)]
+        assert fleet.cli("apikey", "revoke", "app").returncode == 0
+        assert http_get(fleet, "/v1/models", key)[0] == 401  # at once, not after a cache expires
+        again = fleet.cli("apikey", "revoke", "app")
+        assert again.returncode == 2 and "no active API key" in again.stderr
+        assert fleet.cli("apikey", "create", "--role", "root").returncode == 2
+        assert fleet.cli("apikey", "list", "--token", "wrong").returncode == 3
+    finally:
+        trap.shutdown()
+    assert seen == []
+    assert http_get(fleet, "/admin/apikeys", (fleet.data_dir / "admin-token").read_text().strip())[0] == 404
+
+
+def test_read_only_pages_need_the_admin_token_or_a_viewer_key(fleet: Fleet) -> None:
+    fleet.start_agent("gpu-a", "1xA100-80GB", extra=ENGINES)
+    wait_for(lambda: fleet.states() == {"gpu-a": "ready"}, 30, "node ready")
+    uuid = describe(fleet, "gpu-a")["gpus"][0]["uuid"]
+    client_key = fleet.cli("apikey", "create", "--name", "app").stdout.strip()
+    viewer = fleet.cli("apikey", "create", "--name", "prometheus", "--role", "viewer")
+    assert viewer.returncode == 0 and "viewer API key" in viewer.stderr, viewer.stderr
+    viewer_key = viewer.stdout.strip()
+    admin = (fleet.data_dir / "admin-token").read_text().strip()
+
+    for path in ("/", "/api/capacity", "/metrics"):
+        for key in ("", client_key, "sk-fleet-made-up", admin + "x"):
+            status, headers, body = http_get(fleet, path, key)
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Basic "), (path, key)
+            assert b"gpu-a" not in body and uuid.encode() not in body
+        for key, basic in ((viewer_key, False), (viewer_key, True), (admin, False), (admin, True)):
+            status, _, body = http_get(fleet, path, key, basic=basic)
+            assert status == 200, (path, basic)
+        assert uuid.encode() in http_get(fleet, "/api/capacity", viewer_key)[2]
+    # Prometheus' scrape: `authorization: {type: Bearer, credentials_file: ...}` with the viewer key
+    assert b'fleet_gpu_memory_total_bytes{' in http_get(fleet, "/metrics", viewer_key)[2]
+    # a viewer key reads, it does not call models; revoked, it reads nothing at once
+    assert http_get(fleet, "/v1/models", viewer_key)[0] == 401
+    assert fleet.cli("apikey", "revoke", "prometheus").returncode == 0
+    assert http_get(fleet, "/metrics", viewer_key)[0] == 401
