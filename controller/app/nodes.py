@@ -47,13 +47,14 @@ def admit(ctl: Controller, secret: str) -> str | None:
                           or "join token rejected: use the token in the controller's DATA_DIR/join-token")
 
 
-def join(ctl: Controller, secret: str, name: str, inventory_json: str, gpus: list[GpuRow],
-         replaces: str | None = None, credential_held: str = "") -> str:
+def join(ctl: Controller, name: str, inventory_json: str, gpus: list[GpuRow], *, replaces: str | None = None,
+         secret: str = "", credential_held: str = "") -> str:
     """Register a node (its token already admitted); returns its new credential, shown to the agent once.
 
     A join token creates a new name only. A known name is taken by the agent holding that node's
-    one-time replacement token (`replaces`, from `admit`), or by one that proves it is that node
-    (`credential_held`), e.g. an agent re-registering because the controller's address changed.
+    one-time replacement token (`secret`, which `admit` found to replace `replaces`), or by one that
+    proves it is that node (`credential_held`), e.g. an agent re-registering because the controller's
+    address changed.
     """
     now = time.time()
     if replaces is not None and replaces != name:

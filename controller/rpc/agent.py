@@ -54,8 +54,9 @@ class AgentService(pbg.AgentServicer):
         # An agent that re-registers (the controller's address changed) proves it is the node it was.
         md = metadata_dict(context.invocation_metadata())
         held = bearer(md) if md.get("x-fleet-node") == name else ""
-        credential = nodes.join(self.ctl, secret, name, convert.inventory_json(request.inventory),
-                                convert.gpu_rows(name, request.inventory), replaces=replaces, credential_held=held)
+        credential = nodes.join(self.ctl, name, convert.inventory_json(request.inventory),
+                                convert.gpu_rows(name, request.inventory), replaces=replaces, secret=secret,
+                                credential_held=held)
         return pb.RegisterResponse(node_name=name, credential=credential)
 
     async def Session(self, request_iterator: AsyncIterator[pb.AgentMessage],
