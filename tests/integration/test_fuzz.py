@@ -1,10 +1,14 @@
-"""Issue 7: >= 10,000 malformed or hostile messages to every method of Agent, Fleet and Admin, over TLS,
-with and without credentials, against a real controller subprocess.
+"""Hostile input against a real controller subprocess; every family prints its counts to the test output.
 
-Holds: the controller stays up, still answers ListNodes, and no table changes. Calls that a credential
-would let through are made invalid on purpose (a poison field appended to the payload: protobuf merges
-it last), so "no state change" is a real assertion and not luck; read-only methods get anything.
-The numbers (messages per service and credential, status codes, duration) go to the test output.
+- Issue 7: >= 10,000 malformed or hostile messages to every method of Agent, Fleet and Admin, over TLS,
+  with and without credentials. Holds: the controller stays up, still answers ListNodes, and no table
+  changes. Calls that a credential would let through are made invalid on purpose (a poison field appended
+  to the payload: protobuf merges it last), so "no state change" is a real assertion and not luck;
+  read-only methods get anything.
+- Issue 12, hostile inventories: sizes, counts, strings, names, duplicate and foreign GPU UUIDs, at
+  Register and at a session's start; each refused whole with one INVALID_ARGUMENT (or ALREADY_EXISTS).
+- Issue 12, hostile HTTP: slow clients, a connection flood past the cap, nested JSON, large and many
+  bodies; and a flood of both ports at a small open-file limit.
 """
 
 from __future__ import annotations
