@@ -613,12 +613,14 @@ def _hostile_http(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
     report: dict[str, Any] = {}
     auth = f"Authorization: Bearer {key}\r\n".encode()
 
-    # 1. slow clients: silent, half a request line, headers without the end, a body that never comes
+    # 1. slow clients: silent, half a request line, headers without the end, a body that never comes, and a
+    # keep-alive connection left idle after its answer
     slow = {"silent": b"", "half request line": b"POST /v1/chat/comp",
             "headers never end": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth,
             "body never comes": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth
-            + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\":"}
-    clients = [(kind, Raw(address)) for kind, first in slow.items() for _ in range(12)]
+            + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\":",
+            "idle after an answer": b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n"}
+    clients = [(kind, Raw(address)) for kind in slow for _ in range(12)]
     started = time.monotonic()
     for (kind, c) in clients:
         c.send(slow[kind])
@@ -628,6 +630,7 @@ def _hostile_http(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
                               "body_timeouts_answered_408": sum(c.status == 408 for _, c in clients)}
     assert max(took.values()) < 15, took
     assert all(c.status == 408 for k, c in clients if k == "body never comes")
+    assert all(c.status == 200 for k, c in clients if k == "idle after an answer")
 
     # 2. more connections than the cap at once: the extra ones are refused at once; all end; the port still serves
     flood = [Raw(address) for _ in range(300)]

@@ -135,3 +135,25 @@ def test_reader_credential_from_the_header(header: str, expected: str) -> None:
 
     req = make_mocked_request("GET", "/metrics", headers={"Authorization": header} if header else {})
     assert presented(req) == expected
+
+
+def test_a_database_from_before_key_roles_opens_and_its_keys_stay_client_keys(tmp_path: Path) -> None:
+    import sqlite3
+
+    from fleet.controller.store import apikeys
+    from fleet.controller.store.db import sqlite_url
+    from fleet.controller.store.hashing import token_hash
+    from fleet.controller.store.repository import Store
+
+    old = sqlite3.connect(tmp_path / "fleet.db")  # the apikey table as the previous release created it
+    old.execute("CREATE TABLE apikey (id INTEGER NOT NULL PRIMARY KEY, name VARCHAR NOT NULL, "
+                "key_hash VARCHAR NOT NULL, created_at FLOAT NOT NULL, revoked BOOLEAN NOT NULL)")
+    old.execute("INSERT INTO apikey VALUES (1, 'app', ?, 0, 0)", (token_hash("sk-fleet-old"),))
+    old.commit()
+    old.close()
+    for _ in range(2):  # and again: the upgrade is idempotent
+        store = Store(sqlite_url(tmp_path))
+        assert apikeys.valid(store.engine, "sk-fleet-old")
+        assert not apikeys.valid(store.engine, "sk-fleet-old", apikeys.VIEWER)
+        assert [(k.name, k.role) for k in apikeys.list_keys(store.engine)] == [("app", "client")]
+        store.engine.dispose()
