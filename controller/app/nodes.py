@@ -62,8 +62,9 @@ def join(ctl: Controller, name: str, inventory_json: str, gpus: list[GpuRow], *,
     holds = bool(credential_held) and ctl.creds.is_node(name, credential_held)
     credential = secrets.token_urlsafe(32)
     claim = (lambda s: tokens.claim_replacement(s, name, secret, now)) if replaces else None
+    event = "node.replaced" if replaces else "node.rejoined" if holds else "node.registered"
     change = ctl.store.register_node(name, credential, inventory_json, gpus, now, takeover=holds or bool(replaces),
-                                     claim=claim)
+                                     claim=claim, event=event)
     ctl.creds.node_hashes[name] = token_hash(credential)
     _owned(ctl, name, change)
     old = ctl.sessions.get(name)

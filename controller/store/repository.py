@@ -196,7 +196,8 @@ class Store:
             return {n.name: n.credential_hash for n in s.exec(select(NodeRow)).all()}
 
     def register_node(self, name: str, credential: str, inventory_json: str, gpus: Iterable[GpuRow], now: float,
-                      takeover: bool = False, claim: Callable[[Session], None] | None = None) -> InventoryChange:
+                      takeover: bool = False, claim: Callable[[Session], None] | None = None,
+                      event: str = "node.registered") -> InventoryChange:
         """Create the node with its inventory, all or nothing; a known name only with `takeover`.
 
         `takeover`: the caller holds the node's credential, or `claim` consumes the one-time replacement
@@ -210,7 +211,6 @@ class Store:
                     raise AlreadyExists(known_node(name))
                 if claim is not None:
                     claim(s)
-                kind = "node.registered" if row is None else "node.replaced"
                 if row is None:
                     row = NodeRow(name=name, credential_hash=token_hash(credential), registered_at=now)
                     s.add(row)
@@ -223,7 +223,7 @@ class Store:
                     uuid, owner = next(iter(sorted(change.foreign.items())))
                     raise AlreadyExists(f"GPU {uuid} belongs to node {owner!r}; a GPU belongs to the node that first "
                                         f"reported it until `fleet node remove {owner}`")
-                s.add(EventRow(at=now, kind=kind, node=name, message=f"{len(gpus)} GPU(s)"))
+                s.add(EventRow(at=now, kind=event, node=name, message=f"{len(gpus)} GPU(s)"))
                 s.commit()
         except IntegrityError:
             # Another controller registered the same name between our read and our insert.

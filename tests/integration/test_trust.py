@@ -149,6 +149,17 @@ def test_join_token_cannot_take_over_a_known_node(fleet: Fleet) -> None:
     assert "refused node victim's credential" in fleet.log("agent-victim")
 
 
+def test_an_agent_keeps_its_name_when_the_controller_address_changes(fleet: Fleet) -> None:
+    fleet.start_agent("n1", "1xT4", extra=ENGINES)
+    wait_for(lambda: fleet.states() == {"n1": "ready"}, 30, "n1 ready")
+    fleet.kill_agent("n1")
+    # same controller, another address for it: the agent registers again, proving who it is with its credential
+    fleet.start_agent("n1", "1xT4", extra=(*ENGINES, "--controller", f"localhost:{fleet.port}"))
+    wait_for(lambda: fleet.log("agent-n1").count("joined the fleet as node n1") == 2
+             and fleet.states() == {"n1": "ready"}, 30, "n1 back under its name")
+    assert [e["kind"] for e in describe(fleet, "n1")["events"]].count("node.rejoined") == 1
+
+
 def test_node_replace_issues_a_one_time_token_for_that_name(fleet: Fleet) -> None:
     fleet.start_agent("old", "1xA100-80GB", extra=ENGINES)
     wait_for(lambda: fleet.states() == {"old": "ready"}, 30, "old ready")
