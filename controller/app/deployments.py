@@ -47,10 +47,9 @@ def remove(ctl: Controller, name: str) -> DeploymentRows | None:
 
     Returns what is left (state `removing`), or None when nothing was running and it is already gone.
     """
-    _, nodes = ctl.store.mark_removing(name, time.time())
+    ctl.store.mark_removing(name, time.time())
     # Replicas no agent ever started (still pending) hold nothing running: free them now.
     ctl.store.forget_replicas([r.id for r in ctl.store.replicas(deployment=name) if r.state == "pending"])
-    ctl.push(nodes)
     if ctl.store.get_deployment(name) is None:
         return None
     return get(ctl, name)

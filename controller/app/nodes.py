@@ -66,7 +66,7 @@ def join(ctl: Controller, name: str, inventory_json: str, gpus: list[GpuRow], *,
     change = ctl.store.register_node(name, credential, inventory_json, gpus, now, takeover=holds or bool(replaces),
                                      claim=claim, event=event)
     ctl.creds.node_hashes[name] = token_hash(credential)
-    _owned(ctl, name, change)
+    _forget_usage(ctl, change)
     old = ctl.sessions.get(name)
     if old is not None:
         old.put_nowait(None)  # the node's previous agent: its credential is void now
@@ -78,20 +78,17 @@ def join(ctl: Controller, name: str, inventory_json: str, gpus: list[GpuRow], *,
     return credential
 
 
-def _owned(ctl: Controller, node: str, change: InventoryChange) -> None:
-    """Memory follows the store: which node each GPU belongs to, and no usage for GPUs that are gone."""
+def _forget_usage(ctl: Controller, change: InventoryChange) -> None:
+    """No live usage is kept for GPUs that are gone (which GPUs a node owns is the store's, see heartbeat)."""
     for uuid in change.missing:
-        ctl.gpu_owner.pop(uuid, None)
         ctl.liveness.gpu_usage.pop(uuid, None)
-    for uuid in change.kept:
-        ctl.gpu_owner[uuid] = node
 
 
 def connect(ctl: Controller, node: str, inventory_json: str, gpus: list[GpuRow], probe: str = "") -> None:
     """A session started: the node's fresh inventory replaces the old one, and it is alive."""
     now = time.time()
     change = ctl.store.save_inventory(node, inventory_json, gpus, now)
-    _owned(ctl, node, change)
+    _forget_usage(ctl, change)
     came_back = ctl.liveness.beat(node, now, [(g.uuid, g.memory_used, g.utilization, g.temperature)
                                               for g in gpus if g.uuid not in change.foreign])
     if came_back:
@@ -107,8 +104,8 @@ def connect(ctl: Controller, node: str, inventory_json: str, gpus: list[GpuRow],
 def heartbeat(ctl: Controller, node: str, usage: Iterable[GpuUsage]) -> None:
     """Memory first; the database sees heartbeats in batches (Controller.flush). Only the node's own GPUs count."""
     now = time.time()
-    owner = ctl.gpu_owner
-    if ctl.liveness.beat(node, now, [u for u in usage if owner.get(u[0]) == node]):
+    own = {g.uuid for g in ctl.store.gpus(node)}  # from the store's mirror: whichever controller stored them
+    if ctl.liveness.beat(node, now, [u for u in usage if u[0] in own]):
         ctl.store.set_alive(node, True, now)
 
 
@@ -143,8 +140,8 @@ def remove(ctl: Controller, name: str, force: bool) -> tuple[Removed, bool]:
         deps = ", ".join(sorted({r.deployment for r in replicas}))
         raise FailedPrecondition(f"node {name} still has {len(replicas)} replica(s) of {deps}: drain it first, "
                                  "or pass --force to forget them (their engines are told to stop)")
-    if replicas and ctl.store.stop_node_replicas(name):
-        ctl.push([name])  # a connected agent stops the engines before its session is closed
+    if replicas:
+        ctl.store.stop_node_replicas(name)  # a connected agent stops the engines before its session is closed
     # Refuse new sessions first, then forget durably; put the hash back if the store fails.
     known = ctl.creds.node_hashes.pop(name, None)
     try:
@@ -157,7 +154,6 @@ def remove(ctl: Controller, name: str, force: bool) -> tuple[Removed, bool]:
     ctl.liveness.last_seen.pop(name, None)
     for uuid in removed.gpus:
         ctl.liveness.gpu_usage.pop(uuid, None)
-        ctl.gpu_owner.pop(uuid, None)
     queue = ctl.sessions.get(name)
     if queue is not None:
         queue.put_nowait(None)  # ends the stream; the agent's reconnect is refused (UNAUTHENTICATED)

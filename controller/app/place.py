@@ -29,7 +29,6 @@ from fleet.controller.core.snapshot import NodeState, Snapshot
 from fleet.controller.core.whatif import Request, WhatIf
 from fleet.controller.core.whatif import what_if as what_if_core
 from fleet.controller.store.schema import DeploymentRow, ReplicaRow, ReservationRow
-from fleet.controller.store.snapshot import build_snapshot
 
 log = logging.getLogger("fleet.controller")
 
@@ -80,7 +79,7 @@ def default_name(model: Model, quant: str) -> str:
 
 
 def snapshot(ctl: Controller) -> Snapshot:
-    return build_snapshot(ctl.store, ctl.states(), ctl.liveness.gpu_usage)
+    return ctl.snapshot()
 
 
 def place_deployment(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
@@ -94,7 +93,6 @@ def place_deployment(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutco
         dep, replicas, reservations = outcome.rows
         ctl.store.commit_placement(dep, replicas, reservations, now)
     log.info("placed %s: %s", dep.name, outcome.summary)
-    ctl.push({r.node for r in replicas})
     return outcome
 
 
@@ -215,7 +213,6 @@ def place_one(ctl: Controller, dep: DeploymentRow, ordinal: int, now: float, rep
     kv = int(json.loads(dep.estimate or "{}").get("kv_cache", 0))
     row, res = replica_rows(dep.name, p, p.option, snap.by_name[p.node], kv, now, ordinal=ordinal, replaces=replaces)
     ctl.store.add_replicas([row], res, now, f"{row.id} on {p.node}" + (f" replacing {replaces}" if replaces else ""))
-    ctl.push({p.node})
     log.info("placed replica %s of %s on %s%s", row.id, dep.name, p.node, f" (replaces {replaces})" if replaces else "")
     return None
 
