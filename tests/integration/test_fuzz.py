@@ -536,6 +536,18 @@ def test_hostile_inventories_change_nothing(fleet: Fleet, capsys: pytest.Capture
     assert gpus == {"fuzz": [own], "victim": [other]}
     assert fleet.log("controller").count("Traceback") == 0
 
+    # valid but unkind text (rich markup) is printed as it is, never taken for markup by the CLI
+    markup = pb.Inventory(hostname="[red]h", labels={"k": "[/b]"}, engines=[pb.Engine(name="vllm", version="[/]")],
+                          gpus=[pb.Gpu(uuid="GPU-00000000-0000-4000-8000-00000000c001", name="[/x] A100",
+                                       memory_total=80 * 2**30)])
+    channel = open_channel(fleet)
+    pbg.AgentStub(channel).Register(pb.RegisterRequest(join_token=fleet.join_token, name="markup", inventory=markup),
+                                    timeout=20)
+    channel.close()
+    for args in (("nodes",), ("capacity",), ("node", "describe", "markup")):
+        r = fleet.cli(*args)
+        assert r.returncode == 0 and "[/x] A100" in r.stdout, (args, r.stderr[-500:])
+
 
 # ---------------------------------------------------------------- hostile HTTP (the gateway's port)
 
