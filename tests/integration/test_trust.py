@@ -297,6 +297,15 @@ def fake_llama_server(tmp_path: Path) -> Path:
 
 
 def test_engine_key_stays_off_the_command_line_and_out_of_logs(fleet: Fleet, tmp_path: Path) -> None:
+    try:
+        _engine_key(fleet, tmp_path)
+    finally:  # engines run in their own sessions (an agent restart adopts them): end them with the test
+        for p in psutil.process_iter(["cmdline"]):
+            if str(fleet.root) in " ".join(p.info["cmdline"] or []):
+                p.kill()
+
+
+def _engine_key(fleet: Fleet, tmp_path: Path) -> None:
     agent_dir = fleet.root / "agent-cpu"
     (agent_dir / "models").mkdir(parents=True)
     agent_dir.chmod(0o755)  # created by an operator: tightened at start
