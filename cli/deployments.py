@@ -181,14 +181,16 @@ def register(app: typer.Typer) -> None:
     def deployments(output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
                     data_dir: DataDirOpt = None) -> None:
         """Every deployment with its replicas: node, GPUs, state, endpoint."""
-        resp = Client(controller, token, data_dir).call("ListDeployments", pb.ListDeploymentsRequest())
+        listed = [d for page in Client(controller, token, data_dir).pages("ListDeployments",
+                                                                          pb.ListDeploymentsRequest())
+                  for d in page.deployments]
         if output == Output.json:
-            print_json([deployment_dict(d) for d in resp.deployments])
+            print_json([deployment_dict(d) for d in listed])
             return
-        t = Table(title=f"{len(resp.deployments)} deployment(s)")
+        t = Table(title=f"{len(listed)} deployment(s)")
         for col in ("NAME", "MODEL", "QUANT", "ENGINE", "READY", "REPLICAS (node: state endpoint)"):
             t.add_column(col)
-        for d in resp.deployments:
+        for d in listed:
             ready = sum(r.state == "healthy" for r in d.replicas)
             t.add_row(d.name, d.model, d.quant, d.engine, f"{ready}/{d.replicas_wanted}",
                       "\n".join(f"{r.node}: [{STATE_STYLE.get(r.state, 'white')}]{r.state}[/] {r.endpoint}"

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from fleet.controller.app.controller import Controller
+from fleet.controller.app.paging import page
 from fleet.controller.core.errors import NotFound
 from fleet.controller.store.schema import DeploymentRow, ReplicaRow, ReservationRow
 
@@ -23,22 +24,16 @@ def get(ctl: Controller, name: str) -> DeploymentRows:
         names = ", ".join(d.name for d in ctl.store.deployments()) or "none"
         raise NotFound(f"no deployment named {name!r}; deployments: {names}")
     replicas = ctl.store.replicas(deployment=name)
-    ids = {r.id for r in replicas}
-    return DeploymentRows(dep, replicas, [x for x in ctl.store.reservations() if x.replica in ids])
+    return DeploymentRows(dep, replicas, ctl.store.reservations(r.id for r in replicas))
 
 
-def every(ctl: Controller) -> list[DeploymentRows]:
-    """All deployments, each with its own replicas and reservations (one pass over each table)."""
-    replicas: dict[str, list[ReplicaRow]] = {}
-    for r in ctl.store.replicas():
-        replicas.setdefault(r.deployment, []).append(r)
-    reservations: dict[str, list[ReservationRow]] = {}
-    for x in ctl.store.reservations():
-        reservations.setdefault(x.replica, []).append(x)
+def every(ctl: Controller, after: str = "", limit: int = 0) -> list[DeploymentRows]:
+    """Deployments in name order, each with its own replicas and reservations: all, or a page after `after`."""
     out = []
-    for d in ctl.store.deployments():
-        mine = replicas.get(d.name, [])
-        out.append(DeploymentRows(d, mine, [x for r in mine for x in reservations.get(r.id, [])]))
+    for name in page(sorted(ctl.store.mirror.deployments), after, limit):
+        replicas = ctl.store.replicas(deployment=name)
+        out.append(DeploymentRows(ctl.store.mirror.deployments[name], replicas,
+                                  ctl.store.reservations(r.id for r in replicas)))
     return out
 
 

@@ -150,8 +150,7 @@ def remove(ctl: Controller, name: str, force: bool) -> tuple[Removed, bool]:
         if known is not None:
             ctl.creds.node_hashes[name] = known
         raise
-    ctl.liveness.alive.discard(name)
-    ctl.liveness.last_seen.pop(name, None)
+    ctl.liveness.forget(name)
     for uuid in removed.gpus:
         ctl.liveness.gpu_usage.pop(uuid, None)
     queue = ctl.sessions.get(name)

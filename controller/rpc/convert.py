@@ -119,9 +119,22 @@ def _u64(n: int) -> int:
     return max(0, min(int(n), UINT64))
 
 
+_INVENTORIES: dict[str, tuple[str, pb.Inventory]] = {}  # node -> (inventory JSON, parsed): parse once per report
+
+
+def inventory_message(name: str, inventory_json: str) -> pb.Inventory:
+    cached = _INVENTORIES.get(name)
+    if cached is None or cached[0] != inventory_json:
+        inv = pb.Inventory()
+        json_format.Parse(inventory_json or "{}", inv, ignore_unknown_fields=True)
+        if len(_INVENTORIES) > 100_000:
+            _INVENTORIES.clear()  # bounded; removed nodes' entries go with it
+        cached = _INVENTORIES[name] = (inventory_json, inv)
+    return cached[1]
+
+
 def node_message(v: NodeView, events: list[EventRow] | None = None) -> pb.Node:
-    inv = pb.Inventory()
-    json_format.ParseDict(v.inventory, inv, ignore_unknown_fields=True)
+    inv = inventory_message(v.row.name, v.row.inventory)
     row = v.row
     return pb.Node(
         name=row.name, state=v.state, inventory=inv, last_heartbeat=v.last_heartbeat,
@@ -138,10 +151,14 @@ def node_message(v: NodeView, events: list[EventRow] | None = None) -> pb.Node:
     )
 
 
-def capacity_message(views: list[NodeView], t: Totals) -> pb.CapacityResponse:
-    return pb.CapacityResponse(nodes=[node_message(v) for v in views], gpu_count=t.gpu_count,
-                               vram_total=_u64(t.vram_total), vram_reserved=_u64(t.vram_reserved),
-                               vram_free=_u64(t.vram_free), ram_total=_u64(t.ram_total), disk_free=_u64(t.disk_free))
+def capacity_message(views: list[NodeView], t: Totals | None) -> pb.CapacityResponse:
+    resp = pb.CapacityResponse(nodes=[node_message(v) for v in views])
+    if t is not None:
+        resp.MergeFrom(pb.CapacityResponse(
+            gpu_count=t.gpu_count, vram_total=_u64(t.vram_total), vram_reserved=_u64(t.vram_reserved),
+            vram_free=_u64(t.vram_free), ram_total=_u64(t.ram_total), disk_free=_u64(t.disk_free),
+            nodes_total=t.nodes, nodes_ready=t.nodes_ready))
+    return resp
 
 
 def place_args(req: pb.PlaceRequest) -> PlaceArgs:

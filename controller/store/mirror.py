@@ -11,6 +11,7 @@ repository's transactions).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,9 +20,30 @@ from sqlmodel import Session, col, select
 
 from fleet.controller.store.schema import ChangeRow, DeploymentRow, GpuRow, NodeRow, ReplicaRow, ReservationRow
 
-NODE = "node"
-DEPLOYMENT = "deployment"
+NODE = "node"  # the node row changed (state, cordon, generation)
+NODE_GPUS = "gpus"  # the node row and its GPU rows changed (a new inventory), or the node is gone
+DEPLOYMENT = "deployment"  # the deployment row, its replicas or their reservations changed
 GAP_GRACE = 10.0  # seconds a missing change id may take to commit before it is taken for a rollback
+
+
+@dataclass(frozen=True)
+class InventoryFacts:
+    """What placement and the totals read from a node's reported inventory, parsed once per report."""
+
+    ram_total: int
+    ram_available: int
+    disk_free: int
+    engines: frozenset[str]
+    labels: tuple[tuple[str, str], ...]
+
+
+def inventory_facts(inventory_json: str) -> InventoryFacts:
+    inv = json.loads(inventory_json or "{}")  # proto3 JSON: 64-bit numbers are strings
+    return InventoryFacts(
+        ram_total=int(inv.get("ramTotal", 0)), ram_available=int(inv.get("ramAvailable", 0)),
+        disk_free=int(inv.get("diskFree", 0)),
+        engines=frozenset(e["name"] for e in inv.get("engines", []) if e.get("name")),
+        labels=tuple(sorted((inv.get("labels") or {}).items())))
 
 
 @dataclass
@@ -41,6 +63,7 @@ class Mirror:
     # a reader remembers the sequence it has seen and asks what changed since (`changed_since`)
     touched: dict[str, int] = field(default_factory=dict)
     seq: int = 0
+    _facts: dict[str, tuple[str, InventoryFacts]] = field(default_factory=dict)  # node -> (inventory JSON, facts)
 
     # ---- loading
     def load(self, s: Session) -> None:
@@ -104,11 +127,12 @@ class Mirror:
     def apply(self, s: Session, changes: list[tuple[int, str, str]], now: float | None = None) -> set[str]:
         """Reload what the changes name; returns the nodes whose desired set may have changed."""
         now = time.time() if now is None else now
-        nodes = {key for _, kind, key in changes if kind == NODE}
+        full = {key for _, kind, key in changes if kind == NODE_GPUS}
+        rows = {key for _, kind, key in changes if kind == NODE} - full
         deployments = {key for _, kind, key in changes if kind == DEPLOYMENT}
         touched: set[str] = set()
-        for name in sorted(nodes):
-            self._reload_node(s, name)
+        for name in sorted(full | rows):
+            self._reload_node(s, name, gpus=name in full)
             touched.add(name)
         for name in sorted(deployments):
             touched |= self._reload_deployment(s, name)
@@ -131,17 +155,19 @@ class Mirror:
                 return
             self.watermark = oldest - 1
 
-    def _reload_node(self, s: Session, name: str) -> None:
+    def _reload_node(self, s: Session, name: str, gpus: bool = True) -> None:
         row = s.get(NodeRow, name)
         self._mark(name)
         if row is None:
             self.nodes.pop(name, None)
             self.gpus.pop(name, None)
+            self._facts.pop(name, None)
             for rid in list(self.by_node.get(name, ())):
                 self._drop_replica(rid)
             return
         self.nodes[name] = row
-        self.gpus[name] = list(s.exec(select(GpuRow).where(GpuRow.node == name).order_by(GpuRow.index)).all())
+        if gpus or name not in self.gpus:
+            self.gpus[name] = list(s.exec(select(GpuRow).where(GpuRow.node == name).order_by(GpuRow.index)).all())
 
     def _reload_deployment(self, s: Session, name: str) -> set[str]:
         before = {self.replicas[rid].node for rid in self.by_deployment.get(name, ())}
@@ -162,5 +188,14 @@ class Mirror:
         return before | {r.node for r in replicas}
 
     # ---- reads
+    def facts(self, name: str) -> InventoryFacts:
+        """The node's inventory facts, parsed again only when it reported a new inventory."""
+        inventory = self.nodes[name].inventory
+        cached = self._facts.get(name)
+        if cached is None or cached[0] != inventory:
+            cached = (inventory, inventory_facts(inventory))
+            self._facts[name] = cached
+        return cached[1]
+
     def replicas_of(self, ids: Iterable[str]) -> list[ReplicaRow]:
         return sorted((self.replicas[i] for i in ids), key=lambda r: (r.deployment, r.ordinal, r.id))

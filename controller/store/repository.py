@@ -26,7 +26,7 @@ from sqlmodel import Session, SQLModel, col, func, select
 from fleet.controller.core.errors import AlreadyExists, FailedPrecondition, NotFound
 from fleet.controller.store.db import open_engine, open_reader
 from fleet.controller.store.hashing import same_hash, token_hash
-from fleet.controller.store.mirror import DEPLOYMENT, NODE, Mirror
+from fleet.controller.store.mirror import DEPLOYMENT, NODE, NODE_GPUS, Mirror
 from fleet.controller.store.schema import (
     ChangeRow,
     DeploymentRow,
@@ -120,7 +120,7 @@ def _apply_inventory(s: Session, row: NodeRow, inventory_json: str, gpus: list[G
     row.alive = True
     row.last_heartbeat = now
     s.add(row)
-    touch(s, NODE, [name], now)
+    touch(s, NODE_GPUS, [name], now)  # the node row and its GPU rows
     if failed:  # replica and reservation changes are changes of their deployments (the mirror reloads them)
         touch(s, DEPLOYMENT, {r.deployment for r in (s.get(ReplicaRow, rid) for rid in failed) if r is not None},
               now)
@@ -197,10 +197,11 @@ class Store:
             if not changes:
                 return set()
             before = {key: self.mirror.nodes[key].generation for _, kind, key in changes
-                      if kind == NODE and key in self.mirror.nodes}
+                      if kind in (NODE, NODE_GPUS) and key in self.mirror.nodes}
             self.mirror.apply(s, changes)
         bumped = {n for n, g in before.items() if n in self.mirror.nodes and self.mirror.nodes[n].generation > g}
-        bumped |= {key for _, kind, key in changes if kind == NODE and key not in before and key in self.mirror.nodes}
+        bumped |= {key for _, kind, key in changes
+                   if kind in (NODE, NODE_GPUS) and key not in before and key in self.mirror.nodes}
         if bumped and self.on_generation is not None:
             self.on_generation(bumped)
         return bumped
@@ -405,13 +406,9 @@ class Store:
             if s.get(DeploymentRow, dep.name) is not None:
                 raise AlreadyExists(f"deployment {dep.name!r} exists; pass --name, or `fleet remove {dep.name}`")
             _check_capacity(s, reservations)
-            s.add(dep)
-            s.flush()
-            for r in replicas:
-                s.add(r)
-            s.flush()
-            for r in reservations:
-                s.add(r)
+            s.add(dep)  # one flush at commit: the unit of work inserts in foreign-key order
+            s.add_all(replicas)
+            s.add_all(reservations)
             _bump(s, {r.node for r in replicas})
             touch(s, DEPLOYMENT, [dep.name], now)
             s.add(EventRow(at=now, kind="deployment.placed", message=f"{dep.name}: {len(replicas)} replica(s)"))
@@ -537,6 +534,8 @@ class Store:
 
     @writes
     def set_replica_state(self, ids: list[str], state: str) -> None:
+        if not ids:
+            return
         with self.session() as s:
             deps = set()
             for rid in ids:
@@ -641,7 +640,7 @@ class Store:
             s.delete(node)
             s.add(EventRow(at=now, kind="node.removed", node=name,
                            message=f"{len(ids)} replica(s) forgotten" if ids else ""))
-            touch(s, NODE, [name], now)
+            touch(s, NODE_GPUS, [name], now)
             touch(s, DEPLOYMENT, {r.deployment for r in replicas}, now)
             s.commit()
         return Removed(name=name, replicas=ids, gpus=gpus)

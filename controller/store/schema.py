@@ -162,5 +162,5 @@ class ChangeRow(SQLModel, table=True):
     __tablename__ = "change"
     id: int | None = Field(default=None, primary_key=True)
     at: float = Field(default=0.0, index=True)
-    kind: str  # node | deployment
+    kind: str  # node | gpus | deployment (fleet.controller.store.mirror)
     key: str
