@@ -14,6 +14,7 @@ the supervisor logs the command line): llama-server reads it from a file (`--api
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 LLAMA_CPP = "llama.cpp"
@@ -51,6 +52,12 @@ class ReplicaSpec:
     api_key_file: str = "api-key"        # llama.cpp: where the key is written (relative: the engine's cwd)
     compute_capability: float = 0.0      # lowest of the replica's GPUs (picks Marlin kernels); 0 = unknown
     gpu_layers: int = ALL_LAYERS         # llama.cpp -ngl on GPU
+    # Context beyond the model's native length: rope scaling (yarn, linear, dynamic), its factor over the
+    # native length, and the rope base that vLLM's rope_parameters must restate. "" = none.
+    rope_scaling: str = ""
+    rope_factor: float = 0.0
+    rope_original_context: int = 0
+    rope_theta: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -112,8 +119,13 @@ def llama_server_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()
         if len(spec.tensor_split) != len(spec.gpu_uuids):
             raise LaunchError(f"tensor split {spec.tensor_split} does not match {len(spec.gpu_uuids)} GPUs")
         argv += ["--tensor-split", ",".join(_num(x) for x in spec.tensor_split)]
+    if spec.rope_scaling:
+        argv += ["--rope-scaling", "yarn" if spec.rope_scaling == "yarn" else "linear",
+                 "--rope-scale", _num(spec.rope_factor), "--yarn-orig-ctx", str(spec.rope_original_context)]
     argv += ["--alias", spec.served_name, "--api-key-file", spec.api_key_file, *config.llama_extra_args]
-    return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec)}, {spec.api_key_file: spec.api_key + "\n"})
+    # Verbosity 4 logs the model, KV and compute buffer sizes the agent reports as observed memory.
+    return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec), "LLAMA_ARG_LOG_VERBOSITY": "4"},
+                  {spec.api_key_file: spec.api_key + "\n"})
 
 
 # ---------------------------------------------------------------- vLLM
@@ -149,6 +161,16 @@ def vllm_quant_args(quant: str, compute_capability: float, cpu: bool) -> list[st
     raise LaunchError(f"vLLM cannot serve quantization {quant!r} (GGUF variants run on llama.cpp)")
 
 
+def vllm_rope_overrides(spec: ReplicaSpec) -> str:
+    """`--hf-overrides` JSON for rope scaling: vLLM >= 0.12 reads `rope_parameters` (a dict override replaces the
+    config's, so the rope base is restated) and no longer scales max_position_embeddings for YaRN itself."""
+    params: dict[str, object] = {"rope_type": spec.rope_scaling, "factor": spec.rope_factor,
+                                 "original_max_position_embeddings": spec.rope_original_context}
+    if spec.rope_theta:
+        params["rope_theta"] = spec.rope_theta
+    return json.dumps({"rope_parameters": params, "max_position_embeddings": spec.context}, separators=(",", ":"))
+
+
 def vllm_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
     cpu = _on_cpu(spec)
     argv = [
@@ -173,6 +195,8 @@ def vllm_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Lau
             raise LaunchError(f"gpu_memory_utilization must be in (0, 1], got {spec.gpu_memory_utilization}")
         argv += ["--gpu-memory-utilization", f"{spec.gpu_memory_utilization:.4f}"]
     argv += vllm_quant_args(spec.quant, spec.compute_capability, cpu)
+    if spec.rope_scaling:
+        argv += ["--hf-overrides", vllm_rope_overrides(spec)]
     argv += list(config.vllm_extra_args)
     env["VLLM_API_KEY"] = spec.api_key
     if config.offline:

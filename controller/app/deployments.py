@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from fleet.controller.app import observed
 from fleet.controller.app.controller import Controller
 from fleet.controller.app.paging import page
 from fleet.controller.core.errors import NotFound
-from fleet.controller.store.schema import DeploymentRow, ReplicaRow, ReservationRow
+from fleet.controller.core.observed import Key, Observed, summarize
+from fleet.controller.store.schema import DeploymentRow, ObservationRow, ReplicaRow, ReservationRow
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,21 @@ class DeploymentRows:
     deployment: DeploymentRow
     replicas: list[ReplicaRow]
     reservations: list[ReservationRow]
+    observed: dict[str, ObservationRow] = field(default_factory=dict)  # replica id -> its last measurement
+    learned: Observed | None = None  # every replica of the same key, this deployment's or not
+
+
+def _with_observed(ctl: Controller, d: DeploymentRows, rows: list[ObservationRow] | None = None) -> DeploymentRows:
+    dep = d.deployment
+    rows = rows if rows is not None else observed.key_rows(ctl, Key(dep.model, dep.quant, dep.engine, "", dep.tp,
+                                                                     dep.context))
+    mine = {o.replica: o for o in rows if o.replica in {r.id for r in d.replicas}}
+    types = {o.gpu_type for o in mine.values()}
+    same = [o for o in rows if (o.model, o.quant, o.engine, o.context) == (dep.model, dep.quant, dep.engine,
+                                                                          dep.context)
+            and (o.tp == dep.tp or o.gpu_type == "cpu") and (not types or o.gpu_type in types)]
+    learned = summarize((observed.memory_of(o) for o in same), (o.gpu_type for o in same))
+    return DeploymentRows(dep, d.replicas, d.reservations, mine, learned)
 
 
 def get(ctl: Controller, name: str) -> DeploymentRows:
@@ -24,16 +41,21 @@ def get(ctl: Controller, name: str) -> DeploymentRows:
         names = ", ".join(d.name for d in ctl.store.deployments()) or "none"
         raise NotFound(f"no deployment named {name!r}; deployments: {names}")
     replicas = ctl.store.replicas(deployment=name)
-    return DeploymentRows(dep, replicas, ctl.store.reservations(r.id for r in replicas))
+    return _with_observed(ctl, DeploymentRows(dep, replicas, ctl.store.reservations(r.id for r in replicas)))
 
 
 def every(ctl: Controller, after: str = "", limit: int = 0) -> list[DeploymentRows]:
-    """Deployments in name order, each with its own replicas and reservations: all, or a page after `after`."""
+    """Deployments in name order, each with its replicas, reservations and what replicas of it used:
+    all of them, or a page after the name `after`."""
+    mirror = ctl.store.mirror
+    names = page(sorted(mirror.deployments), after, limit)
+    seen = {m: observed.of_model(ctl, m) for m in {mirror.deployments[n].model for n in names}}
     out = []
-    for name in page(sorted(ctl.store.mirror.deployments), after, limit):
+    for name in names:
+        dep = mirror.deployments[name]
         replicas = ctl.store.replicas(deployment=name)
-        out.append(DeploymentRows(ctl.store.mirror.deployments[name], replicas,
-                                  ctl.store.reservations(r.id for r in replicas)))
+        out.append(_with_observed(ctl, DeploymentRows(dep, replicas, ctl.store.reservations(r.id for r in replicas)),
+                                  seen[dep.model]))
     return out
 
 

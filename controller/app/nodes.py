@@ -12,8 +12,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fleet.controller.app import observed
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from fleet.controller.core.observed import Memory
 from fleet.controller.store import tokens
 from fleet.controller.store.hashing import token_hash
 from fleet.controller.store.repository import InventoryChange, Removed
@@ -32,6 +34,7 @@ class ReplicaStatus:
     endpoint: str = ""
     message: str = ""
     restarts: int = 0
+    memory: Memory | None = None  # what the engine really uses, as its agent measured it
 
 
 def admit(ctl: Controller, secret: str) -> str | None:
@@ -111,6 +114,7 @@ def heartbeat(ctl: Controller, node: str, usage: Iterable[GpuUsage]) -> None:
 
 def report(ctl: Controller, node: str, statuses: list[ReplicaStatus], applied_generation: int) -> None:
     """An agent's replica states; replicas it was told to stop and no longer runs are forgotten."""
+    observed.record(ctl, node, [observed.Measured(s.id, s.memory) for s in statuses if s.memory is not None])
     done = set(ctl.store.update_replicas(node, [(s.id, s.state, s.endpoint, s.message, s.restarts)
                                                 for s in statuses]))
     row = ctl.store.get_node(node)

@@ -8,15 +8,16 @@ from collections.abc import AsyncIterator, Mapping
 
 import grpc
 
-from fleet.controller.app import capacity, deployments, drain, logs, nodes, place
+from fleet.controller.app import capacity, deployments, drain, logs, nodes, observed, place
 from fleet.controller.app.controller import Controller
 from fleet.controller.app.paging import MAX_PAGE
 from fleet.controller.core.errors import FleetError, InvalidArgument
+from fleet.controller.core.observed import Key
 from fleet.controller.core.whatif import parse_requests
 from fleet.controller.rpc import convert
 from fleet.controller.rpc.auth import metadata_dict
 from fleet.controller.rpc.status import rpc, status_of
-from fleet.controller.rpc.validate import MAX_STR, validate_place
+from fleet.controller.rpc.validate import MAX_STR, validate_observed, validate_place
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 
@@ -142,3 +143,12 @@ class FleetService(pbg.FleetServicer):
             raise InvalidArgument("REQUESTS.json is nested too deeply") from None
         result = place.what_if(self.ctl, parse_requests(data))
         return pb.PlanResponse(result_json=json.dumps(result.as_json()))
+
+    @rpc
+    async def Observed(self, request: pb.ObservedRequest, context: grpc.aio.ServicerContext) -> pb.ObservedResponse:
+        """What replicas of one key really used (`fleet estimate` asks when a controller is configured)."""
+        validate_observed(request)
+        model = self.ctl.catalog().get(request.model)
+        key = Key(model.name, request.quant, request.engine, request.gpu_type, request.tp or 1,
+                           request.context)
+        return convert.observed_response(observed.summary(self.ctl, key))
