@@ -120,23 +120,24 @@ def test_join_token_cannot_take_over_a_known_node(fleet: Fleet) -> None:
     wait_for(lambda: fleet.states() == {"victim": "ready"}, 30, "victim ready")
     before = db_rows(fleet, "SELECT credential_hash FROM node WHERE name = 'victim'")
 
-    # online, and right after a controller restart (the session is not back yet): refused
-    fleet.stop_controller()
-    fleet.start_controller()
+    # offline: refused, and the victim's agent is not locked out when it returns
+    fleet.kill_agent("victim")
+    wait_for(lambda: fleet.states() == {"victim": "offline"}, 30, "victim offline")
     e = refused(register, fleet, "victim")
     assert e.code() == grpc.StatusCode.ALREADY_EXISTS, e.details()
     assert "fleet node replace victim" in e.details() and "fleet node remove victim" in e.details()
-    # upper case is the same name
-    assert refused(register, fleet, "VICTIM").code() == grpc.StatusCode.ALREADY_EXISTS
-    wait_for(lambda: fleet.states() == {"victim": "ready"}, 30, "victim back")
-
-    # offline: refused too, and the victim's agent is not locked out when it returns
-    fleet.kill_agent("victim")
-    wait_for(lambda: fleet.states() == {"victim": "offline"}, 30, "victim offline")
-    assert refused(register, fleet, "victim").code() == grpc.StatusCode.ALREADY_EXISTS
+    assert refused(register, fleet, "VICTIM").code() == grpc.StatusCode.ALREADY_EXISTS  # the same name
     assert db_rows(fleet, "SELECT credential_hash FROM node WHERE name = 'victim'") == before
     fleet.start_agent("victim", "1xA100-80GB", extra=ENGINES)
     wait_for(lambda: fleet.states() == {"victim": "ready"}, 30, "victim reconnected with its own credential")
+
+    # online, and right after a controller restart (its session is not back yet): refused too
+    fleet.stop_controller()
+    fleet.start_controller()
+    assert refused(register, fleet, "victim").code() == grpc.StatusCode.ALREADY_EXISTS
+    assert db_rows(fleet, "SELECT credential_hash FROM node WHERE name = 'victim'") == before
+    wait_for(lambda: fleet.log("agent-victim").count("connected to the controller") >= 2, 30,
+             "the victim's agent back in session with its own credential")
 
     # a wrong credential in the metadata does not help; the node's own one lets it re-register
     wrong = (("authorization", "Bearer not-the-credential"), ("x-fleet-node", "victim"))
