@@ -134,7 +134,11 @@ def _check_capacity(s: Session, reservations: list[ReservationRow]) -> None:
         wanted[r.gpu_uuid] = wanted.get(r.gpu_uuid, 0) + r.bytes
     if not wanted:
         return
-    gpus = {g.uuid: g for g in s.exec(select(GpuRow).where(col(GpuRow.uuid).in_(wanted))).all()}
+    # Lock the GPU rows first (PostgreSQL: SELECT ... FOR UPDATE, in one order so two placements never deadlock):
+    # a concurrent placement on any of these GPUs waits here until this one commits, then sees its reservations.
+    # SQLite's BEGIN IMMEDIATE already holds the database's one write lock.
+    gpus = {g.uuid: g for g in s.exec(select(GpuRow).where(col(GpuRow.uuid).in_(sorted(wanted)))
+                                      .order_by(GpuRow.uuid).with_for_update()).all()}
     held = dict(s.exec(select(ReservationRow.gpu_uuid, func.sum(ReservationRow.bytes))
                        .where(col(ReservationRow.gpu_uuid).in_(wanted))
                        .group_by(ReservationRow.gpu_uuid)).all())
@@ -402,9 +406,10 @@ class Store:
         The check inside the transaction (not the snapshot the plan was made from) is what makes
         concurrent placements safe: a plan made on stale state is refused, never double-booked.
         """
+        exists = AlreadyExists(f"deployment {dep.name!r} exists; pass --name, or `fleet remove {dep.name}`")
         with self.session() as s:
             if s.get(DeploymentRow, dep.name) is not None:
-                raise AlreadyExists(f"deployment {dep.name!r} exists; pass --name, or `fleet remove {dep.name}`")
+                raise exists
             _check_capacity(s, reservations)
             s.add(dep)  # one flush at commit: the unit of work inserts in foreign-key order
             s.add_all(replicas)
@@ -412,7 +417,11 @@ class Store:
             _bump(s, {r.node for r in replicas})
             touch(s, DEPLOYMENT, [dep.name], now)
             s.add(EventRow(at=now, kind="deployment.placed", message=f"{dep.name}: {len(replicas)} replica(s)"))
-            s.commit()
+            try:
+                s.commit()
+            except IntegrityError:
+                # another controller committed the same name (or replica id) between our check and our commit
+                raise exists from None
 
     @writes
     def mark_removing(self, name: str, now: float) -> tuple[DeploymentRow, set[str]]:
