@@ -10,7 +10,18 @@ from rich.table import Table
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import EXIT_ERROR, EXIT_USAGE, Output, OutputOpt, console, err_console, fail, gib, print_json
+from fleet.cli.output import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    Output,
+    OutputOpt,
+    console,
+    err_console,
+    fail,
+    gib,
+    plain,
+    print_json,
+)
 from fleet.proto import fleet_pb2 as pb
 
 STATE_STYLE = {"healthy": "green", "starting": "yellow", "pending": "yellow", "failed": "red",
@@ -83,7 +94,7 @@ def replicas_table(d: pb.Deployment) -> Table:
         t.add_column(col)
     for r in d.replicas:
         t.add_row(str(r.ordinal), r.node, gpus_text(r), f"[{STATE_STYLE.get(r.state, 'white')}]{r.state}[/]",
-                  r.endpoint or "-", str(r.restarts))
+                  plain(r.endpoint) or "-", str(r.restarts))
     return t
 
 
@@ -114,7 +125,8 @@ def wait_healthy(client: Client, name: str, timeout: float) -> pb.Deployment:
             if failed:
                 live.stop()
                 r = failed[0]
-                err_console.print(f"[bold red]error:[/] replica {r.ordinal} of {name} on {r.node} failed: {r.message}",
+                err_console.print(f"[bold red]error:[/] replica {r.ordinal} of {name} on {r.node} failed: "
+                                  f"{plain(r.message)}",
                                   highlight=False)
                 raise typer.Exit(EXIT_ERROR)
             if time.monotonic() > deadline:
@@ -254,7 +266,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[red]replica {r.ordinal} ({r.node}) uses more memory than it reserved: it can "
                               f"starve its neighbours[/]")
             if r.message:
-                console.print(f"replica {r.ordinal} ({r.node}): {r.message}")
+                console.print(f"replica {r.ordinal} ({r.node}): {plain(r.message)}")
 
     @app.command("remove")
     def remove(name: str, output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,

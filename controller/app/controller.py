@@ -116,7 +116,8 @@ class Controller:
         self.data_dir = data_dir  # user-added catalog models live in DATA_DIR/catalog
         self.liveness = Liveness()
         self.sessions: dict[str, Outbox] = {}
-        self.log_waiters: dict[int, asyncio.Queue[LogPiece]] = {}
+        # request id -> (the node asked, where its answer goes): a node answers only what it was asked
+        self.log_waiters: dict[int, tuple[str, asyncio.Queue[LogPiece]]] = {}
         self.next_log_request = 1
         self.repair = RepairState()
         self._snapshots = SnapshotCache(store)
@@ -124,6 +125,8 @@ class Controller:
         self._catalog_files = CatalogFiles([d for d in ((data_dir / "catalog") if data_dir else None,
                                                         default_catalog_dir()) if d is not None])
         self._catalog: tuple[tuple[float, ...], Catalog] | None = None
+        # Bumped when an API key is revoked: the HTTP edge forgets the keys it had already checked.
+        self.keys_epoch = 0
         # Whoever bumps a node's generation (this controller or another on the same database), the store's
         # change feed reports it and the node's session, if it is here, is sent the new set.
         store.on_generation = self.push

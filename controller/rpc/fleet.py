@@ -48,7 +48,8 @@ class FleetService(pbg.FleetServicer):
     @rpc
     async def DescribeNode(self, request: pb.DescribeNodeRequest,
                            context: grpc.aio.ServicerContext) -> pb.DescribeNodeResponse:
-        return pb.DescribeNodeResponse(node=convert.node_message(capacity.node_view(self.ctl, request.name)))
+        view = capacity.node_view(self.ctl, request.name[:MAX_STR])
+        return pb.DescribeNodeResponse(node=convert.node_message(view, self.ctl.store.events(view.name)))
 
     @rpc
     async def Capacity(self, request: pb.CapacityRequest, context: grpc.aio.ServicerContext) -> pb.CapacityResponse:

@@ -47,9 +47,15 @@ def _add_launch(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE deployment ADD COLUMN launch VARCHAR NOT NULL DEFAULT '{}'"))
 
 
+def _add_apikey_role(conn: Connection) -> None:
+    if "role" not in {c["name"] for c in inspect(conn).get_columns("apikey")}:
+        conn.execute(text("ALTER TABLE apikey ADD COLUMN role VARCHAR NOT NULL DEFAULT 'client'"))
+
+
 # (version, what, step): release 0.1's schema is version 0; each step brings a database to its version.
 STEPS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "deployment.launch: how a replica is launched (rope scaling)", _add_launch),
+    (2, "apikey.role: client keys call the gateway, viewer keys read the page and /metrics", _add_apikey_role),
 )
 VERSION = STEPS[-1][0]
 LOCK = 7_203_411  # the advisory lock controllers take turns on while migrating (PostgreSQL)

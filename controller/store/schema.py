@@ -144,6 +144,18 @@ class ApiKeyRow(SQLModel, table=True):
     key_hash: str = Field(index=True)
     created_at: float = 0.0
     revoked: bool = False
+    # client: calls the OpenAI gateway; viewer: reads the capacity page, /api/capacity and /metrics.
+    role: str = "client"
+
+
+class NodeReplacement(SQLModel, table=True):
+    """A one-time token that lets a new agent take over a known node's name (`fleet node replace NAME`)."""
+
+    __tablename__ = "node_replacement"
+    node: str = Field(primary_key=True, foreign_key="node.name")
+    token_hash: str = Field(index=True)
+    created_at: float = 0.0
+    expires_at: float = 0.0
 
 
 class ChangeRow(SQLModel, table=True):
