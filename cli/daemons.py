@@ -29,6 +29,28 @@ def register(app: typer.Typer) -> None:
     app.add_typer(controller_app, name="controller")
     app.add_typer(agent_app, name="agent")
 
+    @controller_app.command("migrate")
+    def controller_migrate(
+        source: Annotated[str, typer.Option("--from", help="the database now, e.g. sqlite:////var/lib/fleet/fleet.db")],
+        target: Annotated[str, typer.Option("--to", help="the new one, e.g. postgresql+psycopg://fleet@db/fleet")],
+    ) -> None:
+        """Move a controller's state to another database (SQLite to PostgreSQL, for several controllers).
+
+        Stop the controller first; then run this; then start one or more controllers with --db TARGET
+        (each with its own --data-dir). Nodes, GPUs, deployments, replicas, reservations, drains, tokens,
+        API keys, events and the CA move; agents and the CLI keep working with the same tokens.
+        """
+        from fleet.controller.core.errors import FleetError
+        from fleet.controller.store.migrate import migrate
+
+        print(f"copying {source} -> {target}")
+        try:
+            copied = migrate(source, target)
+        except FleetError as e:
+            fail(e.message)
+        print(f"done: {sum(copied.values())} row(s) in {len(copied)} table(s); start the controllers with "
+              f"--db {target}")
+
     @controller_app.command("run")
     def controller_run(
         config: ControllerConfigOpt = None,
@@ -94,7 +116,9 @@ def register(app: typer.Typer) -> None:
     @agent_app.command("run")
     def agent_run(
         config: AgentConfigOpt = None,
-        controller: Annotated[str, typer.Option(envvar="FLEET_CONTROLLER", help="controller HOST:PORT")]
+        controller: Annotated[str, typer.Option(
+            envvar="FLEET_CONTROLLER",
+            help="controller HOST:PORT; several on one database: HOST:PORT,HOST:PORT (any will do)")]
         = "127.0.0.1:50051",
         join_token: Annotated[str | None, typer.Option(
             envvar="FLEET_JOIN_TOKEN", help="the controller's DATA_DIR/join-token (first start)")] = None,
