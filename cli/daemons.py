@@ -65,6 +65,9 @@ def register(app: typer.Typer) -> None:
         = 15.0,
         reschedule_after: Annotated[float, typer.Option(
             help="seconds a node may be offline before its replicas are placed elsewhere")] = 60.0,
+        lease_ttl: Annotated[float, typer.Option(
+            help="several controllers on one database: seconds before another takes over the fleet-wide duties "
+                 "(offline detection, rescheduling, drains) from one that died")] = 10.0,
         restart_grace: Annotated[float, typer.Option(
             help="after a restart, seconds a node that was online has to reconnect before it counts as offline "
                  "(agents retry with up to 10 s backoff)")] = 25.0,
@@ -107,7 +110,8 @@ def register(app: typer.Typer) -> None:
         run(data_dir.expanduser(), listen, db,
             Settings(heartbeat_interval=heartbeat_interval, offline_after=offline_after,
                      flush_interval=min(1.0, heartbeat_interval), reschedule_after=reschedule_after,
-                     drain_min_healthy=drain_min_healthy, restart_grace=restart_grace),
+                     drain_min_healthy=drain_min_healthy, restart_grace=restart_grace,
+                     lease_ttl=lease_ttl),
             TLSOptions(insecure=insecure, sans=tuple(tls_san), cert=tls_cert, key=tls_key, ca=tls_ca), http_listen,
             HttpLimits(max_connections=http_max_connections, header_timeout=http_header_timeout,
                        idle_timeout=http_idle_timeout, body_timeout=http_body_timeout,
