@@ -9,7 +9,6 @@ records the estimate of the GPUs actually chosen without estimating again. Pure.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
 from fleet.common.gpus import GpuType
@@ -17,7 +16,7 @@ from fleet.controller.core.catalog import VLLM, Catalog, Model, Variant
 from fleet.controller.core.errors import InvalidArgument
 from fleet.controller.core.estimate import MAX_NODES, estimate, incompatibility, nodes_problem, valid_tps
 from fleet.controller.core.placement import Option
-from fleet.controller.core.workload import GIB, Workload
+from fleet.controller.core.workload import GIB
 
 MAX_TP = 8
 # Without --nodes, a replica that fits no single node may span up to this many (fewest first).
@@ -203,29 +202,3 @@ def _nothing_runs(cat: Catalog, model: Model, variants: Sequence[Variant], quant
                         + (" or without --nodes" if nodes == 1 else ""))
     return (f"{what}: no variant fits {names}{at_tp} even across {MAX_NODES if nodes is None else nodes} nodes"
             if device == "gpu" else f"{what}: no variant runs in RAM on these nodes")
-
-
-@dataclass(frozen=True)
-class Popular:
-    model: str
-    quant: str
-    weight: int
-
-
-def workload_from_catalog(popular: Sequence[Popular], gpu_types: Sequence[GpuType], context: int = 8192, *,
-                          catalog: Catalog) -> Workload:
-    """A placement Workload from popular (model, quant, weight) entries: each at its smallest TP per GPU type.
-
-    How data/workload.toml is meant to be regenerated when the catalog moves.
-    """
-    classes: dict[tuple[int, int, str], int] = {}
-    for p in popular:
-        try:
-            opts = options_for(p.model, p.quant, None, context, gpu_types, catalog=catalog)
-        except InvalidArgument:
-            continue
-        for o in opts:
-            size = (o.per_gpu_bytes + GIB // 2) // (GIB // 2) * (GIB // 2)  # half-GiB buckets merge near-equals
-            key = (size, o.tp, o.min_compute_capability)
-            classes[key] = classes.get(key, 0) + max(1, p.weight // len(opts))
-    return Workload(tuple(sorted((b, t, w, cc) for (b, t, cc), w in classes.items())))
