@@ -10,10 +10,14 @@ accepts `GPU-<uuid>` entries), so the engine sees exactly its GPUs, renumbered f
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 LLAMA_CPP = "llama.cpp"
 VLLM = "vllm"
+# vLLM's multiprocessing executor across nodes (--nnodes, --node-rank, --master-addr, --master-port, --headless)
+# first shipped in this release; older ones need Ray for that.
+VLLM_MULTINODE = (0, 11, 1)
 
 CPU = "cpu"
 GPU = "gpu"
@@ -46,6 +50,15 @@ class ReplicaSpec:
     kv_cache_bytes: int = 0              # vLLM on CPU: KV pool size (it must be given there)
     compute_capability: float = 0.0      # lowest of the replica's GPUs (picks Marlin kernels); 0 = unknown
     gpu_layers: int = ALL_LAYERS         # llama.cpp -ngl on GPU
+    # A part of a replica spanning several nodes ("" for a one-node replica): main (serves HTTP), rpc
+    # (llama.cpp's rpc-server) or follower (vLLM --headless).
+    part: str = ""
+    rank: int = 0
+    nnodes: int = 1
+    peers: tuple[str, ...] = ()          # llama.cpp main: rpc-server host:port, by rank
+    master_address: str = ""             # vLLM: the main's rendezvous host:port (the main's own, on the main)
+    bind_address: str = ""               # this node's advertised address (rpc-server binds only to it)
+    interface: str = ""                  # the network interface holding bind_address (NCCL/GLOO traffic)
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,8 @@ class EngineConfig:
     vllm_extra_args: tuple[str, ...] = ()
     offline: bool = False                # no hub access: vLLM must not try to reach it
     vllm_cache_root: str = ""            # private compile caches, one folder per replica under it
+    rpc_server: str = "rpc-server"       # llama.cpp's RPC server (parts of multi-node replicas)
+    vllm_version: str = ""               # as `vllm --version` says; checked before multi-node flags
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,8 @@ class Launch:
 
 
 def launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
+    if spec.engine == LLAMA_CPP and spec.part == "rpc":
+        return rpc_server_launch(spec, config)
     if spec.engine == LLAMA_CPP:
         return llama_server_launch(spec, config)
     if spec.engine == VLLM:
@@ -93,20 +110,45 @@ def _num(x: float) -> str:
 
 def llama_server_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
     cpu = _on_cpu(spec)
+    if spec.part == "main" and spec.peers:
+        # The main of a multi-node replica: the rpc-servers' devices come first in llama.cpp's device list, then
+        # its own GPUs; on CPU its own RAM keeps the layers the rpc-servers do not take (-ngl).
+        ngl = str(spec.gpu_layers if cpu else ALL_LAYERS)
+    else:
+        ngl = "0" if cpu else str(spec.gpu_layers)
     argv = [
         config.llama_server,
         "-m", spec.model_path,
         "--host", config.host,
         "--port", str(spec.port),
         "-c", str(spec.context),
-        "-ngl", "0" if cpu else str(spec.gpu_layers),
+        "-ngl", ngl,
     ]
+    if spec.part == "main" and spec.peers:
+        argv += ["--rpc", ",".join(spec.peers)]
+        devices = len(spec.tensor_split)
+        if devices > 1:
+            if devices < len(spec.peers) + (0 if cpu else len(spec.gpu_uuids)):
+                raise LaunchError(f"tensor split {spec.tensor_split} has fewer entries than the replica's devices")
+            argv += ["--tensor-split", ",".join(_num(x) for x in spec.tensor_split)]
     # Only meaningful across several GPUs; with one, llama.cpp would ignore it anyway.
-    if not cpu and len(spec.gpu_uuids) > 1 and spec.tensor_split:
+    elif not cpu and len(spec.gpu_uuids) > 1 and spec.tensor_split:
         if len(spec.tensor_split) != len(spec.gpu_uuids):
             raise LaunchError(f"tensor split {spec.tensor_split} does not match {len(spec.gpu_uuids)} GPUs")
         argv += ["--tensor-split", ",".join(_num(x) for x in spec.tensor_split)]
     argv += ["--alias", spec.served_name, "--api-key", spec.api_key, *config.llama_extra_args]
+    return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec)})
+
+
+def rpc_server_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
+    """A non-main part of a multi-node llama.cpp replica: rpc-server exposing this node's GPUs (or its CPU).
+
+    rpc-server has no authentication: it binds only to the node's advertised address, never to 0.0.0.0.
+    """
+    if not spec.bind_address or spec.bind_address in ("0.0.0.0", "::"):
+        raise LaunchError("rpc-server needs this node's advertised address to bind to (agent --advertise-address)")
+    argv = [config.rpc_server, "-H", spec.bind_address, "-p", str(spec.port)]
+    # CUDA_VISIBLE_DEVICES: only the GPUs reserved for this part; "" on CPU, so rpc-server exposes its CPU.
     return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec)})
 
 
@@ -143,17 +185,60 @@ def vllm_quant_args(quant: str, compute_capability: float, cpu: bool) -> list[st
     raise LaunchError(f"vLLM cannot serve quantization {quant!r} (GGUF variants run on llama.cpp)")
 
 
+def vllm_multinode(version: str) -> str | None:
+    """Why this vLLM cannot run a replica across nodes with its multiprocessing executor, or None."""
+    found = re.match(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", version or "")
+    if found is None:
+        return f"cannot tell the vLLM version from {version!r}"
+    have = tuple(int(x or 0) for x in found.groups())
+    if have < VLLM_MULTINODE:
+        return (f"vLLM {version} cannot run a replica across nodes without Ray: --nnodes/--node-rank/--master-addr "
+                f"need vLLM >= {'.'.join(map(str, VLLM_MULTINODE))}; upgrade it (`fleet engine install vllm`)")
+    return None
+
+
+def vllm_multinode_args(spec: ReplicaSpec, config: EngineConfig) -> tuple[list[str], dict[str, str]]:
+    """The multiprocessing multi-node flags (TP inside the node, one pipeline stage per node) and the network
+    environment: VLLM_HOST_IP is the advertised address, NCCL/GLOO use the interface that holds it."""
+    problem = vllm_multinode(config.vllm_version)
+    if problem:
+        raise LaunchError(problem)
+    host, sep, port = spec.master_address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise LaunchError(f"multi-node vLLM needs the main's rendezvous host:port, got {spec.master_address!r}")
+    argv = ["--pipeline-parallel-size", str(spec.nnodes), "--nnodes", str(spec.nnodes),
+            "--node-rank", str(spec.rank), "--master-addr", host.strip("[]"), "--master-port", port,
+            "--distributed-executor-backend", "mp"]
+    if spec.part == "follower":
+        argv.append("--headless")
+    env = {}
+    if spec.bind_address:
+        env["VLLM_HOST_IP"] = spec.bind_address
+    if spec.interface:
+        env["NCCL_SOCKET_IFNAME"] = spec.interface
+        env["GLOO_SOCKET_IFNAME"] = spec.interface
+    return argv, env
+
+
 def vllm_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
     cpu = _on_cpu(spec)
-    argv = [
-        config.vllm, "serve", spec.model_path,
-        "--host", config.host,
-        "--port", str(spec.port),
+    follower = spec.part == "follower"
+    # A follower serves no HTTP: the main's API server drives its workers over torch.distributed.
+    argv = [config.vllm, "serve", spec.model_path]
+    if not follower:
+        argv += ["--host", config.host, "--port", str(spec.port)]
+    argv += [
         "--served-model-name", spec.served_name,
         "--tensor-parallel-size", str(spec.tp),
         "--max-model-len", str(spec.context),
     ]
     env = {"CUDA_VISIBLE_DEVICES": _visible_devices(spec)}
+    if spec.part:
+        if cpu:
+            raise LaunchError("vLLM's CPU build runs a replica on one node; use llama.cpp across nodes")
+        more, net = vllm_multinode_args(spec, config)
+        argv += more
+        env.update(net)
     if cpu:
         if spec.kv_cache_bytes <= 0:
             # Without it the CPU backend wants 92 % of the machine's RAM free and refuses to start.
@@ -167,7 +252,9 @@ def vllm_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Lau
             raise LaunchError(f"gpu_memory_utilization must be in (0, 1], got {spec.gpu_memory_utilization}")
         argv += ["--gpu-memory-utilization", f"{spec.gpu_memory_utilization:.4f}"]
     argv += vllm_quant_args(spec.quant, spec.compute_capability, cpu)
-    argv += ["--api-key", spec.api_key, *config.vllm_extra_args]
+    if not follower:
+        argv += ["--api-key", spec.api_key]
+    argv += list(config.vllm_extra_args)
     if config.offline:
         env["HF_HUB_OFFLINE"] = "1"
     if config.vllm_cache_root:

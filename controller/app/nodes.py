@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fleet.controller.app import gang
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated
 from fleet.controller.store.repository import Removed
@@ -30,6 +31,8 @@ class ReplicaStatus:
     endpoint: str = ""
     message: str = ""
     restarts: int = 0
+    address: str = ""  # multi-node parts: where it listens (rpc-server, vLLM rendezvous)
+    epoch: int = 0  # multi-node parts: the gang epoch it runs
 
 
 def admit(ctl: Controller, secret: str) -> None:
@@ -71,15 +74,35 @@ def heartbeat(ctl: Controller, node: str, usage: Iterable[GpuUsage]) -> None:
 
 
 def report(ctl: Controller, node: str, statuses: list[ReplicaStatus], applied_generation: int) -> None:
-    """An agent's replica states; replicas it was told to stop and no longer runs are forgotten."""
-    done = set(ctl.store.update_replicas(node, [(s.id, s.state, s.endpoint, s.message, s.restarts)
-                                                for s in statuses]))
+    """An agent's replica states; replicas it was told to stop and no longer runs are forgotten.
+
+    Parts of multi-node replicas report under their own ids; a gang is forgotten once every part stopped.
+    """
+    parts_here = {p.id: p for p in ctl.store.parts(node=node)}
+    mains = [s for s in statuses if s.id not in parts_here]
+    theirs = [s for s in statuses if s.id in parts_here]
+    touched = {parts_here[s.id].replica for s in theirs} | {s.id for s in mains}
+    before = gang.load(ctl, touched)
+    done = set(ctl.store.update_replicas(node, [(s.id, s.state, s.endpoint, s.message, s.restarts) for s in mains],
+                                         {s.id: (s.address, s.epoch) for s in mains if s.id in before}))
+    ctl.store.update_parts(node, [(s.id, s.state, s.address, s.message, s.restarts, s.epoch) for s in theirs])
     row = ctl.store.get_node(node)
     if row is not None and applied_generation >= row.generation:
         # The agent has applied the newest set: whatever it was told to stop and no longer runs is gone.
         running = {s.id for s in statuses if s.state != "stopped"}
         done |= {r.id for r in ctl.store.replicas(node=node) if r.desired == "stop" and r.id not in running}
-    ctl.store.forget_replicas(sorted(done))
+        wanted = {r.id for r in ctl.store.replicas_on(node) if r.desired == "run"}
+        ctl.store.stop_parts(node, [p.id for p in parts_here.values() if p.replica not in wanted
+                                    and p.id not in running])
+    gang.after_report(ctl, before)
+    # A multi-node replica goes once every part has stopped (gang.forget_stopped); until then its main's stop
+    # frees only what it held on this node.
+    gangs = {r.id for r in ctl.store.replicas(node=node) if r.id in done and r.nodes > 1}
+    for rid in sorted(gangs):
+        ctl.store.set_replica_state([rid], "stopped")
+        ctl.store.release(rid, node)
+    ctl.store.forget_replicas(sorted(done - gangs))
+    gang.forget_stopped(ctl, gangs | set(before))
 
 
 def cordon(ctl: Controller, name: str, cordoned: bool, reason: str, who: str) -> NodeRow:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from fleet.controller.app import drain
+from fleet.controller.app import drain, gang
 from fleet.controller.app.controller import Controller
 from fleet.controller.app.place import place_one
 from fleet.controller.core.errors import FleetError
@@ -24,21 +24,25 @@ def tick(ctl: Controller) -> None:
         fence_offline(ctl, now)
         for row in ctl.store.drains():
             drain.drive(ctl, row, now)
+        gang.tick(ctl, now)
         fill_missing(ctl, now)
     except FleetError as e:
         log.warning("reconcile: %s", e.message)
 
 
 def fence_offline(ctl: Controller, now: float) -> None:
-    """An offline node's replicas become `unknown`; after the grace they are fenced and placed elsewhere."""
+    """An offline node's replicas become `unknown`; after the grace they are fenced and placed elsewhere.
+
+    A multi-node replica with any part on that node moves as a whole: its other parts stop with it.
+    """
     store, alive, offline_since = ctl.store, ctl.liveness.alive, ctl.repair.offline_since
     for node in store.nodes():
         if node.name in alive:
             offline_since.pop(node.name, None)
             continue
         since = offline_since.setdefault(node.name, ctl.liveness.last_seen.get(node.name, now))
-        replicas = [r for r in store.replicas(node=node.name) if r.desired == "run"]
-        store.set_replica_state([r.id for r in replicas if r.state != "unknown"], "unknown")
+        replicas = [r for r in store.replicas_on(node.name) if r.desired == "run"]
+        store.set_replica_state([r.id for r in replicas if r.state != "unknown" and r.node == node.name], "unknown")
         if replicas and now - since >= ctl.settings.reschedule_after:
             # Fencing: the node's next desired set (generation bumped) no longer holds these ids, so
             # when it comes back its agent stops them; their replacements are placed by fill_missing.

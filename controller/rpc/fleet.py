@@ -78,9 +78,9 @@ class FleetService(pbg.FleetServicer):
 
     async def Logs(self, request: pb.LogsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.LogChunk]:
         try:
-            replica = logs.pick_replica(self.ctl, request.deployment, request.replica)
-            async for data in logs.stream(self.ctl, replica, request.lines, request.follow):
-                yield pb.LogChunk(replica_id=replica.id, node=replica.node, data=data)
+            source = logs.pick_replica(self.ctl, request.deployment, request.replica, request.node[:MAX_STR])
+            async for data in logs.stream(self.ctl, source, request.lines, request.follow):
+                yield pb.LogChunk(replica_id=source.id, node=source.node, data=data)
         except FleetError as e:
             await context.abort(status_of(e), e.message)
 
@@ -90,8 +90,9 @@ class FleetService(pbg.FleetServicer):
         outcome = place.place_deployment(self.ctl, convert.place_args(request), time.time())
         shown = None
         if outcome.rows is not None:
-            dep, replicas, reservations = outcome.rows
-            shown = (deployments.DeploymentRows(dep, replicas, reservations) if request.dry_run
+            dep, replicas, reservations, parts = outcome.rows
+            shown = (deployments.DeploymentRows(dep, replicas, reservations, parts,
+                                                deployments.gpu_nodes(self.ctl) if parts else {}) if request.dry_run
                      else deployments.get(self.ctl, dep.name))
         return convert.place_response(outcome, request.explain, shown)
 

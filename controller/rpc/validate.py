@@ -11,6 +11,9 @@ from fleet.controller.core.errors import InvalidArgument
 from fleet.proto import fleet_pb2 as pb
 
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+# An IPv4/IPv6 address or a DNS name: what other nodes dial to reach a part of a multi-node replica.
+ADDRESS = re.compile(r"^[A-Za-z0-9.:%_-]{1,253}$")
+MAX_NODES = 16
 DEPLOYMENT_NAME = NODE_NAME
 MAX_GPUS = 64
 MAX_STR = 256
@@ -39,6 +42,8 @@ def validate_inventory(inv: pb.Inventory) -> None:
         strings += [e.name, e.version, e.path]
     for k, v in inv.labels.items():
         strings += [k, v]
+    if inv.advertise_address and not ADDRESS.match(inv.advertise_address):
+        raise InvalidArgument(f"advertise address {inv.advertise_address[:64]!r} is not an IP address or host name")
     if any(len(s) > MAX_STR * 4 for s in strings):
         raise InvalidArgument("inventory has a string longer than 1024 characters")
     if len({g.uuid for g in inv.gpus}) != len(inv.gpus):
@@ -58,6 +63,8 @@ def validate_place(req: pb.PlaceRequest) -> None:
         raise InvalidArgument("--strategy is pack or spread")
     if req.context > 10_000_000 or req.tp > 64 or req.max_moves > 64:
         raise InvalidArgument("--context or --tp out of range")
+    if req.nodes > MAX_NODES:
+        raise InvalidArgument(f"--nodes must be between 1 and {MAX_NODES}")
     if len(req.labels) > 32 or any(len(k) > 63 or len(v) > 63 for k, v in req.labels.items()):
         raise InvalidArgument("at most 32 labels, keys and values up to 63 characters")
     for text in (req.quant, req.engine, req.node, req.gpu_type):

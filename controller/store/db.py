@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, create_engine
 
@@ -32,7 +32,35 @@ def open_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
+    add_missing_columns(engine)
     return engine
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Upgrade a database written by an earlier release: columns added since then, with their defaults.
+
+    create_all makes missing tables but never touches existing ones; new columns always have a scalar
+    default (the schema's rule), so ALTER TABLE ... ADD COLUMN ... DEFAULT is enough. Idempotent.
+    """
+    added = []
+    have = inspect(engine)
+    for table in SQLModel.metadata.sorted_tables:
+        if not have.has_table(table.name):
+            continue
+        present = {c["name"] for c in have.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            default = column.default.arg if column.default is not None and column.default.is_scalar else None
+            kind = column.type.compile(dialect=engine.dialect)
+            sql = f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'
+            if default is not None:
+                value = int(default) if isinstance(default, bool) else default
+                sql += " DEFAULT " + (f"'{value}'" if isinstance(value, str) else repr(value))
+            with engine.begin() as conn:
+                conn.execute(text(sql))
+            added.append(f"{table.name}.{column.name}")
+    return added
 
 
 def sqlite_url(data_dir: Path) -> str:

@@ -23,6 +23,7 @@ from fleet.controller.store.schema import (
     EventRow,
     GpuRow,
     NodeRow,
+    PartRow,
     ReplicaRow,
     ReservationRow,
     TokenRow,
@@ -64,6 +65,14 @@ def _check_capacity(s: Session, reservations: list[ReservationRow]) -> None:
             raise FailedPrecondition(f"GPU {uuid} disappeared while placing; try again")
         if int(held.get(uuid, 0)) + need > g.memory_total:
             raise FailedPrecondition(f"GPU {g.index} on {g.node} was reserved by a concurrent placement; try again")
+
+
+def _gang_nodes(s: Session, replica_ids: Iterable[str]) -> set[str]:
+    """Nodes running a part (other than the main) of these replicas."""
+    ids = list(replica_ids)
+    if not ids:
+        return set()
+    return set(s.exec(select(PartRow.node).where(col(PartRow.replica).in_(ids))).all())
 
 
 def _bump(s: Session, nodes: set[str]) -> None:
@@ -235,8 +244,32 @@ class Store:
         with self.read() as s:
             return list(s.exec(select(ReservationRow)).all())
 
+    def parts(self, replica: str | None = None, node: str | None = None) -> list[PartRow]:
+        """Parts of multi-node replicas other than their mains, by replica and rank."""
+        with self.read() as s:
+            q = select(PartRow).order_by(PartRow.replica, PartRow.rank)
+            if replica is not None:
+                q = q.where(PartRow.replica == replica)
+            if node is not None:
+                q = q.where(PartRow.node == node)
+            return list(s.exec(q).all())
+
+    def replicas_by_id(self, ids: Iterable[str]) -> list[ReplicaRow]:
+        wanted = list(ids)
+        if not wanted:
+            return []
+        with self.read() as s:
+            return list(s.exec(select(ReplicaRow).where(col(ReplicaRow.id).in_(wanted))).all())
+
+    def replicas_on(self, node: str) -> list[ReplicaRow]:
+        """Every replica with a part on `node`: its main there, or another part."""
+        with self.read() as s:
+            ids = set(s.exec(select(PartRow.replica).where(PartRow.node == node)).all())
+            q = select(ReplicaRow).where((ReplicaRow.node == node) | col(ReplicaRow.id).in_(ids))
+            return list(s.exec(q.order_by(ReplicaRow.deployment, ReplicaRow.ordinal, ReplicaRow.id)).all())
+
     def commit_placement(self, dep: DeploymentRow, replicas: list[ReplicaRow],
-                         reservations: list[ReservationRow], now: float) -> None:
+                         reservations: list[ReservationRow], now: float, parts: list[PartRow] | None = None) -> None:
         """Deployment, replicas and reservations in one transaction, re-checked against GPU totals inside it.
 
         The check inside the transaction (not the snapshot the plan was made from) is what makes
@@ -251,13 +284,11 @@ class Store:
             for r in replicas:
                 s.add(r)
             s.flush()
+            for x in parts or []:
+                s.add(x)
             for r in reservations:
                 s.add(r)
-            for node in {r.node for r in replicas}:
-                row = s.get(NodeRow, node)
-                if row is not None:
-                    row.generation += 1
-                    s.add(row)
+            _bump(s, {r.node for r in replicas} | {x.node for x in parts or []})
             s.add(EventRow(at=now, kind="deployment.placed", message=f"{dep.name}: {len(replicas)} replica(s)"))
             s.commit()
 
@@ -271,17 +302,16 @@ class Store:
             dep.state = "removing"
             s.add(dep)
             nodes = set()
+            stopped = []
             for r in s.exec(select(ReplicaRow).where(ReplicaRow.deployment == name)).all():
                 if r.desired != "stop":
                     r.desired = "stop"
                     r.state = "stopping" if r.state not in ("stopped", "pending") else r.state
                     s.add(r)
                     nodes.add(r.node)
-            for node in nodes:
-                row = s.get(NodeRow, node)
-                if row is not None:
-                    row.generation += 1
-                    s.add(row)
+                    stopped.append(r.id)
+            nodes |= _gang_nodes(s, stopped)  # removal stops every part
+            _bump(s, nodes)
             s.add(EventRow(at=now, kind="deployment.removing", message=name))
             s.commit()
             return dep, nodes
@@ -295,6 +325,7 @@ class Store:
             for rid in ids:
                 for res in s.exec(select(ReservationRow).where(ReservationRow.replica == rid)).all():
                     s.delete(res)
+                s.execute(delete(PartRow).where(col(PartRow.replica) == rid))
                 r = s.get(ReplicaRow, rid)
                 if r is not None:
                     deps.add(r.deployment)
@@ -307,12 +338,15 @@ class Store:
                     s.delete(dep)
             s.commit()
 
-    def update_replicas(self, node: str, statuses: list[tuple[str, str, str, str, int]]) -> list[str]:
+    def update_replicas(self, node: str, statuses: list[tuple[str, str, str, str, int]],
+                        gang: dict[str, tuple[str, int]] | None = None) -> list[str]:
         """Apply an agent's report (id, state, endpoint, message, restarts) for its own replicas only.
 
+        `gang`: for main parts of multi-node replicas, id -> (rendezvous address, epoch) as reported.
         Returns ids of replicas that were asked to stop and are now stopped.
         """
         done = []
+        gang = gang or {}
         with self.session() as s:
             for rid, state, endpoint, message, restarts in statuses:
                 r = s.get(ReplicaRow, rid)
@@ -320,6 +354,9 @@ class Store:
                     continue  # a node reports only for itself
                 if (r.state, r.endpoint, r.message, r.restarts) != (state, endpoint, message, restarts):
                     r.state, r.endpoint, r.message, r.restarts = state, endpoint, message, restarts
+                    s.add(r)
+                if rid in gang and (r.address, r.reported_epoch) != gang[rid]:
+                    r.address, r.reported_epoch = gang[rid]
                     s.add(r)
                 if state == "healthy" and not r.healthy_since:
                     r.healthy_since = time.time()
@@ -332,17 +369,79 @@ class Store:
             s.commit()
         return done
 
+    def update_parts(self, node: str, statuses: list[tuple[str, str, str, str, int, int]]) -> list[PartRow]:
+        """Apply an agent's report (id, state, address, message, restarts, epoch) for parts on `node` only.
+
+        A stopped part frees its reservations on this node at once (the rest of its gang may still be
+        stopping elsewhere). Returns the parts as they were before the report, for what changed.
+        """
+        before = []
+        with self.session() as s:
+            for pid, state, address, message, restarts, epoch in statuses:
+                p = s.get(PartRow, pid)
+                if p is None or p.node != node:
+                    continue  # a node reports only for itself
+                before.append(p.model_copy())
+                if (p.state, p.address, p.message, p.restarts, p.epoch) != (state, address, message, restarts, epoch):
+                    p.state, p.address, p.message, p.restarts, p.epoch = state, address, message, restarts, epoch
+                    s.add(p)
+                if state == "stopped":
+                    self._free_part(s, p)
+            s.commit()
+        return before
+
+    def stop_parts(self, node: str, ids: Iterable[str]) -> None:
+        """Parts its node no longer runs (it applied a set without them): stopped, reservations freed."""
+        with self.session() as s:
+            for pid in ids:
+                p = s.get(PartRow, pid)
+                if p is not None and p.node == node and p.state != "stopped":
+                    p.state = "stopped"
+                    s.add(p)
+                    self._free_part(s, p)
+            s.commit()
+
+    @staticmethod
+    def _free_part(s: Session, p: PartRow) -> None:
+        gpus = list(s.exec(select(GpuRow.uuid).where(GpuRow.node == p.node)).all())
+        if gpus:
+            s.execute(delete(ReservationRow).where(col(ReservationRow.replica) == p.replica,
+                                                   col(ReservationRow.gpu_uuid).in_(gpus)))
+        p.ram_bytes = 0
+
+    def bump_epoch(self, rid: str, epoch: int, why: str, now: float) -> set[str]:
+        """A part of the replica crashed in `epoch`: start a new epoch (every part restarts). Returns its nodes."""
+        with self.session() as s:
+            r = s.get(ReplicaRow, rid)
+            if r is None or r.epoch != epoch or r.desired != "run":
+                return set()
+            r.epoch += 1
+            s.add(r)
+            nodes = {r.node} | _gang_nodes(s, [rid])
+            _bump(s, nodes)
+            s.add(EventRow(at=now, kind="replica.restarting", node=r.node, message=f"{rid}: {why}"))
+            s.commit()
+        return nodes
+
+    def bump(self, nodes: set[str]) -> None:
+        """A new generation for these nodes: what their parts are told changed (addresses, holds)."""
+        with self.session() as s:
+            _bump(s, nodes)
+            s.commit()
+
     def add_replicas(self, replicas: list[ReplicaRow], reservations: list[ReservationRow], now: float,
-                     event: str) -> None:
+                     event: str, parts: list[PartRow] | None = None) -> None:
         """More replicas for existing deployments (drain replacements, rescheduling): one transaction."""
         with self.session() as s:
             _check_capacity(s, reservations)
             for r in replicas:
                 s.add(r)
             s.flush()
+            for p in parts or []:
+                s.add(p)
             for x in reservations:
                 s.add(x)
-            _bump(s, {r.node for r in replicas})
+            _bump(s, {r.node for r in replicas} | {p.node for p in parts or []})
             s.add(EventRow(at=now, kind="replica.added", message=event))
             s.commit()
 
@@ -360,19 +459,35 @@ class Store:
                 r.message = why
                 s.add(r)
                 nodes.add(r.node)
+                nodes |= _gang_nodes(s, [rid])  # a gang stops as a whole
             _bump(s, nodes)
             if nodes:
                 s.add(EventRow(at=now, kind="replica.stopping", message=f"{', '.join(ids)}: {why}"))
             s.commit()
         return nodes
 
-    def set_replica_state(self, ids: list[str], state: str) -> None:
+    def set_replica_state(self, ids: list[str], state: str, message: str | None = None) -> None:
         with self.session() as s:
             for rid in ids:
                 r = s.get(ReplicaRow, rid)
-                if r is not None and r.state != state:
+                if r is not None and (r.state != state or (message is not None and r.message != message)):
                     r.state = state
+                    if message is not None:
+                        r.message = message
                     s.add(r)
+            s.commit()
+
+    def release(self, rid: str, node: str) -> None:
+        """Free what a replica reserved on one node (its part there stopped; other parts may still run)."""
+        with self.session() as s:
+            gpus = list(s.exec(select(GpuRow.uuid).where(GpuRow.node == node)).all())
+            if gpus:
+                s.execute(delete(ReservationRow).where(col(ReservationRow.replica) == rid,
+                                                       col(ReservationRow.gpu_uuid).in_(gpus)))
+            r = s.get(ReplicaRow, rid)
+            if r is not None and r.node == node and r.ram_bytes:
+                r.ram_bytes = 0
+                s.add(r)
             s.commit()
 
     def set_admin_state(self, name: str, state: str, now: float, reason: str = "", by: str = "") -> None:
@@ -416,21 +531,23 @@ class Store:
             s.commit()
 
     # ---- node removal (`fleet node remove`): deleting the row deletes its credential hash with it
-    def stop_node_replicas(self, name: str) -> bool:
-        """desired=stop for the node's replicas and a new generation, so a connected agent stops their engines."""
+    def stop_node_replicas(self, name: str) -> set[str]:
+        """desired=stop for every replica with a part on the node, and a new generation for each node running a
+        part of them, so that connected agents stop their engines. Returns those nodes (empty: nothing changed)."""
         with self.session() as s:
-            node = s.get(NodeRow, name)
-            changed = False
-            for r in s.exec(select(ReplicaRow).where(ReplicaRow.node == name)).all():
+            ids = set(s.exec(select(PartRow.replica).where(PartRow.node == name)).all())
+            stopped = []
+            nodes: set[str] = set()
+            for r in s.exec(select(ReplicaRow).where((ReplicaRow.node == name) | col(ReplicaRow.id).in_(ids))).all():
                 if r.desired != "stop":
                     r.desired = "stop"
                     s.add(r)
-                    changed = True
-            if node is not None and changed:
-                node.generation += 1
-                s.add(node)
+                    stopped.append(r.id)
+                    nodes.add(r.node)
+            nodes |= _gang_nodes(s, stopped)
+            _bump(s, nodes)
             s.commit()
-        return changed
+        return nodes
 
     def remove_node(self, name: str, now: float) -> Removed:
         """Forget the node, its replicas (and their reservations), its GPUs and its credential."""
@@ -443,11 +560,13 @@ class Store:
             gpus = [g.uuid for g in s.exec(select(GpuRow).where(GpuRow.node == name)).all()]
             if ids:
                 s.execute(delete(ReservationRow).where(col(ReservationRow.replica).in_(ids)))
+                s.execute(delete(PartRow).where(col(PartRow.replica).in_(ids)))  # their parts on other nodes
             if gpus:
                 s.execute(delete(ReservationRow).where(col(ReservationRow.gpu_uuid).in_(gpus)))
             s.execute(delete(ReplicaRow).where(col(ReplicaRow.node) == name))
             _delete_referencing(s, GpuRow.__table__.c.uuid, gpus, {"reservation"})  # type: ignore[attr-defined]
             s.execute(delete(GpuRow).where(col(GpuRow.node) == name))
+            # Parts here of replicas whose main is elsewhere go too (the gang reconciler replaces those replicas).
             _delete_referencing(s, NodeRow.__table__.c.name, [name], {"gpu", "replica"})  # type: ignore[attr-defined]
             # A deployment being removed whose last replica was here is done.
             for dep_name in {r.deployment for r in replicas}:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
+from fleet.common.address import is_public
 from fleet.controller.core.snapshot import GpuState, NodeState, Snapshot, used_by_others
 from fleet.controller.store.repository import Store
-from fleet.controller.store.schema import GpuRow, ReplicaRow
+from fleet.controller.store.schema import GpuRow, PartRow, ReplicaRow
 
 Usage = Mapping[str, tuple[int, int, int]]  # GPU uuid -> (memory used, utilization, temperature), live
 
@@ -23,13 +25,19 @@ def build_snapshot(store: Store, states: Mapping[str, str], gpu_usage: Usage) ->
     for g in store.gpus():
         gpus.setdefault(g.node, []).append(g)
     replicas: dict[str, list[ReplicaRow]] = {}
+    deployment_of: dict[str, str] = {}
     for r in store.replicas():
         replicas.setdefault(r.node, []).append(r)
+        deployment_of[r.id] = r.deployment
+    parts: dict[str, list[PartRow]] = {}
+    for p in store.parts():
+        parts.setdefault(p.node, []).append(p)
     nodes = []
     for row in store.nodes():
         inv = json.loads(row.inventory or "{}")
         ram_total = int(inv.get("ramTotal", 0))
-        ram_reserved = sum(r.ram_bytes for r in replicas.get(row.name, []))
+        here = parts.get(row.name, [])
+        ram_reserved = sum(r.ram_bytes for r in replicas.get(row.name, [])) + sum(p.ram_bytes for p in here)
         gpu_states = []
         for g in gpus.get(row.name, []):
             used = gpu_usage.get(g.uuid, (g.memory_used,))[0]
@@ -43,7 +51,24 @@ def build_snapshot(store: Store, states: Mapping[str, str], gpu_usage: Usage) ->
             disk_free=int(inv.get("diskFree", 0)),
             engines=frozenset(e["name"] for e in inv.get("engines", []) if e.get("name")),
             labels=tuple(sorted((inv.get("labels") or {}).items())),
-            deployments=frozenset(r.deployment for r in replicas.get(row.name, [])),
-            replica_count=len(replicas.get(row.name, [])),
+            deployments=frozenset(r.deployment for r in replicas.get(row.name, []))
+            | frozenset(deployment_of[p.replica] for p in here if p.replica in deployment_of),
+            replica_count=len(replicas.get(row.name, [])) + len(here),
+            multinode=multinode_engines(inv),
         ))
     return Snapshot(tuple(nodes))
+
+
+def multinode_engines(inv: Mapping[str, Any]) -> frozenset[str]:
+    """Engines that may run a part of a multi-node replica on this node (its inventory as proto3 JSON).
+
+    The engine says it can (rpc-server present; vLLM new enough), the node advertises an address its peers can
+    reach, and that address is not public unless the operator allowed it: rpc-server has no authentication.
+    """
+    address = str(inv.get("advertiseAddress", ""))
+    if not address:
+        return frozenset()
+    if is_public(address) and not inv.get("allowPublicRpc"):
+        return frozenset(e["name"] for e in inv.get("engines", []) if e.get("multinode") and e["name"] != "llama.cpp")
+    return frozenset(e["name"] for e in inv.get("engines", []) if e.get("multinode") and e.get("name"))
+
