@@ -87,13 +87,15 @@ def report(ctl: Controller, node: str, statuses: list[ReplicaStatus], applied_ge
                                          {s.id: (s.address, s.epoch) for s in mains if s.id in before}))
     ctl.store.update_parts(node, [(s.id, s.state, s.address, s.message, s.restarts, s.epoch) for s in theirs])
     row = ctl.store.get_node(node)
+    stopped_parts: set[str] = {parts_here[s.id].replica for s in theirs if s.state == "stopped"}
     if row is not None and applied_generation >= row.generation:
         # The agent has applied the newest set: whatever it was told to stop and no longer runs is gone.
         running = {s.id for s in statuses if s.state != "stopped"}
         done |= {r.id for r in ctl.store.replicas(node=node) if r.desired == "stop" and r.id not in running}
         wanted = {r.id for r in ctl.store.replicas_on(node) if r.desired == "run"}
-        ctl.store.stop_parts(node, [p.id for p in parts_here.values() if p.replica not in wanted
-                                    and p.id not in running])
+        gone = [p for p in parts_here.values() if p.replica not in wanted and p.id not in running]
+        ctl.store.stop_parts(node, [p.id for p in gone])
+        stopped_parts |= {p.replica for p in gone}
     gang.after_report(ctl, before)
     # A multi-node replica goes once every part has stopped (gang.forget_stopped); until then its main's stop
     # frees only what it held on this node.
@@ -102,7 +104,7 @@ def report(ctl: Controller, node: str, statuses: list[ReplicaStatus], applied_ge
         ctl.store.set_replica_state([rid], "stopped")
         ctl.store.release(rid, node)
     ctl.store.forget_replicas(sorted(done - gangs))
-    gang.forget_stopped(ctl, gangs | set(before))
+    gang.forget_stopped(ctl, gangs | set(before) | stopped_parts)
 
 
 def cordon(ctl: Controller, name: str, cordoned: bool, reason: str, who: str) -> NodeRow:

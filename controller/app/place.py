@@ -23,6 +23,7 @@ from fleet.controller.core.drain_plan import Movable, plan_drain
 from fleet.controller.core.errors import AlreadyExists
 from fleet.controller.core.estimate import Estimate
 from fleet.controller.core.gpus import fleet_gpu_types
+from fleet.controller.core.largest import Fit, largest_fits
 from fleet.controller.core.options import options_for
 from fleet.controller.core.parts import offloaded_layers, role
 from fleet.controller.core.placement import Option, Placement, PlacementRequest, Plan, place
@@ -240,6 +241,12 @@ def place_one(ctl: Controller, dep: DeploymentRow, ordinal: int, now: float, rep
     ctl.push(set(p.nodes))
     log.info("placed replica %s of %s on %s%s", row.id, dep.name, where, f" (replaces {replaces})" if replaces else "")
     return None
+
+
+def largest(ctl: Controller) -> list[Fit]:
+    """`fleet capacity`: the largest catalog variant that fits now, on one node and across nodes (nothing reserved)."""
+    catalog = ctl.catalog()
+    return largest_fits(snapshot(ctl), catalog, partial(options_for, catalog=catalog))
 
 
 def what_if(ctl: Controller, requests: tuple[Request, ...]) -> WhatIf:

@@ -490,3 +490,19 @@ def min_gpus(model: Model, variant: Variant, *, engines: EngineConstants, contex
         if fits(est, gpu_memory_bytes):
             return tp
     return None
+
+
+def min_nodes(model: Model, variant: Variant, *, engines: EngineConstants, context: int, gpu_memory_bytes: int,
+              gpus_per_node: int = 8, kv_cache_dtype: str = "auto") -> tuple[int, int] | None:
+    """Fewest nodes (then the smallest TP per node, at most `gpus_per_node`) whose per-GPU estimate fits, or None."""
+    for nodes in range(1, MAX_NODES + 1):
+        if nodes_problem(model, variant, nodes):
+            continue
+        for tp in valid_tps(model, variant, max_tp=gpus_per_node):
+            if variant.engine == LLAMA_CPP and tp * nodes > model.arch.layers:
+                continue
+            est = estimate(model, variant, engines=engines, context=context, tp=tp, nodes=nodes,
+                           gpu_memory_bytes=gpu_memory_bytes, kv_cache_dtype=kv_cache_dtype)
+            if fits(est, gpu_memory_bytes):
+                return nodes, tp
+    return None

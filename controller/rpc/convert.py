@@ -15,6 +15,7 @@ from fleet.controller.app.deployments import DeploymentRows
 from fleet.controller.app.drain import DrainView
 from fleet.controller.app.nodes import ReplicaStatus
 from fleet.controller.app.place import ESTIMATE_TERMS, PlaceArgs, PlaceOutcome
+from fleet.controller.core.largest import Fit
 from fleet.controller.core.parts import PartState, launches, role, tensor_split
 from fleet.controller.core.placement import Plan
 from fleet.controller.store.schema import DeploymentRow, GpuRow, PartRow, ReplicaRow, ReservationRow
@@ -212,10 +213,13 @@ def node_message(v: NodeView) -> pb.Node:
     )
 
 
-def capacity_message(views: list[NodeView], t: Totals) -> pb.CapacityResponse:
+def capacity_message(views: list[NodeView], t: Totals, largest: list[Fit] | None = None) -> pb.CapacityResponse:
     return pb.CapacityResponse(nodes=[node_message(v) for v in views], gpu_count=t.gpu_count,
                                vram_total=t.vram_total, vram_reserved=t.vram_reserved, vram_free=t.vram_free,
-                               ram_total=t.ram_total, disk_free=t.disk_free)
+                               ram_total=t.ram_total, disk_free=t.disk_free,
+                               largest=[pb.LargestFit(scope=f.scope, model=f.model, quant=f.quant, engine=f.engine,
+                                                      tp=f.placement.option.tp, nodes=list(f.placement.nodes),
+                                                      weights=f.weights, device=f.device) for f in largest or []])
 
 
 def place_args(req: pb.PlaceRequest) -> PlaceArgs:

@@ -43,7 +43,8 @@ class FleetService(pbg.FleetServicer):
     @rpc
     async def Capacity(self, request: pb.CapacityRequest, context: grpc.aio.ServicerContext) -> pb.CapacityResponse:
         views = capacity.node_views(self.ctl)
-        return convert.capacity_message(views, capacity.totals(views))
+        fits = place.largest(self.ctl) if request.largest else []
+        return convert.capacity_message(views, capacity.totals(views), fits)
 
     @rpc
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
