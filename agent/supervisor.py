@@ -215,6 +215,11 @@ class Supervisor:
             if r is None or r.state == "stopped":
                 self.replicas[rid] = Replica(spec=spec, dir=self.root / rid)
             elif r.spec.SerializeToString() != spec.SerializeToString() and r.state not in ("stopping",):
+                if not r.pid and (r.state in ("pending", "failed") or self.simulate):
+                    # Nothing runs (a part held for its gang, or one waiting to restart): take the new spec as is;
+                    # a stop would only report a `stopped` that never happened.
+                    r.spec, r.state = spec, "pending"
+                    continue
                 r.spec = spec  # same id, new spec: restart it on the new spec
                 self._begin_stop(r, then_restart=True)
         self.generation = desired.generation

@@ -12,15 +12,16 @@ import logging
 import math
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from prometheus_client import Histogram
 
+from fleet.common.gpus import GpuType
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.catalog import Catalog, Model
 from fleet.controller.core.drain_plan import Movable, plan_drain
-from fleet.controller.core.errors import AlreadyExists
+from fleet.controller.core.errors import AlreadyExists, FleetError
 from fleet.controller.core.estimate import Estimate
 from fleet.controller.core.gpus import fleet_gpu_types
 from fleet.controller.core.largest import Fit, largest_fits
@@ -120,7 +121,8 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
     plan = place(snap, request, catalog.workload)
     if not plan.complete or plan.option is None:
         why = plan.closest or plan.why
-        return PlaceOutcome(False, f"{model.name}: nothing fits {args.replicas} replica(s): {why}", plan=plan)
+        return PlaceOutcome(False, f"{model.name}: nothing fits {args.replicas} replica(s): {why}"
+                            + _across_hint(args, request, snap, catalog, types), plan=plan)
     option = plan.option
     if not args.name:
         name = default_name(model, option.quant)
@@ -149,6 +151,26 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
     where = ", ".join("+".join(p.nodes) for p in plan.placements)
     summary = f"{name}: {args.replicas} replica(s) on {where}"
     return PlaceOutcome(True, summary, notes, plan, (dep, rows, reservations, parts))
+
+
+def _across_hint(args: PlaceArgs, request: PlacementRequest, snap: Snapshot, catalog: Catalog,
+                 types: tuple[GpuType, ...]) -> str:
+    """With --nodes 1 (or a count too small): would the replicas fit over more nodes? Say how many."""
+    if not args.nodes:
+        return ""  # without --nodes placement already tried every node count
+    try:
+        options = options_for(args.model, args.quant or None, args.engine or None, args.context or None, types,
+                              args.tp or None, device=args.device, catalog=catalog, nodes=None)
+    except FleetError:
+        return ""
+    more = tuple(o for o in options if o.nodes > args.nodes)
+    if not more:
+        return ""
+    plan = place(snap, replace(request, options=more, explain=False), catalog.workload)
+    if not plan.complete:
+        return ""
+    k = max(len(p.nodes) for p in plan.placements)
+    return f"; it fits across {k} nodes: pass --nodes {k}, or leave --nodes out"
 
 
 def _check_free(ctl: Controller, name: str) -> None:

@@ -75,7 +75,7 @@ def place_gang(snapshot: Snapshot, request: PlacementRequest, options: Sequence[
         shown = shown or out
         chosen = _choose(cands, k, request)
         if chosen is None:
-            misses.append(((len(cands), -opt.tp * opt.per_gpu_bytes), _miss(cands, counts, opt, k, request)))
+            misses.append(((len(cands), -opt.tp * opt.per_gpu_bytes), _miss(cands, counts, opt, k, request, out)))
             continue
         key, domain, gang = chosen
         if best is None or key < best[0]:
@@ -192,8 +192,10 @@ def _names(names: Sequence[str], most: int = 4) -> str:
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def _miss(cands: list[Candidate], counts: dict[str, int], opt: Option, k: int, request: PlacementRequest) -> str:
-    """Why `opt` found no k nodes: how many qualify, which, and (vLLM) whether GPU counts differ."""
+def _miss(cands: list[Candidate], counts: dict[str, int], opt: Option, k: int, request: PlacementRequest,
+          out: _Pass) -> str:
+    """Why `opt` found no k nodes: how many qualify, which, what the others lack (the commonest reasons), and
+    (vLLM) whether GPU counts differ."""
     if request.device == "cpu":
         each = f"{_gib(opt.ram_bytes)} GiB RAM free"
     else:
@@ -207,6 +209,13 @@ def _miss(cands: list[Candidate], counts: dict[str, int], opt: Option, k: int, r
         return words + f"none of {_names(have)} has disk for the {_gib(opt.disk_bytes)} GiB the main part downloads"
     words += (f"only {len(have)} node{'s' if len(have) != 1 else ''} ({_names(have)}) "
               f"{'has' if len(have) == 1 else 'have'} that" if have else "no node has that")
+    reasons: dict[str, int] = {}
+    for members, v in out.groups:
+        if v.shortfall is not None and v.shortfall.resource != "gpu_memory":
+            reasons[v.shortfall.message] = reasons.get(v.shortfall.message, 0) + len(members)
+    if reasons:
+        top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:2]
+        words += " (" + "; ".join(f"{n} node{'s' if n != 1 else ''}: {m}" for m, n in top) + ")"
     fewer = sorted(n for n, c in counts.items() if c < opt.tp)
     if opt.engine == "vllm" and fewer and len(set(counts.values())) > 1:
         sizes = ", ".join(f"{n} has {counts[n]}" for n in fewer[:4])

@@ -14,7 +14,7 @@ part, whether to hold and what its peers are; it also says when a gang must rest
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 LLAMA_CPP = "llama.cpp"
 VLLM = "vllm"
@@ -41,7 +41,7 @@ class PartLaunch:
     hold: bool
     peers: tuple[str, ...] = ()  # llama.cpp main: rpc-server addresses by rank
     master_address: str = ""  # vLLM followers: the main's rendezvous address
-    waiting_for: str = ""  # why it holds, for the operator
+    waiting_for: str = field(default="", compare=False)  # why it holds, for the operator (not a change)
 
 
 def role(engine: str, rank: int) -> str:

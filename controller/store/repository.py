@@ -372,8 +372,8 @@ class Store:
     def update_parts(self, node: str, statuses: list[tuple[str, str, str, str, int, int]]) -> list[PartRow]:
         """Apply an agent's report (id, state, address, message, restarts, epoch) for parts on `node` only.
 
-        A stopped part frees its reservations on this node at once (the rest of its gang may still be
-        stopping elsewhere). Returns the parts as they were before the report, for what changed.
+        A part stopped for good (its replica told to stop) frees its reservations on this node at once (the rest
+        of its gang may still be stopping elsewhere). Returns the parts as they were before the report.
         """
         before = []
         with self.session() as s:
@@ -385,8 +385,9 @@ class Store:
                 if (p.state, p.address, p.message, p.restarts, p.epoch) != (state, address, message, restarts, epoch):
                     p.state, p.address, p.message, p.restarts, p.epoch = state, address, message, restarts, epoch
                     s.add(p)
-                if state == "stopped":
-                    self._free_part(s, p)
+                r = s.get(ReplicaRow, p.replica)
+                if state == "stopped" and (r is None or r.desired == "stop"):
+                    self._free_part(s, p)  # stopped for good, not between two specs
             s.commit()
         return before
 
