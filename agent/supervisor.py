@@ -208,13 +208,18 @@ class Supervisor:
     def apply(self, desired: pb.DesiredReplicas) -> None:
         wanted = {s.id: s for s in desired.replicas}
         for rid, r in self.replicas.items():
-            if rid not in wanted and r.state not in ("stopping", "stopped"):
-                self._begin_stop(r)
+            if rid not in wanted:
+                r.restart_after_stop = False  # no longer wanted: a stop under way stays a stop
+                if r.state not in ("stopping", "stopped"):
+                    self._begin_stop(r)
         for rid, spec in wanted.items():
             r = self.replicas.get(rid)
-            if r is None or r.state == "stopped":
+            if r is None or (r.state == "stopped" and not r.restart_after_stop):
                 self.replicas[rid] = Replica(spec=spec, dir=self.root / rid)
-            elif r.spec.SerializeToString() != spec.SerializeToString() and r.state not in ("stopping",):
+            elif r.state in ("stopping", "stopped"):
+                # Still (or again) wanted while its engine stops: start it afterwards, on the newest spec.
+                r.spec, r.restart_after_stop = spec, True
+            elif r.spec.SerializeToString() != spec.SerializeToString():
                 if not r.pid and (r.state in ("pending", "failed") or self.simulate):
                     # Nothing runs (a part held for its gang, or one waiting to restart): take the new spec as is;
                     # a stop would only report a `stopped` that never happened.
@@ -265,8 +270,9 @@ class Supervisor:
             rotate(r.dir / "engine.log")
 
     def forget_stopped(self) -> None:
-        """After the controller has seen a stopped replica, drop it (and its files' state)."""
-        for rid in [rid for rid, r in self.replicas.items() if r.state == "stopped"]:
+        """After the controller has seen a stopped replica, drop it (and its files' state); not one that stopped
+        only to start again on a new spec."""
+        for rid in [rid for rid, r in self.replicas.items() if r.state == "stopped" and not r.restart_after_stop]:
             r = self.replicas.pop(rid)
             with contextlib.suppress(OSError):
                 (r.dir / "state.json").unlink()

@@ -155,3 +155,26 @@ def test_a_held_part_reports_its_port_then_starts_and_listening_is_its_health(tm
     assert sup.statuses().replicas[0].endpoint == ""  # an rpc part serves no HTTP endpoint
     sup.apply(pb.DesiredReplicas(generation=4))
     drive(sup, lambda: r.state == "stopped", what="stopped")
+
+
+def test_a_new_spec_while_stopping_is_started_after_the_stop(tmp_path: Path) -> None:
+    port = free_port()
+    sup = Supervisor(tmp_path, launcher(), ports=(port, port + 50), policy=RestartPolicy(base=0.1))
+    first = spec()
+    sup.apply(pb.DesiredReplicas(generation=1, replicas=[first]))
+    r = sup.replicas["r1"]
+    drive(sup, lambda: r.state == "healthy", what="healthy")
+    second = pb.ReplicaSpec()
+    second.CopyFrom(first)
+    second.context = 1024
+    sup.apply(pb.DesiredReplicas(generation=2, replicas=[second]))  # a new spec: stop, then start it
+    assert r.state == "stopping"
+    third = pb.ReplicaSpec()
+    third.CopyFrom(second)
+    third.context = 2048
+    sup.apply(pb.DesiredReplicas(generation=3, replicas=[third]))  # and another while it stops
+    drive(sup, lambda: r.state == "stopped", what="stopped")
+    sup.forget_stopped()  # the agent reports, then forgets stopped replicas: not this one, it starts again
+    assert sup.replicas["r1"] is r
+    drive(sup, lambda: r.state == "healthy", what="healthy on the newest spec")
+    assert r.spec.context == 2048
