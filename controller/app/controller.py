@@ -18,9 +18,11 @@ from pathlib import Path
 from fleet.controller.app.credentials import Credentials
 from fleet.controller.core.catalog import Catalog, load_catalog
 from fleet.controller.core.liveness import Liveness
+from fleet.controller.core.snapshot import Snapshot
 from fleet.controller.store.files import CatalogFiles, default_catalog_dir
 from fleet.controller.store.repository import Store
 from fleet.controller.store.schema import DeploymentRow, NodeRow, PartRow, ReplicaRow, ReservationRow
+from fleet.controller.store.snapshot import SnapshotCache
 
 log = logging.getLogger("fleet.controller")
 
@@ -99,10 +101,14 @@ class Controller:
         self.log_waiters: dict[int, asyncio.Queue[LogPiece]] = {}
         self.next_log_request = 1
         self.repair = RepairState()
+        self._snapshots = SnapshotCache(store)
         self.started = time.time()
         self._catalog_files = CatalogFiles([d for d in ((data_dir / "catalog") if data_dir else None,
                                                         default_catalog_dir()) if d is not None])
         self._catalog: tuple[tuple[float, ...], Catalog] | None = None
+        # Whoever bumps a node's generation (this controller or another on the same database), the store's
+        # change feed reports it and the node's session, if it is here, is sent the new set.
+        store.on_generation = self.push
         # A restarted controller gives every node it believed alive a full timeout to reconnect.
         for row in store.nodes():
             self.creds.node_hashes[row.name] = row.credential_hash
@@ -128,7 +134,13 @@ class Controller:
         return row.admin_state if row.name in self.liveness.alive else "offline"
 
     def states(self) -> dict[str, str]:
-        return {row.name: self.node_state(row) for row in self.store.nodes()}
+        alive = self.liveness.alive
+        return {name: row.admin_state if name in alive else "offline"
+                for name, row in self.store.mirror.nodes.items()}
+
+    def snapshot(self) -> Snapshot:
+        """The fleet as placement sees it now (kept incremental: only changed nodes are recomputed)."""
+        return self._snapshots.get(self.states(), self.liveness.gpu_usage, self.liveness.take_memory_moved())
 
     def catalog(self) -> Catalog:
         """The catalog, read again only when an operator added or changed a model file."""
@@ -139,13 +151,13 @@ class Controller:
 
     def desired_rows(self, node: str) -> DesiredRows:
         row = self.store.get_node(node)
-        deployments = {d.name: d for d in self.store.deployments()}
         replicas = self.store.replicas_on(node)
-        ids = {r.id for r in replicas}
-        reservations = [x for x in self.store.reservations() if x.replica in ids]
+        deployments = {r.deployment: d for r in replicas if (d := self.store.get_deployment(r.deployment))}
+        reservations = self.store.reservations(r.id for r in replicas)
         gangs = [r.id for r in replicas if r.nodes > 1]
         parts = [x for rid in gangs for x in self.store.parts(replica=rid)]
-        gpu_nodes = {g.uuid: g.node for g in self.store.gpus()} if gangs else {}
+        gpu_nodes = {g.uuid: g.node for n in {r.node for r in replicas} | {x.node for x in parts}
+                     for g in self.store.gpus(n)} if gangs else {}
         return DesiredRows(row.generation if row else 0, replicas, deployments, reservations, node, parts, gpu_nodes)
 
     # ---- sessions
@@ -163,7 +175,9 @@ class Controller:
             del self.sessions[node]
 
     def push(self, nodes: set[str] | list[str]) -> None:
-        """Tell each connected node its desired set changed; a node not connected gets it on reconnect."""
+        """Tell each connected node its desired set changed; a node not connected gets it on reconnect.
+
+        Called by the store for every generation bump (Store.on_generation); use cases need not call it."""
         for node in nodes:
             queue = self.sessions.get(node)
             if queue is not None:

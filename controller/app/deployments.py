@@ -62,12 +62,11 @@ def remove(ctl: Controller, name: str) -> DeploymentRows | None:
 
     Returns what is left (state `removing`), or None when nothing was running and it is already gone.
     """
-    _, nodes = ctl.store.mark_removing(name, time.time())
+    ctl.store.mark_removing(name, time.time())
     # Replicas no agent ever started (still pending) hold nothing running: free them now. A multi-node replica
     # whose main holds (pending) may have parts running elsewhere: those wait for their nodes to stop them.
     ctl.store.forget_replicas([r.id for r in ctl.store.replicas(deployment=name) if r.state == "pending"
                                and all(x.state in ("pending", "stopped") for x in ctl.store.parts(replica=r.id))])
-    ctl.push(nodes)
     if ctl.store.get_deployment(name) is None:
         return None
     return get(ctl, name)

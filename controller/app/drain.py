@@ -130,13 +130,11 @@ def drive(ctl: Controller, drain: DrainRow, now: float) -> None:
         if rep is None:
             waiting.append(old)
         elif rep.state == "healthy" and now - rep.healthy_since >= min_healthy:
-            nodes = store.stop_replicas([old.id], now, f"drained: replaced by {rep.id} on {rep.node}")
+            store.stop_replicas([old.id], now, f"drained: replaced by {rep.id} on {rep.node}")
             store.forget_link(rep.id)
-            ctl.push(nodes)
             notes.append(f"{old.deployment}: moved to {rep.node}")
         elif rep.state == "failed":
-            nodes = store.stop_replicas([rep.id], now, "replacement failed; trying again")
-            ctl.push(nodes)
+            store.stop_replicas([rep.id], now, "replacement failed; trying again")
             notes.append(f"{old.deployment}: replacement on {rep.node} failed: {rep.message[:200]}")
         else:
             in_flight[old.deployment] = in_flight.get(old.deployment, 0) + 1
@@ -154,9 +152,8 @@ def drive(ctl: Controller, drain: DrainRow, now: float) -> None:
             notes.append(f"{old.deployment}: starting a replacement")
         elif late:
             # Break-before-make, as the operator allowed (--force) or the deadline demands.
-            nodes = store.stop_replicas([old.id], now, f"drain {'forced' if drain.force else 'deadline'}: "
+            store.stop_replicas([old.id], now, f"drain {'forced' if drain.force else 'deadline'}: "
                                         f"stopped without a replacement ({why})")
-            ctl.push(nodes)
             notes.append(f"{old.deployment}: stopped without a replacement ({why})")
         else:
             notes.append(f"{old.deployment}: blocked: {why} (use --force, or wait for the deadline)")

@@ -56,9 +56,9 @@ def after_report(ctl: Controller, before: dict[str, Gang]) -> None:
         down = [a for b, a in zip(was, now_states, strict=False) if crashed(b, a, r.epoch)]
         if down:
             who = ", ".join(f"{'main' if p.rank == 0 else 'part ' + str(p.rank)} on {p.node}" for p in down)
-            nodes = ctl.store.bump_epoch(rid, r.epoch, f"{who} exited; restarting every part", now)
+            # A new epoch and generation on every part's node: the store's change feed sends them their sets.
+            ctl.store.bump_epoch(rid, r.epoch, f"{who} exited; restarting every part", now)
             log.warning("replica %s: %s exited; restarting its %d parts in order", rid, who, len(nodes_of(new)))
-            ctl.push(nodes)
             continue
         failed = [p for p in parts if p.state == "failed"]
         if failed and r.state != "failed":
@@ -66,9 +66,7 @@ def after_report(ctl: Controller, before: dict[str, Gang]) -> None:
             ctl.store.set_replica_state([rid], "failed", f"part {p.rank} on {p.node} failed: {p.message}")
         if launches(engine, r.epoch, was) != launches(engine, r.epoch, now_states):
             # Someone now listens (or holds its port): the parts waiting for it are told, and may start.
-            nodes = nodes_of(new)
-            ctl.store.bump(nodes)
-            ctl.push(nodes)
+            ctl.store.bump(nodes_of(new))
 
 
 def forget_stopped(ctl: Controller, ids: Iterable[str]) -> None:
@@ -89,8 +87,7 @@ def tick(ctl: Controller, now: float) -> None:
     for r in gangs:
         parts = ctl.store.parts(replica=r.id)
         if r.desired == "run" and len(parts) < r.nodes - 1:
-            nodes = ctl.store.stop_replicas([r.id], now, "a part's node was removed: placed again elsewhere")
-            ctl.push(nodes)
+            ctl.store.stop_replicas([r.id], now, "a part's node was removed: placed again elsewhere")
         elif r.desired == "stop" and r.state == "stopped" and all(p.state == "stopped" for p in parts):
             done.append(r.id)
     ctl.store.forget_replicas(done)

@@ -51,7 +51,7 @@ def join(ctl: Controller, name: str, inventory_json: str, gpus: list[GpuRow]) ->
     now = time.time()
     ctl.store.register_node(name, credential, inventory_json, now)
     ctl.store.save_inventory(name, inventory_json, gpus, now)
-    ctl.creds.node_hashes[name] = ctl.store.credential_hashes()[name]
+    ctl.creds.node_hashes[name] = ctl.store.get_node(name).credential_hash  # type: ignore[union-attr]
     log.info("node %s joined with %d GPUs", name, len(gpus))
     return credential
 
@@ -121,13 +121,13 @@ def remove(ctl: Controller, name: str, force: bool) -> tuple[Removed, bool]:
         names = [n.name for n in ctl.store.nodes()]
         listed = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "") if names else "none"
         raise NotFound(f"no node named {name!r}; nodes: {listed}")
-    replicas = ctl.store.replicas(node=name)
+    replicas = ctl.store.replicas_on(name)  # a part of a multi-node replica counts too
     if replicas and not force:
         deps = ", ".join(sorted({r.deployment for r in replicas}))
         raise FailedPrecondition(f"node {name} still has {len(replicas)} replica(s) of {deps}: drain it first, "
                                  "or pass --force to forget them (their engines are told to stop)")
-    if replicas and ctl.store.stop_node_replicas(name):
-        ctl.push([name])  # a connected agent stops the engines before its session is closed
+    if replicas:
+        ctl.store.stop_node_replicas(name)  # a connected agent stops the engines before its session is closed
     # Refuse new sessions first, then forget durably; put the hash back if the store fails.
     known = ctl.creds.node_hashes.pop(name, None)
     try:

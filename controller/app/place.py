@@ -32,7 +32,6 @@ from fleet.controller.core.snapshot import NodeState, Snapshot
 from fleet.controller.core.whatif import Request, WhatIf
 from fleet.controller.core.whatif import what_if as what_if_core
 from fleet.controller.store.schema import DeploymentRow, PartRow, ReplicaRow, ReservationRow
-from fleet.controller.store.snapshot import build_snapshot
 
 log = logging.getLogger("fleet.controller")
 
@@ -84,7 +83,7 @@ def default_name(model: Model, quant: str) -> str:
 
 
 def snapshot(ctl: Controller) -> Snapshot:
-    return build_snapshot(ctl.store, ctl.states(), ctl.liveness.gpu_usage)
+    return ctl.snapshot()
 
 
 def place_deployment(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
@@ -98,7 +97,6 @@ def place_deployment(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutco
         dep, replicas, reservations, parts = outcome.rows
         ctl.store.commit_placement(dep, replicas, reservations, now, parts)
     log.info("placed %s: %s", dep.name, outcome.summary)
-    ctl.push({r.node for r in replicas} | {p.node for p in parts})
     return outcome
 
 
@@ -260,7 +258,6 @@ def place_one(ctl: Controller, dep: DeploymentRow, ordinal: int, now: float, rep
     where = "+".join(p.nodes)
     ctl.store.add_replicas([row], res, now, f"{row.id} on {where}" + (f" replacing {replaces}" if replaces else ""),
                            parts)
-    ctl.push(set(p.nodes))
     log.info("placed replica %s of %s on %s%s", row.id, dep.name, where, f" (replaces {replaces})" if replaces else "")
     return None
 

@@ -36,9 +36,11 @@ def fence_offline(ctl: Controller, now: float) -> None:
     A multi-node replica with any part on that node moves as a whole: its other parts stop with it.
     """
     store, alive, offline_since = ctl.store, ctl.liveness.alive, ctl.repair.offline_since
-    for node in store.nodes():
+    for name in list(offline_since):
+        if name in alive:
+            del offline_since[name]
+    for node in store.mirror.nodes.values():
         if node.name in alive:
-            offline_since.pop(node.name, None)
             continue
         since = offline_since.setdefault(node.name, ctl.liveness.last_seen.get(node.name, now))
         replicas = [r for r in store.replicas_on(node.name) if r.desired == "run"]
@@ -46,10 +48,9 @@ def fence_offline(ctl: Controller, now: float) -> None:
         if replicas and now - since >= ctl.settings.reschedule_after:
             # Fencing: the node's next desired set (generation bumped) no longer holds these ids, so
             # when it comes back its agent stops them; their replacements are placed by fill_missing.
-            nodes = store.stop_replicas([r.id for r in replicas], now, f"node {node.name} offline for "
+            store.stop_replicas([r.id for r in replicas], now, f"node {node.name} offline for "
                                         f"{now - since:.0f}s: rescheduled elsewhere", state="unknown")
             log.warning("node %s offline %.0fs: %d replica(s) rescheduled", node.name, now - since, len(replicas))
-            ctl.push(nodes)
 
 
 def fill_missing(ctl: Controller, now: float) -> None:

@@ -19,6 +19,7 @@ class Liveness:
     gpu_usage: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # uuid -> used, util, temp
     _dirty_beats: dict[str, float] = field(default_factory=dict)
     _dirty_usage: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    _memory_moved: set[str] = field(default_factory=set)  # nodes whose GPU memory use changed (placement reads it)
     beats_total: int = 0
 
     def beat(self, node: str, now: float, usage: list[tuple[str, int, int, int]] = ()) -> bool:  # type: ignore[assignment]
@@ -29,9 +30,12 @@ class Liveness:
         self._dirty_beats[node] = now
         for uuid, used, util, temp in usage:
             value = (used, util, temp)
-            if self.gpu_usage.get(uuid) != value:
+            old = self.gpu_usage.get(uuid)
+            if old != value:
                 self.gpu_usage[uuid] = value
                 self._dirty_usage[uuid] = value
+                if old is None or old[0] != used:
+                    self._memory_moved.add(node)
         self.beats_total += 1
         return came_back
 
@@ -44,3 +48,8 @@ class Liveness:
         beats, usage = self._dirty_beats, self._dirty_usage
         self._dirty_beats, self._dirty_usage = {}, {}
         return beats, usage
+
+    def take_memory_moved(self) -> set[str]:
+        """Nodes whose GPU memory use changed since the last call (the placement snapshot refreshes them)."""
+        moved, self._memory_moved = self._memory_moved, set()
+        return moved

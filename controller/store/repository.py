@@ -2,22 +2,32 @@
 
 Only moves data in and out of the tables in fleet.controller.store.schema; decisions live in the pure
 core and the use cases (fleet.controller.app). Sessions are short and explicit.
+
+Reads of nodes, GPUs, deployments, replicas and reservations come from the in-memory mirror
+(fleet.controller.store.mirror), never from the database. So that the mirror stays true, every write
+method (1) records each node and deployment it changes with `touch` inside its transaction, and (2) is
+decorated with `@writes`, which applies the change feed after it returns. A node's generation bump is a
+node change; a replica or reservation change is a change of its deployment.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete, update
 from sqlmodel import Session, SQLModel, col, func, select
 
 from fleet.controller.core.errors import AlreadyExists, FailedPrecondition, NotFound
 from fleet.controller.store.db import open_engine, open_reader
 from fleet.controller.store.hashing import same_hash, token_hash
+from fleet.controller.store.mirror import DEPLOYMENT, NODE, Mirror
 from fleet.controller.store.schema import (
+    ChangeRow,
     DeploymentRow,
     DrainRow,
     EventRow,
@@ -67,6 +77,13 @@ def _check_capacity(s: Session, reservations: list[ReservationRow]) -> None:
             raise FailedPrecondition(f"GPU {g.index} on {g.node} was reserved by a concurrent placement; try again")
 
 
+def touch(s: Session, kind: str, keys: Iterable[str], now: float | None = None) -> None:
+    """Record in the change feed, inside the transaction, that these nodes or deployments changed."""
+    at = time.time() if now is None else now
+    for key in sorted(set(keys)):
+        s.add(ChangeRow(at=at, kind=kind, key=key))
+
+
 def _gang_nodes(s: Session, replica_ids: Iterable[str]) -> set[str]:
     """Nodes running a part (other than the main) of these replicas."""
     ids = list(replica_ids)
@@ -76,11 +93,29 @@ def _gang_nodes(s: Session, replica_ids: Iterable[str]) -> set[str]:
 
 
 def _bump(s: Session, nodes: set[str]) -> None:
+    """A new desired-set generation for each node: its agent is sent the set again."""
     for node in nodes:
         row = s.get(NodeRow, node)
         if row is not None:
             row.generation += 1
             s.add(row)
+    touch(s, NODE, nodes)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def writes(fn: F) -> F:
+    """After the write method returns (or fails), bring the mirror up to date with the change feed."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            self.sync()
+
+    return wrapper  # type: ignore[return-value]
 
 
 class Store:
@@ -88,6 +123,26 @@ class Store:
         self.url = url
         self.engine = open_engine(url)
         self.reader = open_reader(url, self.engine)
+        self.mirror = Mirror()
+        with self.read() as s:
+            self.mirror.load(s)
+        # Called with the nodes whose desired-set generation went up, whoever wrote it (the controller pushes).
+        self.on_generation: Callable[[set[str]], None] | None = None
+
+    def sync(self) -> set[str]:
+        """Apply the change feed to the mirror; returns the nodes whose generation went up."""
+        with self.read() as s:
+            changes = self.mirror.pending(s)
+            if not changes:
+                return set()
+            before = {key: self.mirror.nodes[key].generation for _, kind, key in changes
+                      if kind == NODE and key in self.mirror.nodes}
+            self.mirror.apply(s, changes)
+        bumped = {n for n, g in before.items() if n in self.mirror.nodes and self.mirror.nodes[n].generation > g}
+        bumped |= {key for _, kind, key in changes if kind == NODE and key not in before and key in self.mirror.nodes}
+        if bumped and self.on_generation is not None:
+            self.on_generation(bumped)
+        return bumped
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -120,24 +175,20 @@ class Store:
 
     # ---- nodes
     def get_node(self, name: str) -> NodeRow | None:
-        with self.read() as s:
-            return s.get(NodeRow, name)
+        return self.mirror.nodes.get(name)
 
     def nodes(self) -> list[NodeRow]:
-        with self.read() as s:
-            return list(s.exec(select(NodeRow).order_by(NodeRow.name)).all())
+        return [self.mirror.nodes[n] for n in sorted(self.mirror.nodes)]
 
     def gpus(self, node: str | None = None) -> list[GpuRow]:
-        with self.read() as s:
-            q = select(GpuRow).order_by(GpuRow.node, GpuRow.index)
-            if node is not None:
-                q = q.where(GpuRow.node == node)
-            return list(s.exec(q).all())
+        if node is not None:
+            return list(self.mirror.gpus.get(node, ()))
+        return [g for n in sorted(self.mirror.gpus) for g in self.mirror.gpus[n]]
 
     def credential_hashes(self) -> dict[str, str]:
-        with self.read() as s:
-            return {n.name: n.credential_hash for n in s.exec(select(NodeRow)).all()}
+        return {n.name: n.credential_hash for n in self.mirror.nodes.values()}
 
+    @writes
     def register_node(self, name: str, credential: str, inventory_json: str, now: float) -> None:
         """Create the node, or give an existing (re-joining) node a new credential."""
         with self.session() as s:
@@ -150,8 +201,10 @@ class Store:
             row.last_heartbeat = now
             s.add(row)
             s.add(EventRow(at=now, kind="node.registered", node=name))
+            touch(s, NODE, [name], now)
             s.commit()
 
+    @writes
     def save_inventory(self, name: str, inventory_json: str, gpus: Iterable[GpuRow], now: float) -> None:
         """A node's fresh inventory (session start): replace its GPU rows, mark it alive."""
         gpus = list(gpus)
@@ -169,25 +222,33 @@ class Store:
                     s.delete(old)
             for g in gpus:
                 s.merge(g)
+            touch(s, NODE, [name], now)
             s.commit()
 
     def flush_heartbeats(self, beats: dict[str, float], usage: dict[str, tuple[int, int, int]]) -> None:
-        """One transaction for a batch: node last_heartbeat and GPU usage (uuid -> used, util, temp)."""
+        """One transaction for a batch: node last_heartbeat and GPU usage (uuid -> used, util, temp).
+
+        Two executemany UPDATEs, not an ORM round trip per row: at 10,000 nodes heartbeating every 5 s this
+        runs every second with ~2,000 rows. Not a change for the mirror: reads take liveness from memory."""
         if not beats and not usage:
             return
+        nodes, gpus = NodeRow.__table__, GpuRow.__table__  # type: ignore[attr-defined]
         with self.session() as s:
-            for name, at in beats.items():
-                row = s.get(NodeRow, name)
-                if row is not None and at > row.last_heartbeat:
-                    row.last_heartbeat = at
-                    s.add(row)
-            for uuid, (used, util, temp) in usage.items():
-                g = s.get(GpuRow, uuid)
-                if g is not None:
-                    g.memory_used, g.utilization, g.temperature = used, util, temp
-                    s.add(g)
+            conn = s.connection()
+            if beats:
+                conn.execute(update(nodes).where(nodes.c.name == bindparam("b_name"),
+                                                 nodes.c.last_heartbeat < bindparam("b_at"))
+                             .values(last_heartbeat=bindparam("b_at")),
+                             [{"b_name": n, "b_at": at} for n, at in beats.items()])
+            if usage:
+                conn.execute(update(gpus).where(gpus.c.uuid == bindparam("b_uuid"))
+                             .values(memory_used=bindparam("b_used"), utilization=bindparam("b_util"),
+                                     temperature=bindparam("b_temp")),
+                             [{"b_uuid": u, "b_used": used, "b_util": util, "b_temp": temp}
+                              for u, (used, util, temp) in usage.items()])
             s.commit()
 
+    @writes
     def set_cordon(self, name: str, cordoned: bool, reason: str, by: str, now: float) -> NodeRow:
         with self.session() as s:
             row = s.get(NodeRow, name)
@@ -203,9 +264,11 @@ class Store:
             s.add(row)
             s.add(EventRow(at=now, kind="node.cordoned" if cordoned else "node.uncordoned", node=name,
                            message=f"{reason} (by {by})" if cordoned else f"by {by}"))
+            touch(s, NODE, [name], now)
             s.commit()
             return row
 
+    @writes
     def set_alive(self, name: str, alive: bool, now: float) -> None:
         with self.session() as s:
             row = s.get(NodeRow, name)
@@ -214,60 +277,61 @@ class Store:
             row.alive = alive
             s.add(row)
             s.add(EventRow(at=now, kind="node.online" if alive else "node.offline", node=name))
+            touch(s, NODE, [name], now)
             s.commit()
 
     # ---- deployments, replicas, reservations
     def reserved_by_gpu(self) -> dict[str, int]:
-        with self.read() as s:
-            rows = s.exec(select(ReservationRow.gpu_uuid, func.sum(ReservationRow.bytes))
-                          .group_by(ReservationRow.gpu_uuid)).all()
-        return {uuid: int(total) for uuid, total in rows}
+        return self.mirror.reserved
 
     def deployments(self) -> list[DeploymentRow]:
-        with self.read() as s:
-            return list(s.exec(select(DeploymentRow).order_by(DeploymentRow.name)).all())
+        return [self.mirror.deployments[d] for d in sorted(self.mirror.deployments)]
 
     def get_deployment(self, name: str) -> DeploymentRow | None:
-        with self.read() as s:
-            return s.get(DeploymentRow, name)
+        return self.mirror.deployments.get(name)
 
     def replicas(self, deployment: str | None = None, node: str | None = None) -> list[ReplicaRow]:
-        with self.read() as s:
-            q = select(ReplicaRow).order_by(ReplicaRow.deployment, ReplicaRow.ordinal, ReplicaRow.id)
-            if deployment is not None:
-                q = q.where(ReplicaRow.deployment == deployment)
+        m = self.mirror
+        if deployment is not None:
+            ids: Iterable[str] = m.by_deployment.get(deployment, ())
             if node is not None:
-                q = q.where(ReplicaRow.node == node)
-            return list(s.exec(q).all())
+                ids = [i for i in ids if m.replicas[i].node == node]
+        elif node is not None:
+            ids = m.by_node.get(node, ())
+        else:
+            ids = m.replicas
+        return m.replicas_of(ids)
 
-    def reservations(self) -> list[ReservationRow]:
-        with self.read() as s:
-            return list(s.exec(select(ReservationRow)).all())
+    def reservations(self, replicas: Iterable[str] | None = None) -> list[ReservationRow]:
+        """Every reservation, or those of these replicas."""
+        m = self.mirror
+        ids = m.reservations if replicas is None else replicas
+        return [x for rid in ids for x in m.reservations.get(rid, ())]
 
     def parts(self, replica: str | None = None, node: str | None = None) -> list[PartRow]:
         """Parts of multi-node replicas other than their mains, by replica and rank."""
-        with self.read() as s:
-            q = select(PartRow).order_by(PartRow.replica, PartRow.rank)
-            if replica is not None:
-                q = q.where(PartRow.replica == replica)
-            if node is not None:
-                q = q.where(PartRow.node == node)
-            return list(s.exec(q).all())
-
-    def replicas_by_id(self, ids: Iterable[str]) -> list[ReplicaRow]:
-        wanted = list(ids)
-        if not wanted:
-            return []
-        with self.read() as s:
-            return list(s.exec(select(ReplicaRow).where(col(ReplicaRow.id).in_(wanted))).all())
+        m = self.mirror
+        if replica is not None:
+            found = list(m.parts.get(replica, ()))
+        elif node is not None:
+            found = [p for rid in m.parts_by_node.get(node, ()) for p in m.parts.get(rid, ())]
+        else:
+            found = [p for rows in m.parts.values() for p in rows]
+        if node is not None:
+            found = [p for p in found if p.node == node]
+        return sorted(found, key=lambda p: (p.replica, p.rank))
 
     def replicas_on(self, node: str) -> list[ReplicaRow]:
         """Every replica with a part on `node`: its main there, or another part."""
-        with self.read() as s:
-            ids = set(s.exec(select(PartRow.replica).where(PartRow.node == node)).all())
-            q = select(ReplicaRow).where((ReplicaRow.node == node) | col(ReplicaRow.id).in_(ids))
-            return list(s.exec(q.order_by(ReplicaRow.deployment, ReplicaRow.ordinal, ReplicaRow.id)).all())
+        m = self.mirror
+        return m.replicas_of(set(m.by_node.get(node, ())) | {r for r in m.parts_by_node.get(node, ())
+                                                              if r in m.replicas})
 
+    def replicas_by_id(self, ids: Iterable[str]) -> list[ReplicaRow]:
+        m = self.mirror
+        return m.replicas_of(i for i in set(ids) if i in m.replicas)
+
+    @writes
     def commit_placement(self, dep: DeploymentRow, replicas: list[ReplicaRow],
                          reservations: list[ReservationRow], now: float, parts: list[PartRow] | None = None) -> None:
         """Deployment, replicas and reservations in one transaction, re-checked against GPU totals inside it.
@@ -289,9 +353,11 @@ class Store:
             for r in reservations:
                 s.add(r)
             _bump(s, {r.node for r in replicas} | {x.node for x in parts or []})
+            touch(s, DEPLOYMENT, [dep.name], now)
             s.add(EventRow(at=now, kind="deployment.placed", message=f"{dep.name}: {len(replicas)} replica(s)"))
             s.commit()
 
+    @writes
     def mark_removing(self, name: str, now: float) -> tuple[DeploymentRow, set[str]]:
         """Ask every replica of `name` to stop; reservations stay until the agents report them stopped."""
         with self.session() as s:
@@ -312,10 +378,12 @@ class Store:
                     stopped.append(r.id)
             nodes |= _gang_nodes(s, stopped)  # removal stops every part
             _bump(s, nodes)
+            touch(s, DEPLOYMENT, [name], now)
             s.add(EventRow(at=now, kind="deployment.removing", message=name))
             s.commit()
             return dep, nodes
 
+    @writes
     def forget_replicas(self, ids: list[str]) -> None:
         """Delete replicas that are stopped (and their reservations); drop deployments left empty while removing."""
         if not ids:
@@ -336,8 +404,10 @@ class Store:
                 left = s.exec(select(ReplicaRow).where(ReplicaRow.deployment == name)).first()
                 if dep is not None and dep.state == "removing" and left is None:
                     s.delete(dep)
+            touch(s, DEPLOYMENT, deps)
             s.commit()
 
+    @writes
     def update_replicas(self, node: str, statuses: list[tuple[str, str, str, str, int]],
                         gang: dict[str, tuple[str, int]] | None = None) -> list[str]:
         """Apply an agent's report (id, state, endpoint, message, restarts) for its own replicas only.
@@ -346,6 +416,7 @@ class Store:
         Returns ids of replicas that were asked to stop and are now stopped.
         """
         done = []
+        changed: set[str] = set()
         gang = gang or {}
         with self.session() as s:
             for rid, state, endpoint, message, restarts in statuses:
@@ -355,61 +426,100 @@ class Store:
                 if (r.state, r.endpoint, r.message, r.restarts) != (state, endpoint, message, restarts):
                     r.state, r.endpoint, r.message, r.restarts = state, endpoint, message, restarts
                     s.add(r)
+                    changed.add(r.deployment)
                 if rid in gang and (r.address, r.reported_epoch) != gang[rid]:
                     r.address, r.reported_epoch = gang[rid]
                     s.add(r)
+                    changed.add(r.deployment)
                 if state == "healthy" and not r.healthy_since:
                     r.healthy_since = time.time()
                     s.add(r)
+                    changed.add(r.deployment)
                 elif state != "healthy" and r.healthy_since:
                     r.healthy_since = 0.0
                     s.add(r)
+                    changed.add(r.deployment)
                 if r.desired == "stop" and state == "stopped":
                     done.append(rid)
-            s.commit()
+            if changed:  # a report that changes nothing (the agent resends on reconnect) writes nothing
+                touch(s, DEPLOYMENT, changed)
+                s.commit()
         return done
 
-    def update_parts(self, node: str, statuses: list[tuple[str, str, str, str, int, int]]) -> list[PartRow]:
+    @writes
+    def update_parts(self, node: str, statuses: list[tuple[str, str, str, str, int, int]]) -> None:
         """Apply an agent's report (id, state, address, message, restarts, epoch) for parts on `node` only.
 
         A part stopped for good (its replica told to stop) frees its reservations on this node at once (the rest
-        of its gang may still be stopping elsewhere). Returns the parts as they were before the report.
+        of its gang may still be stopping elsewhere).
         """
-        before = []
         with self.session() as s:
+            deps: set[str] = set()
             for pid, state, address, message, restarts, epoch in statuses:
                 p = s.get(PartRow, pid)
                 if p is None or p.node != node:
                     continue  # a node reports only for itself
-                before.append(p.model_copy())
+                r = s.get(ReplicaRow, p.replica)
                 if (p.state, p.address, p.message, p.restarts, p.epoch) != (state, address, message, restarts, epoch):
                     p.state, p.address, p.message, p.restarts, p.epoch = state, address, message, restarts, epoch
                     s.add(p)
-                r = s.get(ReplicaRow, p.replica)
-                if state == "stopped" and (r is None or r.desired == "stop"):
-                    self._free_part(s, p)  # stopped for good, not between two specs
-            s.commit()
-        return before
+                    deps.add(r.deployment if r is not None else "")
+                if state == "stopped" and (r is None or r.desired == "stop") and self._free_part(s, p):
+                    deps.add(r.deployment if r is not None else "")  # stopped for good, not between two specs
+            if deps:
+                touch(s, DEPLOYMENT, deps - {""})
+                s.commit()
 
+    @writes
     def stop_parts(self, node: str, ids: Iterable[str]) -> None:
         """Parts its node no longer runs (it applied a set without them): stopped, reservations freed."""
         with self.session() as s:
+            deps: set[str] = set()
             for pid in ids:
                 p = s.get(PartRow, pid)
                 if p is not None and p.node == node and p.state != "stopped":
                     p.state = "stopped"
                     s.add(p)
                     self._free_part(s, p)
+                    r = s.get(ReplicaRow, p.replica)
+                    if r is not None:
+                        deps.add(r.deployment)
+            touch(s, DEPLOYMENT, deps)
             s.commit()
 
     @staticmethod
-    def _free_part(s: Session, p: PartRow) -> None:
+    def _free_part(s: Session, p: PartRow) -> bool:
+        """Delete what the part holds on its node; True when it held anything."""
         gpus = list(s.exec(select(GpuRow.uuid).where(GpuRow.node == p.node)).all())
-        if gpus:
+        held = gpus and s.exec(select(ReservationRow.id).where(col(ReservationRow.replica) == p.replica,
+                                                               col(ReservationRow.gpu_uuid).in_(gpus))).first()
+        if held:
             s.execute(delete(ReservationRow).where(col(ReservationRow.replica) == p.replica,
                                                    col(ReservationRow.gpu_uuid).in_(gpus)))
+        if not held and not p.ram_bytes:
+            return False
         p.ram_bytes = 0
+        s.add(p)
+        return True
 
+    @writes
+    def release(self, rid: str, node: str) -> None:
+        """Free what a replica reserved on one node (its part there stopped; other parts may still run)."""
+        with self.session() as s:
+            r = s.get(ReplicaRow, rid)
+            if r is None:
+                return
+            gpus = list(s.exec(select(GpuRow.uuid).where(GpuRow.node == node)).all())
+            if gpus:
+                s.execute(delete(ReservationRow).where(col(ReservationRow.replica) == rid,
+                                                       col(ReservationRow.gpu_uuid).in_(gpus)))
+            if r.node == node and r.ram_bytes:
+                r.ram_bytes = 0
+                s.add(r)
+            touch(s, DEPLOYMENT, [r.deployment])
+            s.commit()
+
+    @writes
     def bump_epoch(self, rid: str, epoch: int, why: str, now: float) -> set[str]:
         """A part of the replica crashed in `epoch`: start a new epoch (every part restarts). Returns its nodes."""
         with self.session() as s:
@@ -420,16 +530,19 @@ class Store:
             s.add(r)
             nodes = {r.node} | _gang_nodes(s, [rid])
             _bump(s, nodes)
+            touch(s, DEPLOYMENT, [r.deployment], now)
             s.add(EventRow(at=now, kind="replica.restarting", node=r.node, message=f"{rid}: {why}"))
             s.commit()
         return nodes
 
+    @writes
     def bump(self, nodes: set[str]) -> None:
         """A new generation for these nodes: what their parts are told changed (addresses, holds)."""
         with self.session() as s:
             _bump(s, nodes)
             s.commit()
 
+    @writes
     def add_replicas(self, replicas: list[ReplicaRow], reservations: list[ReservationRow], now: float,
                      event: str, parts: list[PartRow] | None = None) -> None:
         """More replicas for existing deployments (drain replacements, rescheduling): one transaction."""
@@ -443,12 +556,15 @@ class Store:
             for x in reservations:
                 s.add(x)
             _bump(s, {r.node for r in replicas} | {p.node for p in parts or []})
+            touch(s, DEPLOYMENT, {r.deployment for r in replicas}, now)
             s.add(EventRow(at=now, kind="replica.added", message=event))
             s.commit()
 
+    @writes
     def stop_replicas(self, ids: list[str], now: float, why: str, state: str | None = None) -> set[str]:
         """Tell the replicas' nodes to stop them (fencing: the next desired set no longer holds them)."""
         nodes: set[str] = set()
+        deps: set[str] = set()
         with self.session() as s:
             for rid in ids:
                 r = s.get(ReplicaRow, rid)
@@ -461,14 +577,18 @@ class Store:
                 s.add(r)
                 nodes.add(r.node)
                 nodes |= _gang_nodes(s, [rid])  # a gang stops as a whole
+                deps.add(r.deployment)
             _bump(s, nodes)
+            touch(s, DEPLOYMENT, deps, now)
             if nodes:
                 s.add(EventRow(at=now, kind="replica.stopping", message=f"{', '.join(ids)}: {why}"))
             s.commit()
         return nodes
 
+    @writes
     def set_replica_state(self, ids: list[str], state: str, message: str | None = None) -> None:
         with self.session() as s:
+            deps = set()
             for rid in ids:
                 r = s.get(ReplicaRow, rid)
                 if r is not None and (r.state != state or (message is not None and r.message != message)):
@@ -476,21 +596,11 @@ class Store:
                     if message is not None:
                         r.message = message
                     s.add(r)
+                    deps.add(r.deployment)
+            touch(s, DEPLOYMENT, deps)
             s.commit()
 
-    def release(self, rid: str, node: str) -> None:
-        """Free what a replica reserved on one node (its part there stopped; other parts may still run)."""
-        with self.session() as s:
-            gpus = list(s.exec(select(GpuRow.uuid).where(GpuRow.node == node)).all())
-            if gpus:
-                s.execute(delete(ReservationRow).where(col(ReservationRow.replica) == rid,
-                                                       col(ReservationRow.gpu_uuid).in_(gpus)))
-            r = s.get(ReplicaRow, rid)
-            if r is not None and r.node == node and r.ram_bytes:
-                r.ram_bytes = 0
-                s.add(r)
-            s.commit()
-
+    @writes
     def set_admin_state(self, name: str, state: str, now: float, reason: str = "", by: str = "") -> None:
         with self.session() as s:
             row = s.get(NodeRow, name)
@@ -503,8 +613,10 @@ class Store:
                 row.cordon_reason, row.cordoned_by, row.cordoned_at = "", "", 0.0
             s.add(row)
             s.add(EventRow(at=now, kind=f"node.{state}", node=name, message=reason))
+            touch(s, NODE, [name], now)
             s.commit()
 
+    @writes
     def forget_link(self, rid: str) -> None:
         """A replacement that took over is an ordinary replica from now on."""
         with self.session() as s:
@@ -512,6 +624,7 @@ class Store:
             if r is not None and r.replaces:
                 r.replaces = ""
                 s.add(r)
+                touch(s, DEPLOYMENT, [r.deployment])
                 s.commit()
 
     # ---- drains
@@ -532,24 +645,28 @@ class Store:
             s.commit()
 
     # ---- node removal (`fleet node remove`): deleting the row deletes its credential hash with it
-    def stop_node_replicas(self, name: str) -> set[str]:
+    @writes
+    def stop_node_replicas(self, name: str) -> bool:
         """desired=stop for every replica with a part on the node, and a new generation for each node running a
-        part of them, so that connected agents stop their engines. Returns those nodes (empty: nothing changed)."""
+        part of them, so that connected agents stop their engines."""
         with self.session() as s:
             ids = set(s.exec(select(PartRow.replica).where(PartRow.node == name)).all())
+            deps = set()
             stopped = []
             nodes: set[str] = set()
             for r in s.exec(select(ReplicaRow).where((ReplicaRow.node == name) | col(ReplicaRow.id).in_(ids))).all():
                 if r.desired != "stop":
                     r.desired = "stop"
                     s.add(r)
+                    deps.add(r.deployment)
                     stopped.append(r.id)
                     nodes.add(r.node)
-            nodes |= _gang_nodes(s, stopped)
-            _bump(s, nodes)
+            _bump(s, nodes | _gang_nodes(s, stopped))
+            touch(s, DEPLOYMENT, deps)
             s.commit()
-        return nodes
+        return bool(deps)
 
+    @writes
     def remove_node(self, name: str, now: float) -> Removed:
         """Forget the node, its replicas (and their reservations), its GPUs and its credential."""
         with self.session() as s:
@@ -562,12 +679,18 @@ class Store:
             if ids:
                 s.execute(delete(ReservationRow).where(col(ReservationRow.replica).in_(ids)))
                 s.execute(delete(PartRow).where(col(PartRow.replica).in_(ids)))  # their parts on other nodes
+            # Replicas with a part here whose main is elsewhere lose that part (the gang reconciler replaces them).
+            gangs = set(s.exec(select(PartRow.replica).where(PartRow.node == name)).all())
+            touch(s, DEPLOYMENT, s.exec(select(ReplicaRow.deployment).where(col(ReplicaRow.id).in_(gangs))).all(), now)
             if gpus:
+                # reservations on these GPUs may belong to replicas elsewhere: their deployments change too
+                held = s.exec(select(ReservationRow.replica).where(col(ReservationRow.gpu_uuid).in_(gpus))).all()
+                elsewhere = s.exec(select(ReplicaRow.deployment).where(col(ReplicaRow.id).in_(set(held)))).all()
+                touch(s, DEPLOYMENT, elsewhere, now)
                 s.execute(delete(ReservationRow).where(col(ReservationRow.gpu_uuid).in_(gpus)))
             s.execute(delete(ReplicaRow).where(col(ReplicaRow.node) == name))
             _delete_referencing(s, GpuRow.__table__.c.uuid, gpus, {"reservation"})  # type: ignore[attr-defined]
             s.execute(delete(GpuRow).where(col(GpuRow.node) == name))
-            # Parts here of replicas whose main is elsewhere go too (the gang reconciler replaces those replicas).
             _delete_referencing(s, NodeRow.__table__.c.name, [name], {"gpu", "replica"})  # type: ignore[attr-defined]
             # A deployment being removed whose last replica was here is done.
             for dep_name in {r.deployment for r in replicas}:
@@ -578,5 +701,7 @@ class Store:
             s.delete(node)
             s.add(EventRow(at=now, kind="node.removed", node=name,
                            message=f"{len(ids)} replica(s) forgotten" if ids else ""))
+            touch(s, NODE, [name], now)
+            touch(s, DEPLOYMENT, {r.deployment for r in replicas}, now)
             s.commit()
         return Removed(name=name, replicas=ids, gpus=gpus)

@@ -163,3 +163,17 @@ class ApiKeyRow(SQLModel, table=True):
     key_hash: str = Field(index=True)
     created_at: float = 0.0
     revoked: bool = False
+
+
+class ChangeRow(SQLModel, table=True):
+    """The change feed: one row per node or deployment a transaction changed, written in that transaction.
+
+    Every controller tails it (fleet.controller.store.mirror) and reloads what it names, so its in-memory
+    copy follows the database whichever controller wrote. Old rows are pruned.
+    """
+
+    __tablename__ = "change"
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = Field(default=0.0, index=True)
+    kind: str  # node | deployment
+    key: str
