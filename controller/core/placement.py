@@ -805,8 +805,24 @@ def place(snapshot: Snapshot, request: PlacementRequest, workload: Workload) -> 
     if single and len(single) < len(request.options):
         plan = _place_levels(snapshot, replace(request, options=single), workload)
         if plan.complete:
-            return plan
+            return _better_across(snapshot, request, plan, workload)
     return _place_levels(snapshot, request, workload)
+
+
+def _better_across(snapshot: Snapshot, request: PlacementRequest, plan: Plan, workload: Workload) -> Plan:
+    """One node each won with a lower quality: say whether a better one fits over several nodes (not chosen)."""
+    assert plan.option is not None
+    better = tuple(o for o in request.options if o.nodes > 1 and o.quality > plan.option.quality)
+    if not better:
+        return plan
+    across = _place_levels(snapshot, replace(request, options=better, explain=False), workload)
+    if not across.complete or across.option is None:
+        return plan
+    o = across.option
+    k = max(len(p.nodes) for p in across.placements)
+    note = (f"{o.quant}/{o.engine} (quality {o.quality}) fits across {k} nodes; fewer nodes won: "
+            f"pass --quant {o.quant} to span them")
+    return replace(plan, why=f"{plan.why}; {note}" if plan.why else note)
 
 
 def _place_levels(snapshot: Snapshot, request: PlacementRequest, workload: Workload) -> Plan:

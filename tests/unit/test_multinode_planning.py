@@ -105,6 +105,7 @@ def test_without_quant_a_quality_that_fits_one_node_beats_one_that_needs_two() -
     plan = plan_for(Snapshot((node("a"), node("b"))), "llama3.1-405b", None)
     assert plan.complete and len(plan.placements[0].nodes) == 1 and plan.option is not None
     assert plan.option.quant != "bf16"
+    assert "bf16/vllm (quality 100) fits across 2 nodes" in plan.why and "--quant bf16" in plan.why
 
 
 def test_nodes_sharing_a_rack_are_preferred() -> None:
