@@ -209,6 +209,11 @@ class FleetStub(object):
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.PlanRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.PlanResponse.FromString,
                 _registered_method=True)
+        self.Observed = channel.unary_unary(
+                '/fleet.v1.Fleet/Observed',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.ObservedRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.ObservedResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServicer(object):
@@ -286,6 +291,12 @@ class FleetServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Observed(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -348,6 +359,11 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.Plan,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.PlanRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.PlanResponse.SerializeToString,
+            ),
+            'Observed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Observed,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.ObservedRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.ObservedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -674,6 +690,33 @@ class Fleet(object):
             '/fleet.v1.Fleet/Plan',
             fleet_dot_proto_dot_fleet__pb2.PlanRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.PlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Observed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Fleet/Observed',
+            fleet_dot_proto_dot_fleet__pb2.ObservedRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.ObservedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,9 @@ class Settings:
     reschedule_after: float = 60.0  # an offline node's replicas move elsewhere after this grace
     drain_min_healthy: float = 5.0  # a drain's replacement serves this long before the old replica stops
     retry_every: float = 10.0  # a deployment short of replicas is tried again this often
+    # After a restart, nodes that were online get this long to reconnect before they count as offline: longer
+    # than the agents' reconnect backoff (10 s at most), so a controller restart takes no node offline.
+    restart_grace: float = 25.0
 
 
 # ---- what a session carries to its agent; the rpc layer turns each into a wire message
@@ -109,11 +112,12 @@ class Controller:
         # Whoever bumps a node's generation (this controller or another on the same database), the store's
         # change feed reports it and the node's session, if it is here, is sent the new set.
         store.on_generation = self.push
-        # A restarted controller gives every node it believed alive a full timeout to reconnect.
+        # A restarted controller gives every node it believed alive the restart grace to reconnect.
+        seen = self.started + max(0.0, settings.restart_grace - settings.offline_after)
         for row in store.nodes():
             self.creds.node_hashes[row.name] = row.credential_hash
             if row.alive:
-                self.liveness.last_seen[row.name] = self.started
+                self.liveness.last_seen[row.name] = seen
                 self.liveness.alive.add(row.name)
 
     # ---- jobs (run by the scheduler)
@@ -133,6 +137,10 @@ class Controller:
     def node_state(self, row: NodeRow) -> str:
         return row.admin_state if row.name in self.liveness.alive else "offline"
 
+    def state_of(self, name: str) -> str:
+        row = self.store.mirror.nodes.get(name)
+        return "offline" if row is None or name not in self.liveness.alive else row.admin_state
+
     def states(self) -> dict[str, str]:
         alive = self.liveness.alive
         return {name: row.admin_state if name in alive else "offline"
@@ -140,7 +148,7 @@ class Controller:
 
     def snapshot(self) -> Snapshot:
         """The fleet as placement sees it now (kept incremental: only changed nodes are recomputed)."""
-        return self._snapshots.get(self.states(), self.liveness.gpu_usage, self.liveness.take_memory_moved())
+        return self._snapshots.get(self.state_of, self.liveness.gpu_usage, self.liveness.take_moved())
 
     def catalog(self) -> Catalog:
         """The catalog, read again only when an operator added or changed a model file."""

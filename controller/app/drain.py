@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from fleet.controller.app import observed
 from fleet.controller.app.controller import Controller
 from fleet.controller.app.place import deployment_request, place_one, snapshot
 from fleet.controller.core.drain_plan import DrainPlan, Movable, plan_drain
@@ -56,7 +57,9 @@ def plan(ctl: Controller, nodes: list[str]) -> DrainPlan:
     touching = {r.id: r for name in nodes for r in ctl.store.replicas_on(name)}  # a gang moves as a whole
     for r in touching.values():
         if r.desired == "run" and r.deployment in deps and deps[r.deployment].state == "active":
-            movables.append(Movable(r.id, r.deployment, deployment_request(deps[r.deployment], catalog, snap)))
+            dep = deps[r.deployment]
+            movables.append(Movable(r.id, r.deployment, deployment_request(
+                dep, catalog, snap, seen=observed.lookup(ctl, dep.model, dep.context))))
     return plan_drain(snap, nodes, movables, catalog.workload)
 
 

@@ -12,9 +12,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fleet.controller.app import gang
+from fleet.controller.app import gang, observed
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated
+from fleet.controller.core.observed import Memory
 from fleet.controller.store.repository import Removed
 from fleet.controller.store.schema import GpuRow, NodeRow
 from fleet.controller.store.tokens import join_refusal
@@ -31,6 +32,7 @@ class ReplicaStatus:
     endpoint: str = ""
     message: str = ""
     restarts: int = 0
+    memory: Memory | None = None  # what the engine really uses, as its agent measured it
     address: str = ""  # multi-node parts: where it listens (rpc-server, vLLM rendezvous)
     epoch: int = 0  # multi-node parts: the gang epoch it runs
 
@@ -83,6 +85,7 @@ def report(ctl: Controller, node: str, statuses: list[ReplicaStatus], applied_ge
     theirs = [s for s in statuses if s.id in parts_here]
     touched = {parts_here[s.id].replica for s in theirs} | {s.id for s in mains}
     before = gang.load(ctl, touched)
+    observed.record(ctl, node, [observed.Measured(s.id, s.memory) for s in mains if s.memory is not None])
     done = set(ctl.store.update_replicas(node, [(s.id, s.state, s.endpoint, s.message, s.restarts) for s in mains],
                                          {s.id: (s.address, s.epoch) for s in mains if s.id in before}))
     ctl.store.update_parts(node, [(s.id, s.state, s.address, s.message, s.restarts, s.epoch) for s in theirs])
@@ -136,8 +139,7 @@ def remove(ctl: Controller, name: str, force: bool) -> tuple[Removed, bool]:
         if known is not None:
             ctl.creds.node_hashes[name] = known
         raise
-    ctl.liveness.alive.discard(name)
-    ctl.liveness.last_seen.pop(name, None)
+    ctl.liveness.forget(name)
     for uuid in removed.gpus:
         ctl.liveness.gpu_usage.pop(uuid, None)
     queue = ctl.sessions.get(name)

@@ -8,24 +8,31 @@ records the estimate of the GPUs actually chosen without estimating again. Pure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from fleet.common.gpus import GpuType
 from fleet.controller.core.catalog import VLLM, Catalog, Model, Variant
 from fleet.controller.core.errors import InvalidArgument
-from fleet.controller.core.estimate import MAX_NODES, estimate, incompatibility, nodes_problem, valid_tps
+from fleet.controller.core.estimate import MAX_NODES, Estimate, estimate, incompatibility, nodes_problem, valid_tps
+from fleet.controller.core.observed import Margin, Observed, reservation
 from fleet.controller.core.placement import Option
 from fleet.controller.core.workload import GIB
 
 MAX_TP = 8
 # Without --nodes, a replica that fits no single node may span up to this many (fewest first).
 AUTO_NODES = 8
+# What replicas of a key really used: (quant, engine, GPU type or "cpu", TP) -> Observed, for one model and context.
+ObservedLookup = Callable[[str, str, str, int], Observed | None]
+# The bytes an option reserves for an estimate on a GPU type ("cpu" in RAM) at a TP: the estimate, or what
+# replicas of the same key were seen to use (fleet.controller.core.observed.reservation).
+Need = Callable[[Estimate, str, int], int]
 
 
 def options_for(model_name: str, quant: str | None, engine: str | None, context: int | None,
                 gpu_types: Sequence[GpuType], tp: int | None = None, *, device: str = "gpu",
-                catalog: Catalog, nodes: int | None = 1) -> tuple[Option, ...]:
+                catalog: Catalog, observed: ObservedLookup | None = None, trust_observed: bool = False,
+                nodes: int | None = 1) -> tuple[Option, ...]:
     """Every way to run `model_name` on these GPU types: one Option per variant × smallest TP per GPU type.
 
     - quant None: all variants (placement picks the best quality that fits); engine None: any engine.
@@ -35,12 +42,24 @@ def options_for(model_name: str, quant: str | None, engine: str | None, context:
     - per_gpu_bytes is the largest estimate over the GPU types (vLLM's KV sizing can depend on the
       GPU), so an Option never under-reserves on any of them.
     - device "cpu": variants in RAM (tp 0; llama.cpp, or vLLM's CPU build), per the estimator's CPU estimate.
+    - observed: what replicas of the same key really used; the need becomes max(estimate, observed +
+      margin), or observed + margin with `trust_observed` (fleet.controller.core.observed.reservation).
+      Observations are of replicas on one node: options over several nodes use the estimate.
     - nodes 1: one node per replica; N >= 2: exactly N nodes (one part each); None: one node, and the
       options over 2..AUTO_NODES nodes that placement falls back to, fewest nodes first.
     Raises InvalidArgument (from the catalog) for an unknown model or quant, or when nothing is possible.
     """
     cat = catalog
-    model = cat.get(model_name)
+    resolved = cat.resolve(model_name)  # a quantized repo id implies its quant (and engine)
+    model = resolved.model
+    quant = quant or resolved.quant
+    engine = engine or resolved.engine
+    margin = Margin.from_engines(cat.engines)
+
+    def need(e: Estimate, gpu_type: str, t: int) -> int:
+        seen = observed(e.quant, e.engine, gpu_type, t) if observed is not None else None
+        return reservation(e.engine, int(e.total), int(e.kv_cache), seen, margin, trust_observed).bytes
+
     if quant is not None:
         variants = [cat.variant(model, quant, engine)]
     else:
@@ -55,35 +74,40 @@ def options_for(model_name: str, quant: str | None, engine: str | None, context:
     out: dict[tuple[str, str, int, int], Option] = {}
     for k in counts:
         for v in variants:
-            found = _variant_options(cat, model, v, context, types, tp, device, k)
+            found = _variant_options(cat, model, v, context, types, tp, device, k, need)
             if k == 1 and not found and nodes is None and device == "gpu":
                 # Fits no single GPU type at any TP: offer the widest one anyway, so that placement says per
                 # node what one node lacks ("needs 8 × 94 GiB") before it spans several.
-                found = _widest(cat, model, v, context, types, tp)
+                found = _widest(cat, model, v, context, types, tp, need)
             out.update(found)
     if not out:
         raise InvalidArgument(_nothing_runs(cat, model, variants, quant, context, types, tp, device, nodes))
     return tuple(out.values())
 
 
+def _estimated(e: Estimate, gpu_type: str, t: int) -> int:
+    return int(e.total)
+
+
 def _variant_options(cat: Catalog, model: Model, v: Variant, context: int | None, gpu_types: tuple[GpuType, ...],
-                     tp: int | None, device: str, nodes: int) -> dict[tuple[str, str, int, int], Option]:
+                     tp: int | None, device: str, nodes: int,
+                     need: Need = _estimated) -> dict[tuple[str, str, int, int], Option]:
     if nodes > 1:
         if nodes_problem(model, v, nodes, device):
             return {}
         return dict(_part_options(cat, model.name, v.quant, v.engine, context, gpu_types, tp, device, nodes))
-    return _one_node_options(cat, model, v, context, gpu_types, tp, device)
+    return _one_node_options(cat, model, v, context, gpu_types, tp, device, need)
 
 
 def _one_node_options(cat: Catalog, model: Model, v: Variant, context: int | None, gpu_types: tuple[GpuType, ...],
-                      tp: int | None, device: str) -> dict[tuple[str, str, int, int], Option]:
+                      tp: int | None, device: str, need: Need) -> dict[tuple[str, str, int, int], Option]:
     out: dict[tuple[str, str, int, int], Option] = {}
     disk = int(v.size_bytes) if v.size_bytes else 0
     if device == "cpu":
         # llama.cpp in RAM, or vLLM's CPU build where a node has it (placement checks the engine)
         est = estimate(model, v, engines=cat.engines, context=context, tp=1, device="cpu")
         out[(v.quant, v.engine, 0, 1)] = Option(v.quant, v.engine, 0, 0, "", int(v.quality),
-                                                disk or int(est.weights), int(est.total), str(v.source),
+                                                disk or int(est.weights), need(est, "cpu", 1), str(v.source),
                                                 estimates=((("cpu", 0), est),))
         return out
     usable = [g for g in gpu_types if incompatibility(v, g.compute_capability) is None]
@@ -96,21 +120,21 @@ def _one_node_options(cat: Catalog, model: Model, v: Variant, context: int | Non
     for t in tps:
         per_type = [(g, estimate(model, v, engines=cat.engines, context=context, tp=t,
                                  gpu_memory_bytes=g.memory_bytes)) for g in usable]
-        fits = {g.name for g, e in per_type if int(e.total) <= g.memory_bytes}
+        needs = [need(e, g.name, t) for g, e in per_type]
+        fits = {g.name for (g, _), n in zip(per_type, needs, strict=True) if n <= g.memory_bytes}
         if tp is None:
             if not fits - covered:
                 continue
             covered |= fits
-        need = max(int(e.total) for _, e in per_type)
         weights = disk or int(max(e.weights for _, e in per_type)) * t
-        out[(v.quant, v.engine, t, 1)] = Option(v.quant, v.engine, t, need, str(v.min_compute_capability or ""),
+        out[(v.quant, v.engine, t, 1)] = Option(v.quant, v.engine, t, max(needs), str(v.min_compute_capability or ""),
                                                 int(v.quality), weights, 0, str(v.source),
                                                 estimates=tuple(((g.name, g.memory_bytes), e) for g, e in per_type))
     return out
 
 
 def _widest(cat: Catalog, model: Model, v: Variant, context: int | None, gpu_types: tuple[GpuType, ...],
-            tp: int | None) -> dict[tuple[str, str, int, int], Option]:
+            tp: int | None, need: Need) -> dict[tuple[str, str, int, int], Option]:
     usable = [g for g in gpu_types if incompatibility(v, g.compute_capability) is None]
     tps = [t for t in valid_tps(model, v, max_tp=MAX_TP) if tp is None or t == tp]
     if not usable or not tps:
@@ -119,7 +143,7 @@ def _widest(cat: Catalog, model: Model, v: Variant, context: int | None, gpu_typ
     per_type = [(g, estimate(model, v, engines=cat.engines, context=context, tp=t, gpu_memory_bytes=g.memory_bytes))
                 for g in usable]
     disk = int(v.size_bytes) if v.size_bytes else int(max(e.weights for _, e in per_type)) * t
-    return {(v.quant, v.engine, t, 1): Option(v.quant, v.engine, t, max(int(e.total) for _, e in per_type),
+    return {(v.quant, v.engine, t, 1): Option(v.quant, v.engine, t, max(need(e, g.name, t) for g, e in per_type),
                                               str(v.min_compute_capability or ""), int(v.quality), disk, 0,
                                               str(v.source),
                                               estimates=tuple(((g.name, g.memory_bytes), e) for g, e in per_type))}

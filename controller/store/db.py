@@ -1,11 +1,18 @@
-"""Opening the database: the SQLAlchemy engine, SQLite's pragmas, and the schema created at start."""
+"""Opening the database: the SQLAlchemy engine, SQLite's pragmas, and the schema brought up to date at start.
+
+Migrations are SQLModel's metadata plus versioned upgrade steps, not Alembic: the schema has one source
+(store/schema.py), `create_all` adds new tables, and each release that changes an existing table appends
+one idempotent step below. A `schema_version` row says which steps a database has had. Every controller
+runs this at start; on PostgreSQL under an advisory lock, so controllers starting together take turns.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, create_engine
 
 from fleet.controller.store import schema  # noqa: F401 - registers every table with SQLModel.metadata
@@ -30,37 +37,55 @@ def open_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     else:
-        engine = create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine)
-    add_missing_columns(engine)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    migrate(engine)
     return engine
 
 
-def add_missing_columns(engine: Engine) -> list[str]:
-    """Upgrade a database written by an earlier release: columns added since then, with their defaults.
+def _add_launch(conn: Connection) -> None:
+    if "launch" not in {c["name"] for c in inspect(conn).get_columns("deployment")}:
+        conn.execute(text("ALTER TABLE deployment ADD COLUMN launch VARCHAR NOT NULL DEFAULT '{}'"))
 
-    create_all makes missing tables but never touches existing ones; new columns always have a scalar
-    default (the schema's rule), so ALTER TABLE ... ADD COLUMN ... DEFAULT is enough. Idempotent.
-    """
-    added = []
-    have = inspect(engine)
-    for table in SQLModel.metadata.sorted_tables:
-        if not have.has_table(table.name):
-            continue
-        present = {c["name"] for c in have.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            default = column.default.arg if column.default is not None and column.default.is_scalar else None
-            kind = column.type.compile(dialect=engine.dialect)
-            sql = f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'
-            if default is not None:
-                value = int(default) if isinstance(default, bool) else default
-                sql += " DEFAULT " + (f"'{value}'" if isinstance(value, str) else repr(value))
-            with engine.begin() as conn:
-                conn.execute(text(sql))
-            added.append(f"{table.name}.{column.name}")
-    return added
+
+def _add_multinode(conn: Connection) -> None:
+    """Replicas spanning several nodes: the replica row is the main part (the `part` table, new, holds the
+    others and is made by create_all)."""
+    have = {c["name"] for c in inspect(conn).get_columns("replica")}
+    for column, kind in (("nodes", "INTEGER NOT NULL DEFAULT 1"), ("epoch", "BIGINT NOT NULL DEFAULT 0"),
+                         ("reported_epoch", "BIGINT NOT NULL DEFAULT 0"), ("address", "VARCHAR NOT NULL DEFAULT ''"),
+                         ("gpu_layers", "INTEGER NOT NULL DEFAULT 0")):
+        if column not in have:
+            conn.execute(text(f"ALTER TABLE replica ADD COLUMN {column} {kind}"))
+
+
+# (version, what, step): release 0.1's schema is version 0; each step brings a database to its version.
+STEPS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
+    (1, "deployment.launch: how a replica is launched (rope scaling)", _add_launch),
+    (2, "replica.nodes, epoch, reported_epoch, address, gpu_layers: replicas over several nodes", _add_multinode),
+)
+VERSION = STEPS[-1][0]
+LOCK = 7_203_411  # the advisory lock controllers take turns on while migrating (PostgreSQL)
+
+
+def migrate(engine: Engine) -> int:
+    """Create missing tables, run the steps this database has not had; returns the version it is at."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK})
+        SQLModel.metadata.create_all(conn)
+        row = conn.execute(text("SELECT version FROM schema_version WHERE id = 1")).first()
+        current = int(row[0]) if row else 0
+        if current > VERSION:
+            raise RuntimeError(f"the database is at schema version {current}, newer than this fleet ({VERSION}): "
+                               "upgrade fleet on this controller")
+        for version, _what, step in STEPS:
+            if version > current:
+                step(conn)
+        if row is None:
+            conn.execute(text("INSERT INTO schema_version (id, version) VALUES (1, :v)"), {"v": VERSION})
+        elif current < VERSION:
+            conn.execute(text("UPDATE schema_version SET version = :v WHERE id = 1"), {"v": VERSION})
+    return VERSION
 
 
 def sqlite_url(data_dir: Path) -> str:

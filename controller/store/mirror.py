@@ -1,10 +1,9 @@
 """An in-memory copy of the fleet's tables that the controller reads instead of the database.
 
-Nodes with their GPUs, deployments with their replicas, their parts (multi-node) and reservations: loaded once,
-then kept current
-by reloading exactly the entities the change feed names (the `change` table: every write adds a row per
-node or deployment it touched, in its own transaction). Local writes and other controllers' writes take
-the same path, so every controller on one database converges within one poll.
+Nodes with their GPUs, deployments with their replicas, their parts (multi-node) and reservations: loaded
+once, then kept current by reloading exactly the entities the change feed names (the `change` table: every
+write adds a row per node or deployment it touched, in its own transaction). Local writes and other
+controllers' writes take the same path, so every controller on one database converges within one poll.
 
 Rows handed out are the mirror's own objects: read them, never modify them (writes go through the
 repository's transactions).
@@ -12,17 +11,57 @@ repository's transactions).
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlmodel import Session, col, select
 
+from fleet.common.address import is_public
 from fleet.controller.store.schema import ChangeRow, DeploymentRow, GpuRow, NodeRow, PartRow, ReplicaRow, ReservationRow
 
-NODE = "node"
-DEPLOYMENT = "deployment"
+NODE = "node"  # the node row changed (state, cordon, generation)
+NODE_GPUS = "gpus"  # the node row and its GPU rows changed (a new inventory), or the node is gone
+DEPLOYMENT = "deployment"  # the deployment row, its replicas or their reservations changed
 GAP_GRACE = 10.0  # seconds a missing change id may take to commit before it is taken for a rollback
+
+
+@dataclass(frozen=True)
+class InventoryFacts:
+    """What placement and the totals read from a node's reported inventory, parsed once per report."""
+
+    ram_total: int
+    ram_available: int
+    disk_free: int
+    engines: frozenset[str]
+    labels: tuple[tuple[str, str], ...]
+    multinode: frozenset[str] = frozenset()  # engines that may run a part of a multi-node replica here
+
+
+def inventory_facts(inventory_json: str) -> InventoryFacts:
+    inv = json.loads(inventory_json or "{}")  # proto3 JSON: 64-bit numbers are strings
+    return InventoryFacts(
+        ram_total=int(inv.get("ramTotal", 0)), ram_available=int(inv.get("ramAvailable", 0)),
+        disk_free=int(inv.get("diskFree", 0)),
+        engines=frozenset(e["name"] for e in inv.get("engines", []) if e.get("name")),
+        labels=tuple(sorted((inv.get("labels") or {}).items())), multinode=multinode_engines(inv))
+
+
+def multinode_engines(inv: Mapping[str, Any]) -> frozenset[str]:
+    """Engines that may run a part of a multi-node replica on this node (its inventory as proto3 JSON).
+
+    The engine says it can (rpc-server present; vLLM new enough), the node advertises an address its peers can
+    reach, and that address is not public unless the operator allowed it: rpc-server has no authentication.
+    """
+    address = str(inv.get("advertiseAddress", ""))
+    if not address:
+        return frozenset()
+    able = frozenset(e["name"] for e in inv.get("engines", []) if e.get("multinode") and e.get("name"))
+    if is_public(address) and not inv.get("allowPublicRpc"):
+        return able - {"llama.cpp"}
+    return able
 
 
 @dataclass
@@ -45,6 +84,7 @@ class Mirror:
     # a reader remembers the sequence it has seen and asks what changed since (`changed_since`)
     touched: dict[str, int] = field(default_factory=dict)
     seq: int = 0
+    _facts: dict[str, tuple[str, InventoryFacts]] = field(default_factory=dict)  # node -> (inventory JSON, facts)
 
     # ---- loading
     def load(self, s: Session) -> None:
@@ -121,11 +161,12 @@ class Mirror:
     def apply(self, s: Session, changes: list[tuple[int, str, str]], now: float | None = None) -> set[str]:
         """Reload what the changes name; returns the nodes whose desired set may have changed."""
         now = time.time() if now is None else now
-        nodes = {key for _, kind, key in changes if kind == NODE}
+        full = {key for _, kind, key in changes if kind == NODE_GPUS}
+        rows = {key for _, kind, key in changes if kind == NODE} - full
         deployments = {key for _, kind, key in changes if kind == DEPLOYMENT}
         touched: set[str] = set()
-        for name in sorted(nodes):
-            self._reload_node(s, name)
+        for name in sorted(full | rows):
+            self._reload_node(s, name, gpus=name in full)
             touched.add(name)
         for name in sorted(deployments):
             touched |= self._reload_deployment(s, name)
@@ -148,17 +189,19 @@ class Mirror:
                 return
             self.watermark = oldest - 1
 
-    def _reload_node(self, s: Session, name: str) -> None:
+    def _reload_node(self, s: Session, name: str, gpus: bool = True) -> None:
         row = s.get(NodeRow, name)
         self._mark(name)
         if row is None:
             self.nodes.pop(name, None)
             self.gpus.pop(name, None)
+            self._facts.pop(name, None)
             for rid in list(self.by_node.get(name, ())):
                 self._drop_replica(rid)
             return
         self.nodes[name] = row
-        self.gpus[name] = list(s.exec(select(GpuRow).where(GpuRow.node == name).order_by(GpuRow.index)).all())
+        if gpus or name not in self.gpus:
+            self.gpus[name] = list(s.exec(select(GpuRow).where(GpuRow.node == name).order_by(GpuRow.index)).all())
 
     def _reload_deployment(self, s: Session, name: str) -> set[str]:
         before = {self.replicas[rid].node for rid in self.by_deployment.get(name, ())}
@@ -189,5 +232,14 @@ class Mirror:
         return before | {r.node for r in replicas} | {p.node for p in parts}
 
     # ---- reads
+    def facts(self, name: str) -> InventoryFacts:
+        """The node's inventory facts, parsed again only when it reported a new inventory."""
+        inventory = self.nodes[name].inventory
+        cached = self._facts.get(name)
+        if cached is None or cached[0] != inventory:
+            cached = (inventory, inventory_facts(inventory))
+            self._facts[name] = cached
+        return cached[1]
+
     def replicas_of(self, ids: Iterable[str]) -> list[ReplicaRow]:
         return sorted((self.replicas[i] for i in ids), key=lambda r: (r.deployment, r.ordinal, r.id))

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, delete, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, func, select
 
 from fleet.controller.core.errors import AlreadyExists, FailedPrecondition, NotFound
 from fleet.controller.store.db import open_engine, open_reader
 from fleet.controller.store.hashing import same_hash, token_hash
-from fleet.controller.store.mirror import DEPLOYMENT, NODE, Mirror
+from fleet.controller.store.mirror import DEPLOYMENT, NODE, NODE_GPUS, Mirror
 from fleet.controller.store.schema import (
     ChangeRow,
     DeploymentRow,
@@ -65,7 +66,11 @@ def _check_capacity(s: Session, reservations: list[ReservationRow]) -> None:
         wanted[r.gpu_uuid] = wanted.get(r.gpu_uuid, 0) + r.bytes
     if not wanted:
         return
-    gpus = {g.uuid: g for g in s.exec(select(GpuRow).where(col(GpuRow.uuid).in_(wanted))).all()}
+    # Lock the GPU rows first (PostgreSQL: SELECT ... FOR UPDATE, in one order so two placements never deadlock):
+    # a concurrent placement on any of these GPUs waits here until this one commits, then sees its reservations.
+    # SQLite's BEGIN IMMEDIATE already holds the database's one write lock.
+    gpus = {g.uuid: g for g in s.exec(select(GpuRow).where(col(GpuRow.uuid).in_(sorted(wanted)))
+                                      .order_by(GpuRow.uuid).with_for_update()).all()}
     held = dict(s.exec(select(ReservationRow.gpu_uuid, func.sum(ReservationRow.bytes))
                        .where(col(ReservationRow.gpu_uuid).in_(wanted))
                        .group_by(ReservationRow.gpu_uuid)).all())
@@ -136,10 +141,11 @@ class Store:
             if not changes:
                 return set()
             before = {key: self.mirror.nodes[key].generation for _, kind, key in changes
-                      if kind == NODE and key in self.mirror.nodes}
+                      if kind in (NODE, NODE_GPUS) and key in self.mirror.nodes}
             self.mirror.apply(s, changes)
         bumped = {n for n, g in before.items() if n in self.mirror.nodes and self.mirror.nodes[n].generation > g}
-        bumped |= {key for _, kind, key in changes if kind == NODE and key not in before and key in self.mirror.nodes}
+        bumped |= {key for _, kind, key in changes
+                   if kind in (NODE, NODE_GPUS) and key not in before and key in self.mirror.nodes}
         if bumped and self.on_generation is not None:
             self.on_generation(bumped)
         return bumped
@@ -201,7 +207,7 @@ class Store:
             row.last_heartbeat = now
             s.add(row)
             s.add(EventRow(at=now, kind="node.registered", node=name))
-            touch(s, NODE, [name], now)
+            touch(s, NODE_GPUS, [name], now)
             s.commit()
 
     @writes
@@ -222,7 +228,7 @@ class Store:
                     s.delete(old)
             for g in gpus:
                 s.merge(g)
-            touch(s, NODE, [name], now)
+            touch(s, NODE_GPUS, [name], now)
             s.commit()
 
     def flush_heartbeats(self, beats: dict[str, float], usage: dict[str, tuple[int, int, int]]) -> None:
@@ -339,23 +345,25 @@ class Store:
         The check inside the transaction (not the snapshot the plan was made from) is what makes
         concurrent placements safe: a plan made on stale state is refused, never double-booked.
         """
+        exists = AlreadyExists(f"deployment {dep.name!r} exists; pass --name, or `fleet remove {dep.name}`")
         with self.session() as s:
             if s.get(DeploymentRow, dep.name) is not None:
-                raise AlreadyExists(f"deployment {dep.name!r} exists; pass --name, or `fleet remove {dep.name}`")
+                raise exists
             _check_capacity(s, reservations)
-            s.add(dep)
-            s.flush()
-            for r in replicas:
-                s.add(r)
-            s.flush()
-            for x in parts or []:
-                s.add(x)
-            for r in reservations:
-                s.add(r)
+            s.add(dep)  # one flush at commit: the unit of work inserts in foreign-key order
+            s.add_all(replicas)
+            if parts:
+                s.flush()  # parts name their replicas, with no relationship() for the unit of work to order by
+                s.add_all(parts)
+            s.add_all(reservations)
             _bump(s, {r.node for r in replicas} | {x.node for x in parts or []})
             touch(s, DEPLOYMENT, [dep.name], now)
             s.add(EventRow(at=now, kind="deployment.placed", message=f"{dep.name}: {len(replicas)} replica(s)"))
-            s.commit()
+            try:
+                s.commit()
+            except IntegrityError:
+                # another controller committed the same name (or replica id) between our check and our commit
+                raise exists from None
 
     @writes
     def mark_removing(self, name: str, now: float) -> tuple[DeploymentRow, set[str]]:
@@ -587,6 +595,8 @@ class Store:
 
     @writes
     def set_replica_state(self, ids: list[str], state: str, message: str | None = None) -> None:
+        if not ids:
+            return
         with self.session() as s:
             deps = set()
             for rid in ids:
@@ -701,7 +711,7 @@ class Store:
             s.delete(node)
             s.add(EventRow(at=now, kind="node.removed", node=name,
                            message=f"{len(ids)} replica(s) forgotten" if ids else ""))
-            touch(s, NODE, [name], now)
+            touch(s, NODE_GPUS, [name], now)
             touch(s, DEPLOYMENT, {r.deployment for r in replicas}, now)
             s.commit()
         return Removed(name=name, replicas=ids, gpus=gpus)

@@ -1,11 +1,14 @@
 """The whole schema: every table the controller keeps, in one place (SQLModel; SQLite or PostgreSQL).
 
+Byte counts are BIGINT: PostgreSQL's INTEGER stops at 2 GiB, and a GPU holds 80.
+
 Rows are plain data moved in and out by the repository (fleet.controller.store.repository); nothing here
 decides. Every table is created when the store opens (fleet.controller.store.db), none lazily.
 """
 
 from __future__ import annotations
 
+from sqlalchemy import BigInteger
 from sqlmodel import Field, SQLModel
 
 
@@ -23,7 +26,7 @@ class NodeRow(SQLModel, table=True):
     cordon_reason: str = ""
     cordoned_by: str = ""
     cordoned_at: float = 0.0
-    generation: int = 0  # bumped whenever the node's desired replica set changes
+    generation: int = Field(default=0, sa_type=BigInteger)  # bumped whenever the node's desired replica set changes
 
 
 class GpuRow(SQLModel, table=True):
@@ -32,8 +35,8 @@ class GpuRow(SQLModel, table=True):
     node: str = Field(foreign_key="node.name", index=True)
     index: int = 0
     name: str = ""
-    memory_total: int = 0
-    memory_used: int = 0
+    memory_total: int = Field(default=0, sa_type=BigInteger)
+    memory_used: int = Field(default=0, sa_type=BigInteger)
     compute_capability: str = ""
     driver: str = ""
     utilization: int = 0
@@ -60,6 +63,9 @@ class DeploymentRow(SQLModel, table=True):
     estimate: str = "{}"  # JSON: weights, kv_cache, activations, runtime, total (bytes, per GPU)
     request: str = "{}"  # JSON of the PlaceRequest, to place again when a replica must move
     max_moves: int = 1  # replicas of this deployment moved at once by a drain
+    # JSON: how the engines are launched beyond the defaults: {"rope": {scaling, factor, original_context,
+    # theta}, "notes": [...]} (context beyond the model's native length)
+    launch: str = "{}"
 
 
 class ReplicaRow(SQLModel, table=True):
@@ -74,8 +80,8 @@ class ReplicaRow(SQLModel, table=True):
     api_key: str = ""
     gpu_memory_utilization: float = 0.0
     tp: int = 1
-    ram_bytes: int = 0
-    kv_cache_bytes: int = 0
+    ram_bytes: int = Field(default=0, sa_type=BigInteger)
+    kv_cache_bytes: int = Field(default=0, sa_type=BigInteger)
     message: str = ""
     restarts: int = 0
     created_at: float = 0.0
@@ -85,8 +91,8 @@ class ReplicaRow(SQLModel, table=True):
     # the others are PartRows. `epoch` is the gang's generation: a part that crashed bumps it, and every
     # part restarts in order (rpc-servers and followers first).
     nodes: int = 1
-    epoch: int = 0
-    reported_epoch: int = 0  # the epoch the main part last reported
+    epoch: int = Field(default=0, sa_type=BigInteger)
+    reported_epoch: int = Field(default=0, sa_type=BigInteger)  # the epoch the main part last reported
     address: str = ""  # the main part's rendezvous host:port (vLLM --master-addr/--master-port), as reported
     gpu_layers: int = 0  # llama.cpp main over several nodes on CPU: layers offloaded to the rpc-servers (-ngl)
 
@@ -100,12 +106,12 @@ class PartRow(SQLModel, table=True):
     rank: int = 1
     node: str = Field(foreign_key="node.name", index=True)
     role: str = "rpc"  # rpc | follower
-    ram_bytes: int = 0  # device cpu: RAM reserved on its node
+    ram_bytes: int = Field(default=0, sa_type=BigInteger)  # device cpu: RAM reserved on its node
     state: str = "pending"  # as last reported by its node
     address: str = ""  # host:port it listens on (rpc-server), as reported
     message: str = ""
     restarts: int = 0
-    epoch: int = 0  # the gang epoch it last reported
+    epoch: int = Field(default=0, sa_type=BigInteger)  # the gang epoch it last reported
 
 
 class DrainRow(SQLModel, table=True):
@@ -128,7 +134,7 @@ class ReservationRow(SQLModel, table=True):
     replica: str = Field(foreign_key="replica.id", index=True)
     gpu_uuid: str = Field(foreign_key="gpu.uuid", index=True)
     gpu_index: int = 0
-    bytes: int = 0
+    bytes: int = Field(default=0, sa_type=BigInteger)
 
 
 class TokenRow(SQLModel, table=True):
@@ -175,5 +181,42 @@ class ChangeRow(SQLModel, table=True):
     __tablename__ = "change"
     id: int | None = Field(default=None, primary_key=True)
     at: float = Field(default=0.0, index=True)
-    kind: str  # node | deployment
+    kind: str  # node | gpus | deployment (fleet.controller.store.mirror)
     key: str
+
+
+class ObservationRow(SQLModel, table=True):
+    """What one replica really used (its agent's last measurement), kept after the replica is gone: the
+    controller learns from it (fleet.controller.core.observed). Keyed for lookups by (model, quant, engine,
+    gpu_type, tp, pp, context); figures per GPU, or RAM on CPU."""
+
+    __tablename__ = "observation"
+    replica: str = Field(primary_key=True)
+    deployment: str = ""
+    node: str = ""
+    model: str = Field(default="", index=True)
+    quant: str = ""
+    engine: str = ""
+    engine_version: str = ""
+    gpu_type: str = ""  # GPU type name, or "cpu"
+    tp: int = 1
+    pp: int = 1
+    context: int = 0
+    weights: int = Field(default=0, sa_type=BigInteger)
+    kv_cache: int = Field(default=0, sa_type=BigInteger)
+    activations: int = Field(default=0, sa_type=BigInteger)
+    runtime: int = Field(default=0, sa_type=BigInteger)
+    total: int = Field(default=0, sa_type=BigInteger)
+    ram: int = Field(default=0, sa_type=BigInteger)
+    gpus: str = "{}"  # JSON: GPU UUID -> bytes (NVML)
+    reserved: int = Field(default=0, sa_type=BigInteger)  # per GPU (or RAM) when measured
+    over: bool = False  # used more than it reserved
+    measured_at: float = 0.0
+
+
+class SchemaVersionRow(SQLModel, table=True):
+    """Which upgrade steps (fleet.controller.store.db.STEPS) this database has had: one row."""
+
+    __tablename__ = "schema_version"
+    id: int = Field(default=1, primary_key=True)
+    version: int = 0

@@ -30,7 +30,7 @@ from fleet.controller.rpc.server import build_server
 from fleet.controller.store import apikeys
 from fleet.controller.store.db import sqlite_url
 from fleet.controller.store.hashing import token_hash
-from fleet.controller.store.mirror import DEPLOYMENT, NODE
+from fleet.controller.store.mirror import DEPLOYMENT, NODE_GPUS
 from fleet.controller.store.repository import Store, touch
 from fleet.controller.store.schema import DeploymentRow, GpuRow, NodeRow, ReplicaRow, ReservationRow
 from fleet.proto import fleet_pb2 as pb
@@ -234,7 +234,7 @@ class HttpFleet:
             s.flush()
             for i, (uuid, gname, total) in enumerate(gpus):
                 s.add(GpuRow(uuid=uuid, node=name, index=i, name=gname, memory_total=total, declared=True))
-            touch(s, NODE, [name])  # as every writer does, so the controller's mirror sees it
+            touch(s, NODE_GPUS, [name])  # as every writer does, so the controller's mirror sees it
             s.commit()
         self.store.sync()
         if alive:

@@ -65,7 +65,7 @@ def test_no_rpc_server_says_how_to_get_one(tmp_path: Path) -> None:
 
 
 def test_which_engines_a_node_offers_for_parts() -> None:
-    from fleet.controller.store.snapshot import multinode_engines
+    from fleet.controller.store.mirror import multinode_engines
 
     engines = [{"name": "llama.cpp", "multinode": True}, {"name": "vllm", "multinode": True}]
     assert multinode_engines({"advertiseAddress": "10.0.0.5", "engines": engines}) == {"llama.cpp", "vllm"}

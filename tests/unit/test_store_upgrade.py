@@ -1,24 +1,24 @@
-"""A database written before a column existed still opens: the missing columns are added with their defaults."""
+"""A database written before replicas could span nodes opens: the upgrade step adds the replica's multi-node
+columns with their defaults (and the part table), once."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from fleet.controller.store.db import add_missing_columns, sqlite_url
 from fleet.controller.store.repository import Store
+from tests.integration.test_db_upgrade import RELEASE_0_1
 
 
-def test_an_old_replica_table_gains_the_multinode_columns(tmp_path: Path) -> None:
-    db = sqlite3.connect(tmp_path / "fleet.db")
-    # the replica table as an earlier release wrote it (before replicas could span nodes)
-    db.execute("CREATE TABLE replica (id VARCHAR PRIMARY KEY, deployment VARCHAR, ordinal INTEGER, node VARCHAR,"
-               " desired VARCHAR, state VARCHAR)")
-    db.execute("INSERT INTO replica VALUES ('r1', 'chat', 0, 'n1', 'run', 'healthy')")
-    db.commit()
-    db.close()
-    store = Store(sqlite_url(tmp_path))
-    [row] = store.replicas()
-    assert (row.id, row.nodes, row.epoch, row.address, row.gpu_layers) == ("r1", 1, 0, "", 0)
-    assert store.parts() == []
-    assert add_missing_columns(store.engine) == []  # idempotent: a second open adds nothing
+def test_a_release_0_1_database_gains_the_multinode_columns(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(RELEASE_0_1.read_text())
+    store = Store(f"sqlite:///{path}")
+    (replica,) = store.replicas(deployment="chat")
+    assert (replica.nodes, replica.epoch, replica.reported_epoch, replica.address, replica.gpu_layers) == (1, 0, 0, "",
+                                                                                                           0)
+    assert store.parts() == [] and store.replicas_on(replica.node) == [replica]
+    Store(f"sqlite:///{path}")  # a second start adds nothing
+    with sqlite3.connect(path) as db:
+        assert [c[1] for c in db.execute("PRAGMA table_info(replica)")].count("epoch") == 1

@@ -21,8 +21,9 @@ from fleet.proto import fleet_pb2 as pb
 GIB = 1024**3
 
 
-def controller(tmp_path: Path, **settings: Any) -> Controller:
-    return Controller(Store(sqlite_url(tmp_path)), Settings(**settings), Credentials(), tmp_path)
+def controller(tmp_path: Path, url: str | None = None, **settings: Any) -> Controller:
+    """A Controller on `url` (default: a SQLite file in tmp_path)."""
+    return Controller(Store(url or sqlite_url(tmp_path)), Settings(**settings), Credentials(), tmp_path)
 
 
 def join(ctl: Controller, name: str, gpus: list[tuple[int, str]] | str = (), *,  # type: ignore[assignment]

@@ -1,5 +1,5 @@
-"""Multi-node replicas through the app layer on a real SQLite store: place, the desired set of every part,
-the start order (rpc-servers and followers first), the argv of both ranks, crash → new epoch, removal."""
+"""Multi-node replicas through the app layer on a real store (SQLite and PostgreSQL): place, the desired set of
+every part, the start order (rpc-servers and followers first), the argv of both ranks, crash → new epoch, removal."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from fleet.controller.app.controller import Controller
 from fleet.controller.app.place import PlaceArgs, place_deployment
 from fleet.controller.rpc import convert
 from fleet.proto import fleet_pb2 as pb
-from tests.unit.fleet_state import GIB, controller, go_offline, join
+from tests.integration.fleet_state import GIB, controller, go_offline, join
 
 
 def desired(ctl: Controller, node: str) -> dict[str, pb.ReplicaSpec]:
@@ -28,8 +28,8 @@ def say(ctl: Controller, node: str, *statuses: nodes.ReplicaStatus) -> None:
 
 
 @pytest.fixture
-def two_h100(tmp_path: Path) -> Controller:
-    ctl = controller(tmp_path)
+def two_h100(tmp_path: Path, store_url: str) -> Controller:
+    ctl = controller(tmp_path, store_url)
     join(ctl, "a", "8xH100-80GB", advertise="127.0.0.1")
     join(ctl, "b", "8xH100-80GB", advertise="10.9.0.2")
     return ctl
@@ -112,8 +112,8 @@ def test_a_part_that_crashes_restarts_the_gang_in_order(two_h100: Controller) ->
     assert not desired(ctl, "b")[part.id].part.hold
 
 
-def test_llama_cpp_main_waits_for_its_rpc_servers_and_splits_layers(tmp_path: Path) -> None:
-    ctl = controller(tmp_path)
+def test_llama_cpp_main_waits_for_its_rpc_servers_and_splits_layers(tmp_path: Path, store_url: str) -> None:
+    ctl = controller(tmp_path, store_url)
     join(ctl, "a", [], engines=("llama.cpp",), ram_gib=16, advertise="10.9.0.1")
     join(ctl, "b", [], engines=("llama.cpp",), ram_gib=16, advertise="10.9.0.2")
     out = place_deployment(ctl, PlaceArgs("smollm2-135m", quant="q4_1", device="cpu", context=512, nodes=2,
@@ -151,8 +151,8 @@ def test_removal_stops_every_part_and_forgets_the_gang_when_all_stopped(two_h100
     assert ctl.store.get_deployment("r1") is None
 
 
-def test_an_offline_part_node_moves_the_whole_replica(tmp_path: Path) -> None:
-    ctl = controller(tmp_path, reschedule_after=0.0, retry_every=0.0)
+def test_an_offline_part_node_moves_the_whole_replica(tmp_path: Path, store_url: str) -> None:
+    ctl = controller(tmp_path, store_url, reschedule_after=0.0, retry_every=0.0)
     for name in "abc":
         join(ctl, name, "8xH100-80GB", advertise=f"10.9.0.{ord(name)}")
     assert place_deployment(ctl, PlaceArgs("deepseek-r1", quant="fp8", name="r1"), time.time()).placed
