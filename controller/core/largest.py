@@ -3,12 +3,13 @@
 Pure: the same options and placement as `fleet place` (nothing is reserved), over the catalog's variants from
 the largest weights down, stopping at the first that places. "Across nodes" allows a replica to span several
 nodes (multi-node); when the largest that fits needs only one node, both answers are the same variant.
-Variants whose weights alone exceed the free memory (of the roomiest node, or of every node that can hold a
-part) are skipped without estimating them.
+Variants whose weights alone exceed the free memory of the roomiest node with disk for them (or of every node
+that can hold a part) are skipped without estimating them: at 10,000 nodes the bound costs a bisection.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from fleet.controller.core.errors import FleetError
 from fleet.controller.core.estimate import total_weight_bytes
 from fleet.controller.core.gpus import fleet_gpu_types
 from fleet.controller.core.placement import Option, Placement, PlacementRequest, place
-from fleet.controller.core.snapshot import Snapshot
+from fleet.controller.core.snapshot import NodeState, Snapshot
 
 OptionsFor = Callable[..., tuple[Option, ...]]
 
@@ -33,21 +34,57 @@ class Fit:
     placement: Placement
 
 
+class _Room:
+    """Upper bounds on what can place, from free memory and disk alone: the roomiest node with the engine and
+    disk for the weights, and (multi-node) the free memory of every node that can hold a part. Sound: a variant
+    above them cannot place, so the scan skips estimating it; one below may still not fit."""
+
+    def __init__(self, nodes: list[NodeState], device: str) -> None:
+        self.device = device
+        self.by_engine: dict[str, tuple[list[int], list[int], list[int], list[NodeState]]] = {}
+        for engine in {e for n in nodes for e in n.engines}:
+            have = sorted((n for n in nodes if engine in n.engines), key=lambda n: n.disk_free)
+            disks = [n.disk_free for n in have]
+            frees = [self._free(n) for n in have]
+            # suffix max of free memory and suffix sum over part-capable nodes, by disk ascending
+            best, total = [0] * (len(have) + 1), [0] * (len(have) + 1)
+            for i in range(len(have) - 1, -1, -1):
+                best[i] = max(best[i + 1], frees[i])
+                total[i] = total[i + 1] + (frees[i] if engine in have[i].multinode else 0)
+            self.by_engine[engine] = (disks, best, total, have)
+
+    def _free(self, n: NodeState) -> int:
+        return sum(g.free for g in n.gpus) if self.device == "gpu" else n.ram_free
+
+    def room(self, engine: str, size: int, source: str, across: bool) -> int:
+        found = self.by_engine.get(engine)
+        if found is None:
+            return 0
+        disks, best, total, have = found
+        i = bisect_left(disks, size)  # these nodes have disk for the weights
+        cached = [n for n in have[:i] if source and source in n.cached_sources]
+        one = max([best[i], *(self._free(n) for n in cached)])
+        if not across:
+            return one
+        parts = sum(1 for n in have if engine in n.multinode)
+        # the main needs the download; llama.cpp's rpc-servers need no disk, vLLM's followers do
+        spread = (total[0] if engine == "llama.cpp" else total[i] + sum(self._free(n) for n in cached
+                                                                           if engine in n.multinode))
+        return max(one, spread if parts >= 2 and one > 0 else 0)
+
+
 def largest_fits(snapshot: Snapshot, catalog: Catalog, options_for: OptionsFor) -> list[Fit]:
     types = fleet_gpu_types(snapshot)
     device = "gpu" if types else "cpu"
-    variants = sorted(((total_weight_bytes(m, v), m.name, v.quant, v.engine) for m in catalog.models()
+    models = {m.name: m for m in catalog.models()}
+    variants = sorted(((total_weight_bytes(m, v), m.name, v.quant, v.engine) for m in models.values()
                        for v in m.variants), key=lambda x: (-x[0], x[1], x[2], x[3]))
-    # Weights alone must fit in what is free: a cheap bound that skips estimating what cannot place.
-    ready = [n for n in snapshot.nodes if n.state == "ready"]
-    free = [sum(g.free for g in n.gpus) if device == "gpu" else n.ram_free for n in ready]
-    one_node = max(free, default=0)
-    across = sum(f for n, f in zip(ready, free, strict=True) if n.multinode) if sum(
-        1 for n in ready if n.multinode) >= 2 else 0
+    bounds = _Room([n for n in snapshot.nodes if n.state == "ready"], device)
     found: dict[str, Fit] = {}
     for size, model, quant, engine in variants:
-        for scope, nodes, room in (("one node", 1, one_node), ("across nodes", None, max(one_node, across))):
-            if scope in found or size > room:
+        source = next(str(v.source) for v in models[model].variants if (v.quant, v.engine) == (quant, engine))
+        for scope, nodes in (("one node", 1), ("across nodes", None)):
+            if scope in found or size > bounds.room(engine, size, source, across=nodes is None):
                 continue
             try:
                 options = options_for(model, quant, engine, None, types, device=device, nodes=nodes)

@@ -212,3 +212,22 @@ def test_what_if_understands_nodes() -> None:
     one = what_if_files(fleet, {"requests": [{"model": "deepseek-r1", "quant": "fp8", "nodes": 1}]},
                         lambda *a, **k: options_for(*a, catalog=CATALOG, **k), CATALOG.workload).as_json()
     assert one["placed_total"] == 0 and "needs 2 nodes" in one["rejected"][0]["reason"]
+
+
+# ---------------------------------------------------------------- `fleet capacity`: the largest that fits
+
+
+def test_largest_variant_on_one_node_and_across() -> None:
+    from fleet.controller.core.largest import largest_fits
+
+    def fits(*nodes: NodeState) -> dict[str, tuple[str, str, int]]:
+        out = largest_fits(Snapshot(nodes), CATALOG, lambda *a, **k: options_for(*a, catalog=CATALOG, **k))
+        return {f.scope: (f.model, f.quant, len(f.placement.nodes)) for f in out}
+
+    two = fits(node("a"), node("b"))
+    assert two["one node"][2] == 1 and two["across nodes"][2] == 2
+    assert two["across nodes"][:2] == ("llama3.1-405b", "bf16")  # the largest weights that fit two 8×H100
+    # one node alone: the same answer twice; a node without disk for any weights: nothing, and fast
+    alone = fits(node("a"))
+    assert alone["one node"] == alone["across nodes"]
+    assert fits(replace(node("a"), disk_free=0)) == {}
