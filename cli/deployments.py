@@ -10,7 +10,18 @@ from rich.table import Table
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import EXIT_ERROR, EXIT_USAGE, Output, OutputOpt, console, err_console, fail, gib, print_json
+from fleet.cli.output import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    Output,
+    OutputOpt,
+    console,
+    err_console,
+    fail,
+    gib,
+    plain,
+    print_json,
+)
 from fleet.proto import fleet_pb2 as pb
 
 STATE_STYLE = {"healthy": "green", "starting": "yellow", "pending": "yellow", "failed": "red",
@@ -97,13 +108,14 @@ def replicas_table(d: pb.Deployment) -> Table:
         t.add_column(col)
     for r in d.replicas:
         if not r.parts:
-            t.add_row(str(r.ordinal), r.node, gpus_text(r), _state(r.state), r.endpoint or "-", str(r.restarts))
+            t.add_row(str(r.ordinal), r.node, gpus_text(r), _state(r.state), plain(r.endpoint) or "-",
+                      str(r.restarts))
             continue
         # A replica over several nodes: one row per part, the main first.
         for p in r.parts:
             where = f"{p.node} ({p.role})"
             t.add_row(str(r.ordinal) if p.rank == 0 else "", where, gpus_text(p), _state(p.state),
-                      (r.endpoint or "-") if p.rank == 0 else (p.address or "-"), str(p.restarts))
+                      plain(r.endpoint or "-") if p.rank == 0 else plain(p.address or "-"), str(p.restarts))
     return t
 
 
@@ -134,7 +146,8 @@ def wait_healthy(client: Client, name: str, timeout: float) -> pb.Deployment:
             if failed:
                 live.stop()
                 r = failed[0]
-                err_console.print(f"[bold red]error:[/] replica {r.ordinal} of {name} on {r.node} failed: {r.message}",
+                err_console.print(f"[bold red]error:[/] replica {r.ordinal} of {name} on {r.node} failed: "
+                                  f"{plain(r.message)}",
                                   highlight=False)
                 raise typer.Exit(EXIT_ERROR)
             if time.monotonic() > deadline:
@@ -282,10 +295,10 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[red]replica {r.ordinal} ({r.node}) uses more memory than it reserved: it can "
                               f"starve its neighbours[/]")
             if r.message:
-                console.print(f"replica {r.ordinal} ({r.node}): {r.message}")
+                console.print(f"replica {r.ordinal} ({r.node}): {plain(r.message)}")
             for p in r.parts[1:]:
                 if p.message:
-                    console.print(f"replica {r.ordinal}, {p.role} on {p.node}: {p.message}")
+                    console.print(f"replica {r.ordinal}, {p.role} on {p.node}: {plain(p.message)}")
 
     @app.command("remove")
     def remove(name: str, output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,

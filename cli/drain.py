@@ -11,7 +11,7 @@ from rich.table import Table
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import EXIT_ERROR, Output, OutputOpt, console, err_console, fail, print_json
+from fleet.cli.output import EXIT_ERROR, Output, OutputOpt, console, err_console, fail, plain, print_json
 from fleet.proto import fleet_pb2 as pb
 
 
@@ -41,7 +41,7 @@ def plan_table(resp: pb.DrainResponse) -> Table:
         for m in d.moves:
             t.add_row(d.node, m.replica, m.deployment, m.to_node, ",".join(map(str, m.gpus)) or "cpu")
         for b in d.blocked:
-            t.add_row(d.node, b.replica, b.deployment, "[red]cannot move[/]", b.reason)
+            t.add_row(d.node, b.replica, b.deployment, "[red]cannot move[/]", plain(b.reason))
         if not d.moves and not d.blocked:
             t.add_row(d.node, "-", "-", "-", "nothing to move")
     return t
@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
             else:
                 for d in resp.drains:
                     console.print(f"{d.node} ({d.node_state}): drain {d.state}, {d.remaining} replica(s) left"
-                                  + (f" — {d.message}" if d.message else ""), highlight=False)
+                                  + (f" — {plain(d.message)}" if d.message else ""), highlight=False)
             return
         resp = client.call("Drain", req)
         if dry_run or cancel:
@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
                 resp = client.call("Drain", pb.DrainRequest(nodes=nodes, status_only=True))
                 line = "; ".join(f"{d.node}: {d.state}, {d.remaining} left — {d.message}" for d in resp.drains)
                 if line != last:
-                    err_console.print(line, highlight=False)
+                    err_console.print(plain(line), highlight=False)
                     last = line
                 if all(d.state in ("done", "cancelled") for d in resp.drains):
                     break

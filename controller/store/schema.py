@@ -169,6 +169,18 @@ class ApiKeyRow(SQLModel, table=True):
     key_hash: str = Field(index=True)
     created_at: float = 0.0
     revoked: bool = False
+    # client: calls the OpenAI gateway; viewer: reads the capacity page, /api/capacity and /metrics.
+    role: str = "client"
+
+
+class NodeReplacement(SQLModel, table=True):
+    """A one-time token that lets a new agent take over a known node's name (`fleet node replace NAME`)."""
+
+    __tablename__ = "node_replacement"
+    node: str = Field(primary_key=True, foreign_key="node.name")
+    token_hash: str = Field(index=True)
+    created_at: float = 0.0
+    expires_at: float = 0.0
 
 
 class ChangeRow(SQLModel, table=True):
@@ -220,3 +232,12 @@ class SchemaVersionRow(SQLModel, table=True):
     __tablename__ = "schema_version"
     id: int = Field(default=1, primary_key=True)
     version: int = 0
+
+
+class LeaseRow(SQLModel, table=True):
+    """Who does the fleet-wide duties (fleet.controller.store.lease); expires_at is the database's clock."""
+
+    __tablename__ = "lease"
+    name: str = Field(primary_key=True)
+    holder: str = ""
+    expires_at: float = 0.0

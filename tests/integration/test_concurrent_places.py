@@ -36,7 +36,6 @@ def test_no_gpu_is_over_reserved(tmp_path: Path, store_url: str) -> None:
 
     def controller_thread(k: int) -> None:
         ctl = Controller(Store(store_url), Settings(), Credentials(), tmp_path)  # a controller of its own
-        ctl.liveness.alive.update(ctl.store.mirror.nodes)
         for j in range(PER_THREAD):
             name = f"t{k}-{j}"
             try:

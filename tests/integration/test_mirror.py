@@ -100,5 +100,4 @@ def controller_on(store: Store, tmp_path: Path):  # type: ignore[no-untyped-def]
     from fleet.controller.app.credentials import Credentials
 
     ctl = Controller(store, Settings(), Credentials(), tmp_path)
-    ctl.liveness.alive.update(store.mirror.nodes)
     return ctl

@@ -126,9 +126,8 @@ def test_vllm_qwen2_72b_awq_tp2_on_two_a100() -> None:
             "--max-model-len", "32768",
             "--gpu-memory-utilization", "0.8125",
             "--quantization", "awq_marlin",
-            "--api-key", "k-qwen",
         ],
-        env={"CUDA_VISIBLE_DEVICES": ",".join(A100_UUIDS)},
+        env={"CUDA_VISIBLE_DEVICES": ",".join(A100_UUIDS), "VLLM_API_KEY": "k-qwen"},
     )
 
 
@@ -142,9 +141,10 @@ def test_llama_server_llama31_70b_q4km_split_across_two_4090() -> None:
             "-ngl", "999",
             "--tensor-split", "0.5,0.5",
             "--alias", "llama3.1-70b",
-            "--api-key", "k-llama",
+            "--api-key-file", "api-key",
         ],
         env={"CUDA_VISIBLE_DEVICES": ",".join(RTX4090_UUIDS), "LLAMA_ARG_LOG_VERBOSITY": "4"},
+        files={"api-key": "k-llama\n"},
     )
 
 
@@ -153,9 +153,10 @@ def test_llama_server_on_cpu_offloads_nothing_and_hides_gpus() -> None:
         argv=[
             "/opt/llama/bin/llama-server", "-m", "/models/SmolLM2-135M-Instruct.Q4_1.gguf",
             "--host", "0.0.0.0", "--port", "8103", "-c", "512", "-ngl", "0",
-            "--alias", "smollm2-135m", "--api-key", "k-smol",
+            "--alias", "smollm2-135m", "--api-key-file", "api-key",
         ],
         env={"CUDA_VISIBLE_DEVICES": "", "LLAMA_ARG_LOG_VERBOSITY": "4"},
+        files={"api-key": "k-smol\n"},
     )
 
 
@@ -166,9 +167,10 @@ def test_vllm_on_cpu_gives_kv_size_runs_eager_in_one_process() -> None:
             "vllm", "serve", "/models/tiny-llama", "--host", "127.0.0.1", "--port", "8104",
             "--served-model-name", "tiny-llama", "--tensor-parallel-size", "1", "--max-model-len", "256",
             "--kv-cache-memory-bytes", "67108864", "--enforce-eager",
-            "--dtype", "bfloat16", "--api-key", "k-tiny",
+            "--dtype", "bfloat16",
         ],
         env={
+            "VLLM_API_KEY": "k-tiny",
             "CUDA_VISIBLE_DEVICES": "",
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
             "HF_HUB_OFFLINE": "1",
@@ -226,6 +228,18 @@ def test_specs_that_cannot_launch_say_why(spec: ReplicaSpec) -> None:
 
 
 
+@pytest.mark.parametrize("case", sorted(SPECS))
+def test_the_api_key_is_never_on_the_command_line(case: str) -> None:
+    spec = SPECS[case]
+    out = launch(spec, CONFIG)
+    if spec.part in ("rpc", "follower"):  # a part that serves no HTTP has no key at all
+        assert "--api-key" not in out.argv and "VLLM_API_KEY" not in out.env and not out.files
+        return
+    assert spec.api_key not in " ".join(out.argv) and "--api-key" not in out.argv
+    # llama-server reads it from the file the supervisor writes; vLLM from its environment
+    assert [spec.api_key + "\n"] == list(out.files.values()) or out.env["VLLM_API_KEY"] == spec.api_key
+
+
 # ---------------------------------------------------------------- parts of multi-node replicas
 
 
@@ -241,10 +255,9 @@ def test_vllm_multinode_rank0_serves_http_and_holds_the_rendezvous() -> None:
         "--master-addr", "10.1.0.1", "--master-port", "40001", "--distributed-executor-backend", "mp",
         "--gpu-memory-utilization", "0.6500",
         "--quantization", "fp8",
-        "--api-key", "k-ds",
     ]
     assert out.env == {"CUDA_VISIBLE_DEVICES": ",".join(H100_A), "VLLM_HOST_IP": "10.1.0.1",
-                       "NCCL_SOCKET_IFNAME": "eth1", "GLOO_SOCKET_IFNAME": "eth1"}
+                       "NCCL_SOCKET_IFNAME": "eth1", "GLOO_SOCKET_IFNAME": "eth1", "VLLM_API_KEY": "k-ds"}
 
 
 def test_vllm_multinode_rank1_is_headless_without_http() -> None:
@@ -261,6 +274,7 @@ def test_vllm_multinode_rank1_is_headless_without_http() -> None:
         "--quantization", "fp8",
     ]
     assert out.env["VLLM_HOST_IP"] == "10.1.0.2" and out.env["CUDA_VISIBLE_DEVICES"] == ",".join(H100_B)
+    assert "VLLM_API_KEY" not in out.env  # it serves no HTTP
 
 
 @pytest.mark.parametrize(("version", "ok"), [("0.11.1", True), ("0.32.0+cpu", True), ("0.11.0", False),
@@ -281,7 +295,7 @@ def test_llama_cpp_main_on_cpu_keeps_its_share_and_dials_the_rpc_servers() -> No
         "/opt/llama/bin/llama-server", "-m", "/models/SmolLM2-135M-Instruct.Q4_1.gguf",
         "--host", "0.0.0.0", "--port", "8106", "-c", "512", "-ngl", "16",
         "--rpc", "10.1.0.2:40000",
-        "--alias", "smollm2-135m", "--api-key", "k-smol",
+        "--alias", "smollm2-135m", "--api-key-file", "api-key",
     ]
     assert out.env["CUDA_VISIBLE_DEVICES"] == ""
 
