@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fleet.agent.footprint import Meter
 from fleet.agent.launch import NodeEngines, make_launcher
-from fleet.agent.link import AgentFatal, Link
+from fleet.agent.link import AgentFatal, Link, addresses
 from fleet.agent.probe import nvml_usage, probe
 from fleet.agent.supervisor import Supervisor
 from fleet.common import sdnotify
@@ -44,9 +44,10 @@ class AgentConfig:
 
 
 def local_address_towards(controller: str) -> str:
-    """The local address of this node's connection to the controller: the address its peers most likely reach
-    it at. A UDP socket is "connected" only to ask the kernel for its route; nothing is sent."""
-    host, _, port = controller.rpartition(":")
+    """The local address of this node's connection to the controller (the first, when several are given): the
+    address its peers most likely reach it at. A UDP socket is "connected" only to ask the kernel for its route;
+    nothing is sent."""
+    host, _, port = addresses(controller)[0].rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
