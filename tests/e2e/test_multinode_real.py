@@ -119,6 +119,7 @@ def test_one_replica_over_two_hosts_chats_recovers_and_moves(multi: MultiHostFle
     multi.start_agent("b", 41100)
     wait_for(lambda: f.states() == {"a": "ready", "b": "ready"}, 60, "agents a and b ready")
 
+    t0 = time.monotonic()
     r = f.cli(*PLACE, "--node", "a", "--wait", "--timeout", "300", "-o", "json", timeout=360)
     assert r.returncode == 0, r.stderr + f.log("agent-a")[-3000:] + f.log("agent-b")[-3000:]
     rep = json.loads(r.stdout)["replicas"][0]
@@ -134,19 +135,23 @@ def test_one_replica_over_two_hosts_chats_recovers_and_moves(multi: MultiHostFle
 
     key = f.cli("apikey", "create", "--name", "e2e").stdout.strip()
     assert gateway_chat(f, key).strip()
+    placed = time.monotonic() - t0
 
     # kill -9 the rpc-server: the gang restarts in order (rpc-server first, then the main) and serves again
+    t0 = time.monotonic()
     os.kill(server.pid, signal.SIGKILL)
     wait_for(lambda: replica(f)["parts"][1]["restarts"] >= 1, 60, "the rpc-server's crash reported")
     wait_for(lambda: (m := engine("llama-server", "--rpc")) is not None and m.pid != main.pid
              and replica(f)["state"] == "healthy", 240, "the main restarted over the new rpc-server")
     wait_for(lambda: answers(f, key), 120, "a chat through the gateway after the recovery")
+    recovered = time.monotonic() - t0
     again = replica(f)
     assert again["nodes"] == ["a", "b"] and again["parts"][1]["state"] == "healthy"
 
     # drain b (the rpc-server's node) with a third host free: the whole replica moves, the gateway never fails
     multi.start_agent("c", 41200)
     wait_for(lambda: f.states().get("c") == "ready", 60, "agent c ready")
+    t0 = time.monotonic()
     assert f.cli("drain", "b", "--detach", "--reason", "maintenance").returncode == 0
     polls, failures = 0, []
     deadline = time.monotonic() + 420
@@ -157,10 +162,13 @@ def test_one_replica_over_two_hosts_chats_recovers_and_moves(multi: MultiHostFle
         except (urllib.error.URLError, OSError) as e:
             failures.append(f"poll {polls}: {e}")
         polls += 1
+    drained = time.monotonic() - t0
     assert not failures, failures
     final = deployment(f, "chat")["replicas"]
     assert len(final) == 1 and "b" not in final[0]["nodes"] and len(final[0]["nodes"]) == 2
     assert final[0]["state"] == "healthy" and gateway_chat(f, key).strip()
     assert polls >= 1
     print(f"[multi-node e2e] {'namespaces' if multi.hosts.isolated else 'loopback fallback'}: {polls} chats "
-          f"through the gateway during the drain, none failed; replica now on {'+'.join(final[0]['nodes'])}")
+          f"through the gateway during the drain, none failed; replica now on {'+'.join(final[0]['nodes'])}; "
+          f"place to first chat {placed:.1f} s, kill -9 of the rpc-server to a chat again {recovered:.1f} s, "
+          f"drain {drained:.1f} s")
