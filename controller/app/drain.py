@@ -54,8 +54,9 @@ def plan(ctl: Controller, nodes: list[str]) -> DrainPlan:
     catalog = ctl.catalog()
     deps = {d.name: d for d in ctl.store.deployments()}
     movables = []
-    for r in ctl.store.replicas():
-        if r.node in nodes and r.desired == "run" and r.deployment in deps and deps[r.deployment].state == "active":
+    touching = {r.id: r for name in nodes for r in ctl.store.replicas_on(name)}  # a gang moves as a whole
+    for r in touching.values():
+        if r.desired == "run" and r.deployment in deps and deps[r.deployment].state == "active":
             dep = deps[r.deployment]
             movables.append(Movable(r.id, r.deployment, deployment_request(
                 dep, catalog, snap, seen=observed.lookup(ctl, dep.model, dep.context))))
@@ -65,22 +66,21 @@ def plan(ctl: Controller, nodes: list[str]) -> DrainPlan:
 def status(ctl: Controller, nodes: list[str], drain_plan: DrainPlan | None = None,
            planned: bool = False) -> list[DrainView]:
     names = _check_nodes(ctl, nodes)
-    replicas = ctl.store.replicas()
-    node_of = {r.id: r.node for r in replicas}
     rows = {n.name: n for n in ctl.store.nodes()}
     out = []
     for name in names:
         drain = ctl.store.get_drain(name)
+        here = {r.id for r in ctl.store.replicas_on(name)}
         view = DrainView(
             node=name, state="planned" if planned else (drain.state if drain else "none"),
             message="" if planned or drain is None else drain.message,
-            remaining=sum(1 for r in replicas if r.node == name),
+            remaining=len(here),
             node_state=ctl.node_state(rows[name]) if name in rows else "")
         if drain_plan is not None:
-            view.moves.extend((m.replica, m.deployment, m.placement.node, m.placement.gpus)
-                              for m in drain_plan.moves if node_of.get(m.replica) == name)
+            view.moves.extend((m.replica, m.deployment, "+".join(m.placement.nodes), m.placement.gpus)
+                              for m in drain_plan.moves if m.replica in here)
             view.blocked.extend((b.replica, b.deployment, b.reason)
-                                for b in drain_plan.blocked if node_of.get(b.replica) == name)
+                                for b in drain_plan.blocked if b.replica in here)
         out.append(view)
     return out
 
@@ -123,7 +123,7 @@ def drive(ctl: Controller, drain: DrainRow, now: float) -> None:
     """One step of a drain: stop replaced replicas, start replacements, or say what blocks it."""
     store = ctl.store
     min_healthy = ctl.settings.drain_min_healthy
-    running = [r for r in store.replicas(node=drain.node) if r.desired == "run"]
+    running = [r for r in store.replicas_on(drain.node) if r.desired == "run"]
     replacement = {r.replaces: r for r in store.replicas() if r.replaces and r.desired == "run"}
     deps = {d.name: d for d in store.deployments()}
     in_flight: dict[str, int] = {}
@@ -161,7 +161,7 @@ def drive(ctl: Controller, drain: DrainRow, now: float) -> None:
             notes.append(f"{old.deployment}: stopped without a replacement ({why})")
         else:
             notes.append(f"{old.deployment}: blocked: {why} (use --force, or wait for the deadline)")
-    left = store.replicas(node=drain.node)
+    left = store.replicas_on(drain.node)
     if not left:
         store.set_admin_state(drain.node, "drained", now)
         drain.state, drain.message = "done", "drained"
