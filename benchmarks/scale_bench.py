@@ -245,17 +245,29 @@ def cpu_percent(proc: psutil.Process, seconds: float) -> float:
 # ---------------------------------------------------------------- the simulated fleet (its own process)
 
 async def simulate(address: str, ca: bytes, join_token: str, n: int, per_channel: int, seed: int) -> None:
-    from tests.agent_sim import SimAgent, channel, inventory, register_all
+    from tests.agent_sim import SimAgent, channel, inventory
 
     rng = random.Random(seed)
     agents = [SimAgent(f"sim-{i:05d}", inventory(f"sim-{i:05d}", labels={"rack": f"r{i // 40}"})) for i in range(n)]
     channels = [channel(address, ca) for _ in range(max(1, (n + per_channel - 1) // per_channel))]
-    await register_all(agents, channels, join_token, concurrency=64)
-    print(f"registered {n}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await asyncio.gather(*(a.run(channels[i % len(channels)], stop, rng) for i, a in enumerate(agents)))
+    joining = asyncio.Semaphore(64)
+    registered = 0
+
+    async def agent(i: int, a: SimAgent) -> None:
+        # as a real agent does: register, then open its session at once (64 joins in flight at a time)
+        nonlocal registered
+        ch = channels[i % len(channels)]
+        async with joining:
+            await a.register(pbg.AgentStub(ch), join_token)
+        registered += 1
+        if registered == n:
+            print(f"registered {n}", flush=True)
+        await a.run(ch, stop, rng)
+
+    await asyncio.gather(*(agent(i, a) for i, a in enumerate(agents)))
 
 
 # ---------------------------------------------------------------- the measurement
@@ -300,8 +312,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         env = {**os.environ, "FLEET_CONTROLLER": ctl.address, "FLEET_DATA_DIR": str(ctl.data_dir),
                "FLEET_TOKEN": admin}
         try:
+            spy = Spy(ctl.ps.pid, args.profile, "join")
             wait_ready(stub, admin, args.nodes, args.timeout)
             out["ready_after_start_s"] = time.monotonic() - t_start
+            out["profile_join"] = spy.stop()
             prober.start()
             say(f"{args.nodes} nodes ready in {out['ready_after_start_s']:.1f} s; placing {args.deployments}")
 
