@@ -18,6 +18,7 @@ from fleet.controller.app.access import ensure_token
 from fleet.controller.app.controller import Controller, Settings
 from fleet.controller.app.credentials import Credentials
 from fleet.controller.http.app import start_http
+from fleet.controller.listen import listen_problem
 from fleet.controller.rpc.server import build_server, server_credentials
 from fleet.controller.store.db import sqlite_url
 from fleet.controller.store.hashing import token_hash
@@ -32,6 +33,7 @@ __all__ = ["Settings", "TLSOptions", "run", "serve"]  # what `fleet controller r
 async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Settings,
                 ready: asyncio.Event | None = None, tls: TLSOptions = TLSOptions(),
                 http_listen: str = "127.0.0.1:8080") -> None:
+    check_ports(listen, http_listen)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     creds_tls, fingerprint = server_credentials(data_dir, listen, tls)
     store = Store(db_url or sqlite_url(data_dir))
@@ -39,13 +41,16 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
     admin = ensure_token(store, data_dir, "admin")
     ctl = Controller(store, settings, Credentials(admin_hashes={token_hash(admin)}), data_dir)
 
-    server = build_server(ctl, listen, creds_tls)
-    await server.start()
+    # HTTP first: if its port was taken meanwhile, no gRPC server exists yet to be torn down (a grpc.aio
+    # server collected after the loop closed prints a traceback from its __del__).
+    http = await start_http(ctl, http_listen) if http_listen else None
     try:
-        http = await start_http(ctl, http_listen) if http_listen else None
-    except OSError as e:
-        await server.stop(grace=0)
-        raise SystemExit(f"error: cannot serve HTTP on {http_listen}: {e} (use --http-listen, or '' for off)") from None
+        server = build_server(ctl, listen, creds_tls)
+    except SystemExit:
+        if http is not None:
+            await http.cleanup()
+        raise
+    await server.start()
 
     scheduler = AsyncIOScheduler()
     scheduler.add_job(ctl.flush, "interval", seconds=settings.flush_interval, id="flush-heartbeats",
@@ -78,6 +83,16 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
     scheduler.shutdown(wait=False)
     await server.stop(grace=2)
     ctl.flush()
+
+
+def check_ports(listen: str, http_listen: str) -> None:
+    """One clear line, before anything is written or started, when a port is not ours to take."""
+    for address, what, flag in ((listen, "gRPC", "--listen"), (http_listen, "HTTP", "--http-listen")):
+        problem = listen_problem(address) if address else None
+        if problem:
+            off = ", or '' to turn HTTP off" if what == "HTTP" else ""
+            raise SystemExit(f"error: cannot listen on {address} for {what}: {problem}; "
+                             f"choose another address with {flag} HOST:PORT{off}")
 
 
 def run(data_dir: Path, listen: str, db_url: str | None, settings: Settings, tls: TLSOptions = TLSOptions(),

@@ -57,7 +57,7 @@ async def start_http(ctl: Controller, listen: str, ssl_context: ssl.SSLContext |
         await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except OSError as e:
         await runner.cleanup()
-        raise SystemExit(f"error: cannot listen on {listen} for HTTP: {e} (is another controller running? "
-                         "use --http-listen)") from None
+        raise SystemExit(f"error: cannot listen on {listen} for HTTP: {e.strerror or e}; choose another address "
+                         "with --http-listen HOST:PORT, or '' to turn HTTP off") from None
     log.info("HTTP (OpenAI gateway, /metrics, capacity page) on %s://%s", "https" if ssl_context else "http", listen)
     return runner

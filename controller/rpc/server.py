@@ -35,6 +35,9 @@ def build_server(ctl: Controller, listen: str, creds_tls: grpc.ServerCredentials
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(ctl.creds)],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                 # gRPC sets SO_REUSEPORT by default: a second controller on the same port would then start
+                 # and share it with the first one instead of being refused.
+                 ("grpc.so_reuseport", 0),
                  ("grpc.max_send_message_length", MAX_MESSAGE),
                  # agents ping every 10 s to notice a dead controller; do not punish them for it
                  ("grpc.keepalive_permit_without_calls", 1),
@@ -49,7 +52,8 @@ def build_server(ctl: Controller, listen: str, creds_tls: grpc.ServerCredentials
             server.add_insecure_port(listen)
         else:
             server.add_secure_port(listen, creds_tls)
-    except RuntimeError as e:
-        raise SystemExit(
-            f"error: cannot listen on {listen}: {e} (is another controller running? use --listen)") from None
+    except RuntimeError:
+        # gRPC's own text only says to set GRPC_VERBOSITY; main checks the port first, so this is a race.
+        raise SystemExit(f"error: cannot listen on {listen} for gRPC: the address is in use or not on this "
+                         "machine; choose another address with --listen HOST:PORT") from None
     return server
