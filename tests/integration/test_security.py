@@ -116,7 +116,8 @@ def test_node_remove_refuses_with_replicas_then_forces_and_agent_is_refused(flee
     assert json.loads(r.stdout) == {"name": "gpu-b", "replicas_forgotten": 0, "gpus_removed": 1,
                                     "session_closed": True}
     assert fleet.agents["gpu-b"].wait(30) == 3
-    assert "refused node gpu-b's credential" in fleet.log("agent-gpu-b")
+    assert "node gpu-b was removed" in fleet.log("agent-gpu-b"), "a running agent stops: removal sticks"
+    assert "start the agent again with --join-token" in fleet.log("agent-gpu-b")
 
     r = fleet.cli("node", "remove", "gpu-a", "--force")
     assert r.returncode == 0 and "1 replica(s) forgotten" in r.stdout, r.stderr
@@ -127,11 +128,18 @@ def test_node_remove_refuses_with_replicas_then_forces_and_agent_is_refused(flee
         assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
     assert db.execute("SELECT count(*) FROM event WHERE kind = 'node.removed'").fetchone()[0] == 2
 
-    # the removed node's saved credential stays refused after a controller restart too
+    # the removed node's saved credential stays refused after a controller restart too: started without a
+    # join token, the agent names the exact file; started with one, it sets the old credential aside and joins
     fleet.stop_controller()
     fleet.start_controller()
-    again = fleet.start_agent("gpu-b", "1xT4")
+    cred_file = fleet.root / "agent-gpu-b" / "node-credential.json"
+    old = cred_file.read_text()
+    again = fleet.start_agent("gpu-b", "1xT4", join_token="")
     assert again.wait(30) == 3
+    assert "does not know node gpu-b" in fleet.log("agent-gpu-b") and str(cred_file) in fleet.log("agent-gpu-b")
+    fleet.start_agent("gpu-b", "1xT4")
+    wait_for(lambda: fleet.states() == {"gpu-b": "ready"}, 30, "gpu-b joined again with its join token")
+    assert cred_file.read_text() != old and (cred_file.parent / "node-credential.json.refused").read_text() == old
 
 
 def test_node_credential_is_neither_admin_nor_another_node(fleet: Fleet) -> None:
