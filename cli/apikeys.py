@@ -10,11 +10,10 @@ import urllib.request
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fleet.cli.client import resolve_token
 from fleet.cli.options import DataDirOpt, TokenOpt
-from fleet.cli.output import EXIT_AUTH, EXIT_ERROR, EXIT_USAGE, Output, OutputOpt, console, fail, print_json
+from fleet.cli.output import EXIT_AUTH, EXIT_ERROR, EXIT_USAGE, Output, OutputOpt, Table, console, fail, print_json
 
 DEFAULT_HTTP = "http://127.0.0.1:8080"
 

@@ -6,15 +6,26 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import EXIT_ERROR, EXIT_USAGE, Output, OutputOpt, console, err_console, fail, gib, print_json
+from fleet.cli.output import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    Output,
+    OutputOpt,
+    Table,
+    console,
+    err_console,
+    fail,
+    gib,
+    print_json,
+)
 from fleet.proto import fleet_pb2 as pb
 
 STATE_STYLE = {"healthy": "green", "starting": "yellow", "pending": "yellow", "failed": "red",
-               "stopping": "blue", "stopped": "blue", "unknown": "red"}
+               "stopping": "blue", "stopped": "blue", "unknown": "red", "declared": "cyan"}
+SERVING, DECLARED = "healthy", "declared"  # fleet.controller.core.replica_states
 
 
 def replica_dict(r: pb.Replica) -> dict[str, Any]:
@@ -45,14 +56,34 @@ def gpus_text(r: pb.Replica) -> str:
     return ", ".join(f"{g.gpu_index}:{g.gpu_uuid[:12]}… {gib(g.bytes)} GiB" for g in r.gpus)
 
 
-def replicas_table(d: pb.Deployment) -> Table:
-    t = Table(title=f"{d.name}: {d.model} {d.quant} on {d.engine} ({d.state})")
+def replicas_table(d: pb.Deployment, dry_run: bool = False) -> Table:
+    t = Table(title=f"{d.name}: {d.model} {d.quant} on {d.engine} "
+                    + ("(dry run: nothing placed)" if dry_run else f"({d.state})"))
     for col in ("#", "NODE", "GPUS (reserved)", "STATE", "ENDPOINT", "RESTARTS"):
         t.add_column(col)
     for r in d.replicas:
         t.add_row(str(r.ordinal), r.node, gpus_text(r), f"[{STATE_STYLE.get(r.state, 'white')}]{r.state}[/]",
                   r.endpoint or "-", str(r.restarts))
     return t
+
+
+def no_replicas(d: pb.Deployment) -> str:
+    """A deployment with no replica row: being removed, or every replica gone (node removed, rescheduling)."""
+    if d.state == "removing":
+        return "[blue]removing[/]"
+    return "[red]none[/] (the controller keeps trying to place them; `fleet events --deployment " + d.name + "`)"
+
+
+def reserved_note(d: pb.Deployment) -> str:
+    """Replicas on different GPU kinds reserve each kind's own estimate: say so when they differ."""
+    per_node: dict[str, int] = {}
+    for r in d.replicas:
+        if r.gpus:
+            per_node.setdefault(r.node, r.gpus[0].bytes)
+    if len(set(per_node.values())) <= 1:
+        return ""
+    return "; reserved per GPU by node (each its GPUs' estimate): " + ", ".join(
+        f"{node} {gib(b)} GiB" for node, b in per_node.items())
 
 
 def verdicts_table(resp: pb.PlaceResponse) -> Table:
@@ -66,7 +97,11 @@ def verdicts_table(resp: pb.PlaceResponse) -> Table:
 
 
 def wait_healthy(client: Client, name: str, timeout: float) -> pb.Deployment:
-    """Poll until every replica is healthy (return) or one failed / time ran out (exit non-zero)."""
+    """Poll until every replica that can serve is healthy (return) or one failed / time ran out (exit non-zero).
+
+    Replicas on declared nodes never serve (nothing is launched there): they are not waited for and not
+    counted as serving; if every replica is declared, nothing will ever serve and that is a failure.
+    """
     from rich.live import Live
 
     deadline = time.monotonic() + timeout
@@ -76,7 +111,15 @@ def wait_healthy(client: Client, name: str, timeout: float) -> pb.Deployment:
             d = client.call("DescribeDeployment", pb.DescribeDeploymentRequest(name=name)).deployment
             live.update(replicas_table(d))
             states = [r.state for r in d.replicas]
-            if states and all(s == "healthy" for s in states):
+            declared = [r.node for r in d.replicas if r.state == DECLARED]
+            if states and len(declared) == len(states):
+                live.stop()
+                fail(f"nothing of {name} will serve: every replica is on a declared node ({', '.join(declared)}), "
+                     "accounted for planning and never launched", EXIT_ERROR)
+            if states and all(s in (SERVING, DECLARED) for s in states):
+                if declared:
+                    err_console.print(f"{len(states) - len(declared)} of {len(states)} replica(s) serve; on declared "
+                                      f"node(s) {', '.join(declared)} nothing is launched", highlight=False)
                 return d
             failed = [r for r in d.replicas if r.state == "failed"]
             if failed:
@@ -154,8 +197,9 @@ def register(app: typer.Typer) -> None:
         e = d.estimate
         unit = "per GPU" if d.device == "gpu" else "of RAM"
         say.print(f"{'would place' if dry_run else 'placed'} [bold]{d.name}[/]: {d.model} {d.quant} on {d.engine}, "
-                      f"TP {d.tp}, context {d.context}; needs {gib(e.total)} GiB {unit} (weights {gib(e.weights)}, "
-                      f"KV {gib(e.kv_cache)}, activations {gib(e.activations)}, runtime {gib(e.runtime)})")
+                  f"TP {d.tp}, context {d.context}; needs {gib(e.total)} GiB {unit} (weights {gib(e.weights)}, "
+                  f"KV {gib(e.kv_cache)}, activations {gib(e.activations)}, runtime {gib(e.runtime)})"
+                  + reserved_note(d), highlight=False)
         if explain:
             say.print(verdicts_table(resp))
         if wait and not dry_run:
@@ -163,7 +207,7 @@ def register(app: typer.Typer) -> None:
         if output == Output.json:
             print_json(deployment_dict(d))
         else:
-            console.print(replicas_table(d))
+            console.print(replicas_table(d, dry_run=dry_run))
 
     @app.command("deployments")
     def deployments(output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
@@ -177,10 +221,12 @@ def register(app: typer.Typer) -> None:
         for col in ("NAME", "MODEL", "QUANT", "ENGINE", "READY", "REPLICAS (node: state endpoint)"):
             t.add_column(col)
         for d in resp.deployments:
-            ready = sum(r.state == "healthy" for r in d.replicas)
-            t.add_row(d.name, d.model, d.quant, d.engine, f"{ready}/{d.replicas_wanted}",
+            ready = sum(r.state == SERVING for r in d.replicas)
+            declared = sum(r.state == DECLARED for r in d.replicas)
+            t.add_row(d.name, d.model, d.quant, d.engine,
+                      f"{ready}/{d.replicas_wanted}" + (f" ({declared} declared)" if declared else ""),
                       "\n".join(f"{r.node}: [{STATE_STYLE.get(r.state, 'white')}]{r.state}[/] {r.endpoint}"
-                                for r in d.replicas) or d.state)
+                                for r in d.replicas) or no_replicas(d))
         console.print(t)
 
     @dep_app.command("describe")

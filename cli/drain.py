@@ -7,11 +7,10 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import EXIT_ERROR, Output, OutputOpt, console, err_console, fail, print_json
+from fleet.cli.output import EXIT_ERROR, Output, OutputOpt, Table, console, err_console, fail, print_json
 from fleet.proto import fleet_pb2 as pb
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from fleet.agent import engine_install as ei
-from fleet.cli.output import EXIT_ERROR, Output, OutputOpt, console, err_console, fail, print_json
+from fleet.cli.output import EXIT_ERROR, Output, OutputOpt, Table, console, err_console, fail, print_json
 
 
 class EngineName(str, Enum):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -19,8 +20,21 @@ Exit codes: 0 ok; 1 the operation failed; 2 bad input, nothing fits, or the cont
 app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"fleet {version('fleet')}")
+        except PackageNotFoundError:
+            typer.echo("fleet (not installed as a package)")
+        raise typer.Exit()
+
+
 @app.callback()
-def connection(insecure: InsecureOpt = False, ca_file: CaFileOpt = None) -> None:
+def connection(insecure: InsecureOpt = False, ca_file: CaFileOpt = None,
+               version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                     help="print fleet's version and exit")] = False) -> None:
     """Options for reaching the controller, given before the command: `fleet --ca-file ca.crt nodes`."""
     # The CLI reads these where it opens its channel; the environment carries them there.
     if insecure:

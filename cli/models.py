@@ -8,15 +8,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from fleet.cli.output import Output, OutputOpt, console, fail, gib, print_json
-from fleet.common.gpus import gpu_type
+from fleet.cli.output import Output, OutputOpt, Table, console, fail, gib, print_json
+from fleet.common.gpus import GpuType, gpu_type
 from fleet.controller.core.catalog import ENGINES, Catalog, Model, Quants, Variant
 from fleet.controller.core.catalog_import import model_from_gguf, model_from_hf_config
 from fleet.controller.core.errors import FleetError
 from fleet.controller.core.estimate import GIB, Estimate, estimate, fits, incompatibility, min_gpus
+from fleet.controller.core.options import choose, options_for
 from fleet.controller.store.files import catalog_with, default_catalog_dir, read_gguf_header, write_model
+
+# No GPU kind given: a capable GPU (every quant runs) to list the variants from; only quality decides then.
+_ALL_CAPABLE = (GpuType("any GPU", 1 << 50, "9.0", "nvidia"),)
 
 CatalogDirOpt = Annotated[Path | None, typer.Option(
     "--catalog-dir", help="where user-added models live (default $FLEET_CATALOG_DIR or ~/.local/share/fleet/catalog)")]
@@ -165,7 +168,9 @@ def register(app: typer.Typer) -> None:
     @app.command("estimate")
     def estimate_cmd(
         model: Annotated[str, typer.Argument(help="model name, alias or HF repo id")],
-        quant: Annotated[str, typer.Option("--quant", "-q", help="bf16, fp8, awq, gptq, q4_k_m, … (see models show)")],
+        quant: Annotated[str | None, typer.Option(
+            "--quant", "-q", help="bf16, fp8, awq, gptq, q4_k_m, … (see models show) [default: as `fleet place` "
+                                  "picks: the best quality that fits --gpu]")] = None,
         engine: Annotated[str | None, typer.Option("--engine", help="vllm or llama.cpp (default: the quant's)")] = None,
         context: Annotated[int | None, typer.Option("--context", "-c", help="context length in tokens")] = None,
         tp: Annotated[int | None, typer.Option("--tp", help="GPUs per replica (tensor parallel size)")] = None,
@@ -204,7 +209,22 @@ def _import(from_config: Path | None, from_gguf: Path | None, name: str | None, 
                                 hf_id=hf_id, license=license or "unknown", quants=quants)
 
 
-def _estimate(name: str, quant: str, engine: str | None, context: int | None, tp: int | None, gpu: str | None,
+def _chosen_variant(catalog: Catalog, m: Model, engine: str | None, context: int | None, tp: int | None,
+                    kind: GpuType | None, device: str) -> tuple[Variant, int | None, str]:
+    """No --quant: the variant (and TP) `fleet place` would pick on this GPU kind, and why."""
+    try:
+        options = options_for(m.name, None, engine, context, (kind,) if kind else _ALL_CAPABLE, tp, device=device,
+                              catalog=catalog)
+    except FleetError as e:
+        if kind is None or device == "cpu":
+            raise
+        fail(f"{m.name}: no variant fits {kind.name} GPUs at TP {tp or '1-8'} in one node ({e.message}); "
+             "pass --quant to see one variant's estimate")
+    best, why = choose(options, kind if device == "gpu" else None)
+    return catalog.variant(m, best.quant, best.engine), (tp or best.tp or None), why
+
+
+def _estimate(name: str, quant: str | None, engine: str | None, context: int | None, tp: int | None, gpu: str | None,
               gpu_memory: float | None, kv_cache_dtype: str, device: str, catalog_dir: Path | None,
               output: Output) -> None:
     if engine is not None and engine not in ENGINES:
@@ -213,13 +233,24 @@ def _estimate(name: str, quant: str, engine: str | None, context: int | None, tp
         fail("give --gpu NAME or --gpu-memory GIB, not both")
     catalog = _catalog(catalog_dir)
     m = catalog.get(name)
-    v = catalog.variant(m, quant, engine)
     memory, cc, gpu_name = None, None, None
+    kind: GpuType | None = None
     if gpu:
         try:
-            g = gpu_type(gpu)
+            kind = gpu_type(gpu)
         except KeyError as e:
             fail(str(e.args[0]))
+    elif gpu_memory is not None and gpu_memory > 0:
+        # a GPU of that size that runs every quant: only memory is known
+        kind = GpuType(f"{gpu_memory:g} GiB GPU", int(gpu_memory * GIB), "9.0", "nvidia")
+    chosen = ""
+    if quant is None:
+        v, tp, chosen = _chosen_variant(catalog, m, engine, context, tp, kind, device)
+    else:
+        v = catalog.variant(m, quant, engine)
+    if gpu:
+        assert kind is not None
+        g = kind
         memory, cc, gpu_name = g.memory_bytes, g.compute_capability, g.name
         problem = incompatibility(v, cc)
         if problem:
@@ -232,6 +263,8 @@ def _estimate(name: str, quant: str, engine: str | None, context: int | None, tp
     e = estimate(m, v, engines=catalog.engines, context=context, tp=tp or 1, gpu_memory_bytes=memory,
                  kv_cache_dtype=kv_cache_dtype, device=device)
     result = estimate_dict(e)
+    if chosen:
+        result["chosen"] = chosen
     if memory is not None and device == "gpu":
         result["gpu"] = gpu_name
         result["gpu_memory"] = memory
@@ -248,6 +281,8 @@ def _estimate(name: str, quant: str, engine: str | None, context: int | None, tp
 
 
 def _render(e: Estimate, result: dict[str, Any]) -> None:
+    if result.get("chosen"):
+        console.print(f"[dim]no --quant: {result['chosen']}[/]", highlight=False)
     where = "per GPU" if e.device == "gpu" else "in RAM"
     console.print(f"[bold]{e.model}[/] {e.quant} on {e.engine}, context {e.context}, TP {e.tp} ({where}, GiB)")
     t = Table("WEIGHTS", "KV CACHE", "ACTIVATIONS", "RUNTIME", "TOTAL")

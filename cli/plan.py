@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import EXIT_USAGE, Output, OutputOpt, console, fail, gib, print_json
+from fleet.cli.output import EXIT_USAGE, Output, OutputOpt, Table, console, fail, gib, print_json
 from fleet.controller.core.errors import FleetError
 
 

@@ -11,11 +11,10 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import Output, OutputOpt, console, fail, print_json
+from fleet.cli.output import Output, OutputOpt, Table, console, fail, print_json
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 

@@ -15,6 +15,7 @@ from fleet.controller.app.controller import Controller
 from fleet.controller.app.place import deployment_request, place_one, snapshot
 from fleet.controller.core.drain_plan import DrainPlan, Movable, plan_drain
 from fleet.controller.core.errors import InvalidArgument, NotFound
+from fleet.controller.core.replica_states import DECLARED, SERVING
 from fleet.controller.store.schema import DrainRow, ReplicaRow
 
 log = logging.getLogger("fleet.controller")
@@ -129,7 +130,7 @@ def drive(ctl: Controller, drain: DrainRow, now: float) -> None:
         rep = replacement.get(old.id)
         if rep is None:
             waiting.append(old)
-        elif rep.state == "healthy" and now - rep.healthy_since >= min_healthy:
+        elif rep.state == DECLARED or (rep.state == SERVING and now - rep.healthy_since >= min_healthy):
             nodes = store.stop_replicas([old.id], now, f"drained: replaced by {rep.id} on {rep.node}")
             store.forget_link(rep.id)
             ctl.push(nodes)

@@ -115,6 +115,11 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
     plan = place(snap, request, catalog.workload)
     if not plan.complete or plan.option is None:
         why = plan.closest or plan.why
+        if plan.placements:  # some fit: say how many and where, so the operator can ask for that many
+            n = len(plan.placements)
+            return PlaceOutcome(False, f"{model.name}: only {n} of {args.replicas} replicas fit (on "
+                                f"{', '.join(p.node for p in plan.placements)}); replica {n + 1}: {why}. Nothing "
+                                f"was placed: ask for --replicas {n}, or free capacity", plan=plan)
         return PlaceOutcome(False, f"{model.name}: nothing fits {args.replicas} replica(s): {why}", plan=plan)
     option = plan.option
     if not args.name:
@@ -140,6 +145,10 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
         rows.append(row)
         reservations += res
     notes = (f"chosen: {plan.why}",) if plan.why and not args.quant else ()
+    declared = sorted({p.node for p in plan.placements if snap.by_name[p.node].declared})
+    if declared:
+        notes += (f"on declared node(s) {', '.join(declared)}: accounted for planning, never launched "
+                  "(no real node fits)",)
     summary = f"{name}: {args.replicas} replica(s) on {', '.join(p.node for p in plan.placements)}"
     return PlaceOutcome(True, summary, notes, plan, (dep, rows, reservations))
 

@@ -137,7 +137,8 @@ class Catalog:
         found = self._index.get(_key(name))
         if found is None:
             close = _close(name, self._index)
-            hint = f"; did you mean {', '.join(sorted({self._index[c] for c in close}))}?" if close else ""
+            # best match first (difflib's order), each model once
+            hint = f"; did you mean {', '.join(dict.fromkeys(self._index[c] for c in close))}?" if close else ""
             raise NotFound(f"unknown model {name!r}{hint} (`fleet models` lists all {len(self._models)})")
         return self._models[found]
 

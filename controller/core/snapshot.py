@@ -69,13 +69,14 @@ class NodeState:
     cached_sources: frozenset[str] = frozenset()  # weight sources already on this node's disk
     deployments: frozenset[str] = frozenset()  # deployments with a replica here (anti-affinity)
     replica_count: int = 0
+    declared: bool = False  # declared GPUs (`--simulate-gpus`): for planning, nothing is launched here
 
     @property
     def attr_key(self) -> tuple[object, ...]:
         # Everything the option-level filters read, except per-node numbers (RAM, disk) that vary on
         # every heartbeat: those are checked per node, so they do not split groups.
         return (self.state, self.labels, self.engines,
-                tuple((g.name, g.memory_total, g.compute_capability) for g in self.gpus))
+                tuple((g.name, g.memory_total, g.compute_capability) for g in self.gpus), self.declared)
 
     @property
     def free_key(self) -> tuple[tuple[int, bool], ...]:

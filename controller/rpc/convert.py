@@ -148,7 +148,7 @@ def verdict_messages(plan: Plan) -> list[pb.NodeVerdict]:
     for nv in plan.verdicts():
         v = nv.verdict
         out.append(pb.NodeVerdict(node=nv.node, feasible=v.shortfall is None and v.score is not None,
-                                  reason=v.shortfall.message if v.shortfall else "", score=int(v.score or 0),
+                                  reason=v.shortfall.message if v.shortfall else v.note, score=int(v.score or 0),
                                   gpus=list(v.gpus)))
     return out
 

@@ -45,5 +45,6 @@ def build_snapshot(store: Store, states: Mapping[str, str], gpu_usage: Usage) ->
             labels=tuple(sorted((inv.get("labels") or {}).items())),
             deployments=frozenset(r.deployment for r in replicas.get(row.name, [])),
             replica_count=len(replicas.get(row.name, [])),
+            declared=inv.get("gpuProbe") == "declared",
         ))
     return Snapshot(tuple(nodes))
