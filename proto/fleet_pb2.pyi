@@ -591,7 +591,7 @@ class DrainBlocked(_message.Message):
     def __init__(self, replica: _Optional[str] = ..., deployment: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class DrainStatus(_message.Message):
-    __slots__ = ("node", "state", "message", "moves", "blocked", "remaining", "node_state")
+    __slots__ = ("node", "state", "message", "moves", "blocked", "remaining", "node_state", "deadline", "started_at", "force")
     NODE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -599,6 +599,9 @@ class DrainStatus(_message.Message):
     BLOCKED_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     NODE_STATE_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     node: str
     state: str
     message: str
@@ -606,7 +609,10 @@ class DrainStatus(_message.Message):
     blocked: _containers.RepeatedCompositeFieldContainer[DrainBlocked]
     remaining: int
     node_state: str
-    def __init__(self, node: _Optional[str] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., moves: _Optional[_Iterable[_Union[DrainMove, _Mapping]]] = ..., blocked: _Optional[_Iterable[_Union[DrainBlocked, _Mapping]]] = ..., remaining: _Optional[int] = ..., node_state: _Optional[str] = ...) -> None: ...
+    deadline: float
+    started_at: float
+    force: bool
+    def __init__(self, node: _Optional[str] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., moves: _Optional[_Iterable[_Union[DrainMove, _Mapping]]] = ..., blocked: _Optional[_Iterable[_Union[DrainBlocked, _Mapping]]] = ..., remaining: _Optional[int] = ..., node_state: _Optional[str] = ..., deadline: _Optional[float] = ..., started_at: _Optional[float] = ..., force: bool = ...) -> None: ...
 
 class DrainResponse(_message.Message):
     __slots__ = ("drains",)

@@ -35,6 +35,9 @@ class DrainView:
     node_state: str
     moves: list[tuple[str, str, str, tuple[int, ...]]] = field(default_factory=list)  # replica, deployment, to, gpus
     blocked: list[tuple[str, str, str]] = field(default_factory=list)  # replica, deployment, reason
+    deadline: float = 0.0  # 0: none
+    started_at: float = 0.0
+    force: bool = False
 
 
 def _check_nodes(ctl: Controller, nodes: list[str]) -> list[str]:
@@ -48,16 +51,38 @@ def _check_nodes(ctl: Controller, nodes: list[str]) -> list[str]:
     return names
 
 
-def plan(ctl: Controller, nodes: list[str]) -> DrainPlan:
-    """Every move a drain of `nodes` would make, decided on a copy of the fleet (changes nothing)."""
+def plan(ctl: Controller, nodes: list[str], only: set[str] | None = None) -> DrainPlan:
+    """Every move a drain of `nodes` would make (of the replicas `only`, if given), decided on a copy of the
+    fleet (changes nothing)."""
     snap = snapshot(ctl)
     catalog = ctl.catalog()
     deps = {d.name: d for d in ctl.store.deployments()}
     movables = []
     for r in ctl.store.replicas():
+        if only is not None and r.id not in only:
+            continue
         if r.node in nodes and r.desired == "run" and r.deployment in deps and deps[r.deployment].state == "active":
             movables.append(Movable(r.id, r.deployment, deployment_request(deps[r.deployment], catalog, snap)))
     return plan_drain(snap, nodes, movables, catalog.workload)
+
+
+def blocked_now(ctl: Controller, node: str) -> list[tuple[str, str, str]]:
+    """A drain in progress: its replicas with no replacement under way that cannot move now, and why."""
+    started = {r.replaces for r in ctl.store.replicas() if r.replaces and r.desired == "run"}
+    waiting = {r.id for r in ctl.store.replicas(node=node) if r.desired == "run" and r.id not in started}
+    if not waiting:
+        return []
+    return [(b.replica, b.deployment, b.reason) for b in plan(ctl, [node], only=waiting).blocked]
+
+
+def blocked_advice(drain: DrainRow, now: float) -> str:
+    """What ends a block: with no deadline only the operator does (never "wait for the deadline")."""
+    if drain.force:
+        return "being stopped (--force)"
+    if drain.deadline:
+        return f"stopped at the deadline, in {max(0.0, drain.deadline - now) / 60:.0f} min, unless room frees up"
+    return ("no deadline was set: it waits for room; `fleet drain NODE --force` stops it, "
+            "`--deadline 30m` sets a deadline, `--cancel` ends the drain")
 
 
 def status(ctl: Controller, nodes: list[str], drain_plan: DrainPlan | None = None,
@@ -73,7 +98,12 @@ def status(ctl: Controller, nodes: list[str], drain_plan: DrainPlan | None = Non
             node=name, state="planned" if planned else (drain.state if drain else "none"),
             message="" if planned or drain is None else drain.message,
             remaining=sum(1 for r in replicas if r.node == name),
-            node_state=ctl.node_state(rows[name]) if name in rows else "")
+            node_state=ctl.node_state(rows[name]) if name in rows else "",
+            deadline=drain.deadline if drain and not planned else 0.0,
+            started_at=drain.started_at if drain and not planned else 0.0,
+            force=bool(drain and drain.force and not planned))
+        if drain_plan is None and drain is not None and drain.state == "active":
+            view.blocked.extend(blocked_now(ctl, name))  # the same list the text shows, for -o json too
         if drain_plan is not None:
             view.moves.extend((m.replica, m.deployment, m.placement.node, m.placement.gpus)
                               for m in drain_plan.moves if node_of.get(m.replica) == name)
@@ -160,7 +190,7 @@ def drive(ctl: Controller, drain: DrainRow, now: float) -> None:
             ctl.push(nodes)
             notes.append(f"{old.deployment}: stopped without a replacement ({why})")
         else:
-            notes.append(f"{old.deployment}: blocked: {why} (use --force, or wait for the deadline)")
+            notes.append(f"{old.deployment}: blocked: {why} ({blocked_advice(drain, now)})")
     left = store.replicas(node=drain.node)
     if not left:
         store.set_admin_state(drain.node, "drained", now)

@@ -166,6 +166,7 @@ def place_response(outcome: PlaceOutcome, explain: bool, deployment: DeploymentR
 def drain_response(views: list[DrainView]) -> pb.DrainResponse:
     return pb.DrainResponse(drains=[pb.DrainStatus(
         node=v.node, state=v.state, message=v.message, remaining=v.remaining, node_state=v.node_state,
+        deadline=v.deadline, started_at=v.started_at, force=v.force,
         moves=[pb.DrainMove(replica=r, deployment=d, to_node=n, gpus=list(g)) for r, d, n, g in v.moves],
         blocked=[pb.DrainBlocked(replica=r, deployment=d, reason=why) for r, d, why in v.blocked],
     ) for v in views])

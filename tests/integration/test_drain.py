@@ -141,3 +141,31 @@ def test_drain_survives_a_controller_restart(fleet: Fleet) -> None:
     fleet.start_agent("c", "2xA100-80GB", extra=ENGINES)  # room appears: the restarted controller finishes it
     wait_for(lambda: fleet.states().get("a") == "drained", 40, "drain finished after restart")
     assert [(x["node"], x["state"]) for x in replicas(fleet, "svc")] == [("c", "declared")]
+
+
+def test_a_drain_blocked_without_deadline_says_so_and_stops_watching(fleet: Fleet) -> None:
+    start(fleet, {"big": "2xA100-80GB", "small": "1xL4"})
+    r = fleet.cli("place", "qwen2-72b", "--quant", "awq", "--context", "8192", "--node", "big", "--name", "huge")
+    assert r.returncode == 0, r.stderr
+    # no deadline, no --force: the watching CLI does not wait forever for a deadline that does not exist
+    watched = fleet.cli("drain", "big", "-o", "json", timeout=120)
+    assert watched.returncode == 1, (watched.stdout, watched.stderr)
+    assert "blocked with no deadline" in watched.stderr and "--force" in watched.stderr
+    assert "wait for the deadline" not in watched.stderr + watched.stdout
+    shown = json.loads(watched.stdout)[0]
+    assert [b["deployment"] for b in shown["blocked"]] == ["huge"] and shown["deadline"] is None
+    assert "cannot move" in watched.stderr and "huge" in watched.stderr  # the text lists what the JSON lists
+    assert fleet.states()["big"] == "draining", "the drain stays active"
+
+    status = _status(fleet, "big")
+    assert [b["deployment"] for b in status["blocked"]] == ["huge"] and "needs" in status["blocked"][0]["reason"]
+    assert "no deadline was set" in status["message"]
+    text = fleet.cli("drain", "big", "--status").stdout
+    assert "no deadline" in text and "cannot move" in text and "huge" in text
+
+    # with a deadline, --status shows it and the block says when it ends
+    assert fleet.cli("drain", "big", "--deadline", "1h", "--detach").returncode == 0
+    wait_for(lambda: "deadline, in" in _status(fleet, "big")["message"], 20, "deadline in the message")
+    status = _status(fleet, "big")
+    assert status["deadline"] and 3500 < status["deadline"] - status["started_at"] <= 3600
+    assert "deadline " in fleet.cli("drain", "big", "--status").stdout
