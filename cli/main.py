@@ -45,7 +45,8 @@ def connection(insecure: InsecureOpt = False, ca_file: CaFileOpt = None,
 
 # Each area registers its commands; an area whose module is not there yet is simply absent.
 # "tokens" adds `fleet node remove` to the `node` group that "nodes" creates, so it comes after it.
-AREAS = ("daemons", "install", "nodes", "deployments", "drain", "models", "plan", "engine", "apikeys", "tokens")
+AREAS = ("daemons", "install", "nodes", "deployments", "drain", "models", "plan", "engine", "apikeys", "tokens",
+         "events", "status")
 # The long-running processes need only their own area: the agent's idle memory is a product target.
 DAEMON_COMMANDS = (["agent", "run"], ["controller", "run"])
 _registered: set[str] = set()

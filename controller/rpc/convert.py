@@ -15,8 +15,10 @@ from fleet.controller.app.deployments import DeploymentRows
 from fleet.controller.app.drain import DrainView
 from fleet.controller.app.nodes import ReplicaStatus
 from fleet.controller.app.place import ESTIMATE_TERMS, PlaceArgs, PlaceOutcome
+from fleet.controller.app.status import Summary
+from fleet.controller.core.events import event_type
 from fleet.controller.core.placement import Plan
-from fleet.controller.store.schema import DeploymentRow, GpuRow, ReplicaRow, ReservationRow
+from fleet.controller.store.schema import DeploymentRow, EventRow, GpuRow, ReplicaRow, ReservationRow
 from fleet.proto import fleet_pb2 as pb
 
 MAX_REPORTED_REPLICAS = 256
@@ -161,6 +163,21 @@ def place_response(outcome: PlaceOutcome, explain: bool, deployment: DeploymentR
     if deployment is not None:
         resp.deployment.CopyFrom(deployment_message(deployment))
     return resp
+
+
+def event_message(e: EventRow) -> pb.Event:
+    return pb.Event(id=e.id or 0, at=e.at, kind=e.kind, type=event_type(e.kind), node=e.node,
+                    deployment=e.deployment, message=e.message)
+
+
+def status_message(s: Summary) -> pb.StatusResponse:
+    return pb.StatusResponse(
+        nodes=s.nodes, nodes_declared=s.nodes_declared, gpu_count=s.gpu_count, gpus_free=s.gpus_free,
+        vram_total=s.vram_total, vram_reserved=s.vram_reserved, vram_free=s.vram_free, deployments=s.deployments,
+        deployments_serving=s.deployments_serving, deployments_degraded=s.deployments_degraded,
+        deployments_down=s.deployments_down, deployments_declared=s.deployments_declared,
+        replicas_wanted=s.replicas_wanted, replicas_serving=s.replicas_serving,
+        drains=drain_response(s.drains).drains, warnings=[event_message(e) for e in s.warnings], uptime=s.uptime)
 
 
 def drain_response(views: list[DrainView]) -> pb.DrainResponse:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 
 import grpc
 
-from fleet.controller.app import capacity, deployments, drain, logs, nodes, place
+from fleet.controller.app import capacity, deployments, drain, events, logs, nodes, place, status
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.errors import FleetError, InvalidArgument
 from fleet.controller.core.whatif import parse_requests
@@ -105,6 +106,18 @@ class FleetService(pbg.FleetServicer):
         return convert.drain_response(drain.start(
             self.ctl, names, now, who=_who(context), reason=request.reason, force=request.force,
             deadline_seconds=request.deadline_seconds, dry_run=request.dry_run))
+
+    @rpc
+    async def ListEvents(self, request: pb.ListEventsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListEventsResponse:
+        since = request.since if math.isfinite(request.since) else 0.0
+        rows = events.recent(self.ctl, request.node[:MAX_STR], request.deployment[:MAX_STR], since,
+                             min(request.after_id, 2**63 - 1), request.limit)
+        return pb.ListEventsResponse(events=[convert.event_message(e) for e in rows])
+
+    @rpc
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
+        return convert.status_message(status.summary(self.ctl))
 
     @rpc
     async def Plan(self, request: pb.PlanRequest, context: grpc.aio.ServicerContext) -> pb.PlanResponse:

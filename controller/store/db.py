@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, create_engine
 
@@ -32,7 +32,24 @@ def open_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
+    upgrade(engine)
     return engine
+
+
+# Columns added to tables that existing databases already have (create_all adds only missing tables):
+# (table, column, SQL type and default). Each step is idempotent.
+ADDED_COLUMNS = (
+    ("event", "deployment", "VARCHAR NOT NULL DEFAULT ''"),
+)
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring a database written by an older release up to this schema (new columns get their defaults)."""
+    insp = inspect(engine)
+    for table, column, ddl in ADDED_COLUMNS:
+        if column not in {c["name"] for c in insp.get_columns(table)}:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
 
 
 def sqlite_url(data_dir: Path) -> str:

@@ -262,7 +262,9 @@ class Store:
                 if row is not None:
                     row.generation += 1
                     s.add(row)
-            s.add(EventRow(at=now, kind="deployment.placed", message=f"{dep.name}: {len(replicas)} replica(s)"))
+            where = ", ".join(sorted({r.node for r in replicas}))
+            s.add(EventRow(at=now, kind="deployment.placed", deployment=dep.name,
+                           message=f"{len(replicas)} replica(s) on {where}: {dep.model} {dep.quant} on {dep.engine}"))
             s.commit()
 
     def mark_removing(self, name: str, now: float) -> tuple[DeploymentRow, set[str]]:
@@ -286,7 +288,8 @@ class Store:
                 if row is not None:
                     row.generation += 1
                     s.add(row)
-            s.add(EventRow(at=now, kind="deployment.removing", message=name))
+            s.add(EventRow(at=now, kind="deployment.removing", deployment=name,
+                           message=f"replicas on {', '.join(sorted(nodes)) or 'no node'} asked to stop"))
             s.commit()
             return dep, nodes
 
@@ -323,6 +326,10 @@ class Store:
                 if r is None or r.node != node:
                     continue  # a node reports only for itself
                 if (r.state, r.endpoint, r.message, r.restarts) != (state, endpoint, message, restarts):
+                    if state != r.state and state in ("healthy", "failed"):
+                        # What an operator looks for afterwards: when it started serving, and why it failed.
+                        s.add(EventRow(at=time.time(), kind=f"replica.{state}", node=node, deployment=r.deployment,
+                                       message=f"{rid}" + (f": {message.splitlines()[0][:500]}" if message else "")))
                     r.state, r.endpoint, r.message, r.restarts = state, endpoint, message, restarts
                     s.add(r)
                 if state == "healthy" and not r.healthy_since:
@@ -347,7 +354,8 @@ class Store:
             for x in reservations:
                 s.add(x)
             _bump(s, {r.node for r in replicas})
-            s.add(EventRow(at=now, kind="replica.added", message=event))
+            for r in replicas:
+                s.add(EventRow(at=now, kind="replica.added", node=r.node, deployment=r.deployment, message=event))
             s.commit()
 
     def stop_replicas(self, ids: list[str], now: float, why: str, state: str | None = None) -> set[str]:
@@ -364,9 +372,9 @@ class Store:
                 r.message = why
                 s.add(r)
                 nodes.add(r.node)
+                s.add(EventRow(at=now, kind="replica.stopping", node=r.node, deployment=r.deployment,
+                               message=f"{rid}: {why}"))
             _bump(s, nodes)
-            if nodes:
-                s.add(EventRow(at=now, kind="replica.stopping", message=f"{', '.join(ids)}: {why}"))
             s.commit()
         return nodes
 
@@ -401,6 +409,19 @@ class Store:
                 r.replaces = ""
                 s.add(r)
                 s.commit()
+
+    # ---- events
+    def events(self, node: str = "", deployment: str = "", since: float = 0.0, after_id: int = 0,
+               limit: int = 200) -> list[EventRow]:
+        """The newest `limit` events matching, oldest first (as `kubectl get events` lists them)."""
+        with self.read() as s:
+            q = select(EventRow).where(EventRow.at >= since, col(EventRow.id) > after_id)
+            if node:
+                q = q.where(EventRow.node == node)
+            if deployment:
+                q = q.where(EventRow.deployment == deployment)
+            rows = list(s.exec(q.order_by(col(EventRow.id).desc()).limit(limit)).all())
+        return rows[::-1]
 
     # ---- drains
     def drains(self, active_only: bool = True) -> list[DrainRow]:

@@ -123,6 +123,7 @@ class EventRow(SQLModel, table=True):
     kind: str
     node: str = ""
     message: str = ""
+    deployment: str = ""  # added after the first release: fleet.controller.store.db.upgrade adds it to old files
 
 
 class JoinTokenMeta(SQLModel, table=True):
