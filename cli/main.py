@@ -17,7 +17,7 @@ Exit codes: 0 ok; 1 the operation failed; 2 bad input, nothing fits, or the cont
 3 credential refused.
 """
 
-app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
 def _version(value: bool) -> None:
