@@ -49,7 +49,3 @@ def gpu_type(name: str) -> GpuType:
         known = ", ".join(sorted({g.name for g in gpu_table().values()}))
         raise KeyError(f"unknown GPU type {name!r}; known types: {known}")
     return found
-
-
-def all_gpu_types() -> list[GpuType]:
-    return sorted({g.name: g for g in gpu_table().values()}.values(), key=lambda g: g.name)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -28,6 +30,29 @@ from fleet.controller.tls import TLSOptions
 log = logging.getLogger("fleet.controller")
 
 __all__ = ["Settings", "TLSOptions", "run", "serve"]  # what `fleet controller run` needs
+
+
+def on_loop(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    """The job as a coroutine: APScheduler runs plain functions in a thread pool, beside the RPC handlers on
+    the event loop, and two threads driving one drain placed two replacements. Every job touches the same
+    Controller state (its asyncio queues included), so every job runs on the loop, one at a time."""
+
+    async def job() -> None:
+        fn()
+
+    job.__name__ = getattr(fn, "__name__", "job")
+    return job
+
+
+def schedule_jobs(ctl: Controller, settings: Settings) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler()
+    scheduler.add_job(on_loop(ctl.flush), "interval", seconds=settings.flush_interval, id="flush-heartbeats",
+                      max_instances=1, coalesce=True)
+    scheduler.add_job(on_loop(ctl.check_liveness), "interval", seconds=min(1.0, settings.heartbeat_interval),
+                      id="offline-nodes", max_instances=1, coalesce=True)
+    scheduler.add_job(on_loop(partial(reconcile.tick, ctl)), "interval", seconds=1.0, id="reconcile",
+                      max_instances=1, coalesce=True)
+    return scheduler
 
 
 async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Settings,
@@ -52,13 +77,7 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
         raise
     await server.start()
 
-    scheduler = AsyncIOScheduler()
-    scheduler.add_job(ctl.flush, "interval", seconds=settings.flush_interval, id="flush-heartbeats",
-                      max_instances=1, coalesce=True)
-    scheduler.add_job(ctl.check_liveness, "interval", seconds=min(1.0, settings.heartbeat_interval),
-                      id="offline-nodes", max_instances=1, coalesce=True)
-    scheduler.add_job(reconcile.tick, "interval", args=[ctl], seconds=1.0, id="reconcile", max_instances=1,
-                      coalesce=True)
+    scheduler = schedule_jobs(ctl, settings)
     scheduler.start()
     log.info("controller listening on %s (%s), data in %s, heartbeat %.1fs, offline after %.1fs", listen,
              "plaintext" if creds_tls is None else f"TLS, CA {fingerprint[:16]}…", data_dir,

@@ -102,6 +102,8 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
     """The plan and, when it fits, the rows to commit; changes nothing."""
     catalog = ctl.catalog()
     model = catalog.get(args.model)
+    if args.name:
+        _check_free(ctl, args.name)  # before placement: its anti-affinity would blame the existing deployment
     snap = snapshot(ctl)
     types = fleet_gpu_types(snap) if args.device == "gpu" else ()
     if args.device == "gpu" and not types:
@@ -124,8 +126,7 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
     option = plan.option
     if not args.name:
         name = default_name(model, option.quant)
-    if ctl.store.get_deployment(name) is not None:
-        raise AlreadyExists(f"deployment {name!r} exists; pass --name, or `fleet remove {name}`")
+        _check_free(ctl, name)
     variant = catalog.variant(model, option.quant, option.engine)
     first = plan.placements[0]
     est = chosen_estimate(option, snap.by_name[first.node], first)
@@ -151,6 +152,11 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
                   "(no real node fits)",)
     summary = f"{name}: {args.replicas} replica(s) on {', '.join(p.node for p in plan.placements)}"
     return PlaceOutcome(True, summary, notes, plan, (dep, rows, reservations))
+
+
+def _check_free(ctl: Controller, name: str) -> None:
+    if ctl.store.get_deployment(name) is not None:
+        raise AlreadyExists(f"deployment {name!r} exists; pass --name, or `fleet remove {name}`")
 
 
 def chosen_estimate(option: Option, node: NodeState, placement: Placement) -> Estimate:

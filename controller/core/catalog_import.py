@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import PurePath
 from typing import Any
 
@@ -260,8 +260,4 @@ def model_from_gguf(header: GgufHeader, *, name: str | None = None, license: str
         license=license or str(header.fields.get("general.license") or "unknown"),
         variants=(variant,), origin="user",
     )
-
-
-def with_name(model: Model, name: str) -> Model:
-    return replace(model, name=slug(name))
 

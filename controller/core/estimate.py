@@ -1,6 +1,6 @@
 """Memory estimate of one replica: per-GPU bytes for weights, KV cache, activations and runtime.
 
-A model of what the engines actually allocate (../shared/ENGINES.md), not a rule of thumb:
+A model of what the engines actually allocate (measured facts cited in data/engines.toml), not a rule of thumb:
 - weights: parameters split into embeddings, lm_head, MoE experts and the rest, each at the bit
   width the variant stores it in (quantized bulk with its scales, wider embeddings), divided by TP
   except what TP replicates (KV projections when TP > kv heads);

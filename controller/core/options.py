@@ -9,14 +9,12 @@ records the estimate of the GPUs actually chosen without estimating again. Pure.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from fleet.common.gpus import GpuType
 from fleet.controller.core.catalog import Catalog
 from fleet.controller.core.errors import InvalidArgument
 from fleet.controller.core.estimate import estimate, incompatibility, valid_tps
 from fleet.controller.core.placement import Option
-from fleet.controller.core.workload import GIB, Workload
 
 MAX_TP = 8
 
@@ -103,29 +101,3 @@ def choose(options: Sequence[Option], gpu: GpuType | None = None) -> tuple[Optio
     better = [f"{o.variant} (quality {o.quality})" for o in ranked if o.quality > best.quality]
     why = f"chose {best.variant} (quality {best.quality}) at TP {best.tp}, the best quality that fits {gpu.name} GPUs"
     return best, why + (f"; {', '.join(dict.fromkeys(better))} do not" if better else "")
-
-
-@dataclass(frozen=True)
-class Popular:
-    model: str
-    quant: str
-    weight: int
-
-
-def workload_from_catalog(popular: Sequence[Popular], gpu_types: Sequence[GpuType], context: int = 8192, *,
-                          catalog: Catalog) -> Workload:
-    """A placement Workload from popular (model, quant, weight) entries: each at its smallest TP per GPU type.
-
-    How data/workload.toml is meant to be regenerated when the catalog moves.
-    """
-    classes: dict[tuple[int, int, str], int] = {}
-    for p in popular:
-        try:
-            opts = options_for(p.model, p.quant, None, context, gpu_types, catalog=catalog)
-        except InvalidArgument:
-            continue
-        for o in opts:
-            size = (o.per_gpu_bytes + GIB // 2) // (GIB // 2) * (GIB // 2)  # half-GiB buckets merge near-equals
-            key = (size, o.tp, o.min_compute_capability)
-            classes[key] = classes.get(key, 0) + max(1, p.weight // len(opts))
-    return Workload(tuple(sorted((b, t, w, cc) for (b, t, cc), w in classes.items())))

@@ -189,7 +189,7 @@ class Plan:
     def verdicts(self) -> Iterator[NodeVerdict]:
         """Every node with its reason or its score, in node-name order.
 
-        A verdict with neither (UNSCORED) is a node that fits but was not scored because tighter fits
+        A verdict with neither score nor shortfall is a node that fits but was not scored because tighter fits
         ranked first; PlacementRequest.explain scores every node.
         """
         yield from sorted((NodeVerdict(name, v) for name, v in self._rows()), key=lambda r: r.node)
@@ -562,7 +562,6 @@ class _AllNodes:
 
 
 Members = Sequence[NodeState] | Sequence[str] | _AllNodes
-UNSCORED = Verdict()  # fits, but a tighter state ranked first; request.explain scores every node
 
 
 @dataclass

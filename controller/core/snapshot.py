@@ -86,9 +86,6 @@ class NodeState:
     def label_map(self) -> Mapping[str, str]:
         return dict(self.labels)
 
-    def gpu_free(self) -> tuple[int, ...]:
-        return tuple(g.free for g in self.gpus)
-
 
 FreeKey = tuple[tuple[int, bool], ...]
 Groups = dict[tuple[object, ...], dict[FreeKey, list[NodeState]]]

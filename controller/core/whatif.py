@@ -74,7 +74,7 @@ class WhatIf:
         return n
 
     def as_json(self) -> dict[str, Any]:
-        """The result shape of issue 4, exactly."""
+        """The documented `fleet plan -o json` shape (placements, rejected, counts, reserved fraction)."""
         return {
             "placements": [{"request": r.request, "replica": r.replica, "node": r.placement.node,
                             "gpus": list(r.placement.gpus), "per_gpu_bytes": r.placement.per_gpu_bytes}

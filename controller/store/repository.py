@@ -96,10 +96,6 @@ class Store:
             s.add(TokenRow(kind=kind, token_hash=token_hash(token), created_at=time.time(), expires_at=expires_at))
             s.commit()
 
-    def has_tokens(self, kind: str) -> bool:
-        with self.read() as s:
-            return s.exec(select(TokenRow).where(TokenRow.kind == kind)).first() is not None
-
     def has_token(self, kind: str, token: str) -> bool:
         wanted = token_hash(token)
         with self.read() as s:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -18,12 +19,14 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 from aiohttp import web
 from google.protobuf import json_format
 
 from fleet.controller.app.controller import Controller, Settings
 from fleet.controller.app.credentials import Credentials
 from fleet.controller.http.app import make_app
+from fleet.controller.rpc.server import build_server
 from fleet.controller.store import apikeys
 from fleet.controller.store.db import sqlite_url
 from fleet.controller.store.hashing import token_hash
@@ -174,6 +177,7 @@ class HttpFleet:
         self.base = f"http://127.0.0.1:{self.port}"
         self.engines: list[FakeEngine] = []
         self.runner: web.AppRunner = self.loop.run(self._start(connect_timeout))
+        self.grpc: grpc.aio.Server | None = None
         self.client_key = apikeys.create(self.store.engine, "tests")[1]
 
     async def _start(self, connect_timeout: float) -> web.AppRunner:
@@ -181,6 +185,21 @@ class HttpFleet:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.port).start()
         return runner
+
+    def start_grpc(self) -> str:
+        """The same Controller's gRPC server (plaintext on loopback) for CLI calls; returns its address."""
+        address = f"127.0.0.1:{free_port()}"
+
+        async def start() -> grpc.aio.Server:
+            server = build_server(self.ctl, address, None)
+            await server.start()
+            return server
+
+        self.grpc = self.loop.run(start())
+        return address
+
+    def cli_env(self, address: str) -> dict[str, str]:
+        return {**os.environ, "FLEET_CONTROLLER": address, "FLEET_INSECURE": "1", "FLEET_TOKEN": ADMIN_TOKEN}
 
     def engine(self, name: str, api_key: str, **kw: Any) -> FakeEngine:
         e = FakeEngine(name, api_key, **kw)
@@ -193,6 +212,8 @@ class HttpFleet:
             self.loop.run(e.release())
             self.loop.run(e.stop())
         self.loop.run(self.runner.cleanup())
+        if self.grpc is not None:
+            self.loop.run(self.grpc.stop(grace=0))
         self.loop.close()
         self.store.engine.dispose()
 

@@ -21,6 +21,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.integration.gateway_client import chat_through_gateway
+from tests.integration.harness import wait_for
 from tests.integration.http_harness import ADMIN_TOKEN, GIB, HttpFleet, free_port
 
 REPLY = "hello from the engine"
@@ -184,9 +185,7 @@ def test_least_outstanding_requests(hf: HttpFleet) -> None:
     held: list[str] = []
     slow = threading.Thread(target=lambda: held.append(ask("hold")))
     slow.start()
-    deadline = time.monotonic() + 5
-    while a.held + b.held == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: a.held + b.held > 0, 30, "the held request to reach an engine", interval=0.02)
     busy, idle = (a, b) if a.held else (b, a)
     # While one replica holds a request, every new one goes to the other.
     served = [ask("quick") for _ in range(4)]

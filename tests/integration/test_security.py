@@ -51,8 +51,8 @@ def test_token_create_list_expire_revoke(fleet: Fleet) -> None:
     assert table.returncode == 0 and "rack 3, row B" in table.stdout
     assert "3 join token(s): " in table.stdout and "admin" not in table.stdout
 
-    # a token within its lifetime joins; an expired one is refused and the agent exits 3 (the 24 h token
-    # joins: an agent may take longer than the 2 s token lives to start on a busy machine)
+    # a token within its lifetime joins (the 24 h one: a loaded machine may take longer than 2 s to start an
+    # agent); an expired one is refused and the agent exits 3
     fleet.start_agent("early", "1xT4", join_token=day)
     wait_for(lambda: fleet.states().get("early") == "ready", 20, "early joined")
     wait_for(lambda: time.time() > short["expires_at"] + 0.2, 5, "the token to expire")

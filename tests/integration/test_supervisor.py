@@ -75,9 +75,11 @@ def test_crash_loop_becomes_failed_with_log_lines(tmp_path: Path) -> None:
     drive(sup, lambda: r.state == "failed", what="failed")
     assert r.restarts == 2
     assert "crash loop" in r.message and "out of memory (pretend)" in r.message and "code 3" in r.message
-    time.sleep(0.3)
-    sup.tick()
-    assert r.state == "failed"  # not retried forever
+    # Well past every backoff (base 0.05 s), ticking keeps it failed: a crash loop is not retried forever.
+    stop = time.monotonic() + 0.5
+    while time.monotonic() < stop:
+        sup.tick()
+        assert r.state == "failed" and r.restarts == 2
 
 
 def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
@@ -93,7 +95,9 @@ def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     r = sup.replicas["r3"]
     drive(sup, lambda: r.state == "starting", what="starting")
     pid = r.pid
-    time.sleep(0.5)  # let it install its SIGTERM handler
+    # 'up' is printed after the SIGTERM handler is installed: only then does SIGTERM have to be escalated
+    log = tmp_path / "replicas" / "r3" / "engine.log"  # its first line is the argv, which also says up
+    wait_for(lambda: b"\nup\n" in log.read_bytes(), 20, "the handler")
     sup.apply(pb.DesiredReplicas(generation=2))
     t0 = time.monotonic()
     drive(sup, lambda: r.state == "stopped", what="killed")
