@@ -140,7 +140,10 @@ def test_drain_survives_a_controller_restart(fleet: Fleet) -> None:
     assert _status(fleet, "a")["state"] == "active"
     fleet.start_agent("c", "2xA100-80GB", extra=ENGINES)  # room appears: the restarted controller finishes it
     wait_for(lambda: fleet.states().get("a") == "drained", 40, "drain finished after restart")
-    assert [(x["node"], x["state"]) for x in replicas(fleet, "svc")] == [("c", "declared")]
+    # (on a loaded machine `a` may miss its reconnect deadline after the restart and be fenced first; the
+    # replica then reaches c through rescheduling rather than the drain: either way it ends there)
+    wait_for(lambda: [(x["node"], x["state"]) for x in replicas(fleet, "svc")] == [("c", "declared")], 40,
+             "the replica on c")
 
 
 def test_a_drain_blocked_without_deadline_says_so_and_stops_watching(fleet: Fleet) -> None:
