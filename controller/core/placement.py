@@ -725,7 +725,7 @@ def _gpu_group(out: _Pass, free_key: FreeKey, nodes: list[NodeState], request: P
     if not fits:
         short = miss[1] if miss else Shortfall("device", "gpu", "cpu", "no GPU option offered")
         out.groups.append((nodes, Verdict(short)))
-        if miss is not None:
+        if miss is not None and miss[0] > (0.0, 0):  # no usable GPU at all is not "close": count reasons instead
             out.near(miss[0], nodes[0].name, miss[1].message.replace("; has ", f"; best node {nodes[0].name} has "))
         return
     fits.sort(key=lambda x: x[0])
