@@ -252,10 +252,23 @@ def register(app: typer.Typer) -> None:
                 console.print(f"replica {r.ordinal} ({r.node}): {r.message}")
 
     @app.command("remove")
-    def remove(name: str, output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
+    def remove(name: str,
+               wait: Annotated[bool, typer.Option("--wait", help="wait until every replica stopped and it is gone")]
+               = False,
+               timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = 300.0,
+               output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
                data_dir: DataDirOpt = None) -> None:
         """Stop a deployment's replicas; their GPUs are freed once the agents report them stopped."""
-        d = Client(controller, token, data_dir).call("Remove", pb.RemoveRequest(name=name)).deployment
+        client = Client(controller, token, data_dir)
+        d = client.call("Remove", pb.RemoveRequest(name=name)).deployment
+        if wait and d.state != "removed":
+            deadline = time.monotonic() + timeout
+            while any(x.name == name for x in client.call("ListDeployments", pb.ListDeploymentsRequest()).deployments):
+                if time.monotonic() > deadline:
+                    fail(f"{name}: replicas not stopped after {timeout:.0f}s; see `fleet deployment describe {name}`",
+                         EXIT_ERROR)
+                time.sleep(0.5)
+            d = pb.Deployment(name=name, state="removed")
         if output == Output.json:
             print_json(deployment_dict(d))
             return

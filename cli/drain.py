@@ -121,8 +121,8 @@ def register(app: typer.Typer) -> None:
             if output == Output.json:
                 print_json([status_dict(d) for d in resp.drains])
             else:
-                console.print(f"draining {', '.join(nodes)}; watch with `fleet drain {' '.join(nodes)} --detach` "
-                              "or `fleet nodes`")
+                console.print(f"draining {', '.join(nodes)}; watch with `fleet drain {' '.join(nodes)} --status` "
+                              "or `fleet events`")
             return
         last = ""
         try:

@@ -85,6 +85,8 @@ fleet place llama3.1-405b --quant awq || echo "(exit $?)"
 echo "== fleet capacity"; fleet capacity
 echo "== fleet deployments"; fleet deployments
 echo "== fleet drain gpu-a100 --dry-run"; fleet drain gpu-a100 --dry-run
+echo "== fleet status"; fleet status
+echo "== the console: $FLEET_HTTP/ (with --keep)"
 if [ "$KEEP" = 1 ]; then
   echo "still running (pids ${pids[*]}); try:"
   echo "  export FLEET_CONTROLLER=$FLEET_CONTROLLER FLEET_DATA_DIR=$FLEET_DATA_DIR FLEET_HTTP=$FLEET_HTTP; fleet nodes"

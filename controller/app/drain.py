@@ -142,7 +142,8 @@ def cancel(ctl: Controller, nodes: list[str], now: float, *, who: str) -> list[D
         if drain is not None and drain.state == "active":
             drain.state, drain.message = "cancelled", f"cancelled by {who}"
             ctl.store.save_drain(drain)
-            ctl.store.set_admin_state(name, "cordoned", now)  # stays cordoned; uncordon to reuse it
+            # stays cordoned; uncordon to reuse it
+            ctl.store.set_admin_state(name, "cordoned", now, reason=f"drain cancelled by {who}")
     return status(ctl, names)
 
 

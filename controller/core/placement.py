@@ -514,7 +514,8 @@ def _memory_shortfall(free: list[int], eligible: tuple[bool, ...], tp: int, need
     usable_free = sorted((f for f, e in zip(free, eligible, strict=True) if e), reverse=True)
     top = usable_free[:tp]
     if not usable_free:
-        return Shortfall("gpu_memory", need * tp, 0, f"needs {tp} × {_gib(need)} GiB; no eligible GPU")
+        why = "the node has no GPU" if not eligible else "no GPU of the wanted type and compute capability"
+        return Shortfall("gpu_memory", need * tp, 0, f"needs {tp} × {_gib(need)} GiB; {why}")
     return Shortfall("gpu_memory", need * tp, sum(top),
                      f"needs {tp} × {_gib(need)} GiB; has {_free_words(top)}")
 

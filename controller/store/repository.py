@@ -394,7 +394,8 @@ class Store:
             if state == "ready":
                 row.cordon_reason, row.cordoned_by, row.cordoned_at = "", "", 0.0
             s.add(row)
-            s.add(EventRow(at=now, kind=f"node.{state}", node=name, message=reason))
+            s.add(EventRow(at=now, kind=f"node.{state}", node=name,
+                           message=f"{reason} (by {by})" if reason and by else reason or (f"by {by}" if by else "")))
             s.commit()
 
     def forget_link(self, rid: str) -> None:

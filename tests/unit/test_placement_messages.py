@@ -65,3 +65,24 @@ def test_closest_is_the_node_that_has_the_gpus_and_the_message_names_the_variant
     v = plan.verdict("gpu-4090")
     assert v is not None and v.shortfall is not None
     assert v.shortfall.message.startswith("awq on vllm needs 4 × 74.2 GiB")
+
+
+def test_what_if_names_its_own_earlier_replica_not_a_deployment() -> None:
+    from functools import partial
+
+    from fleet.controller.core.options import options_for
+    from fleet.controller.core.whatif import what_if_files
+    from fleet.controller.store.files import shipped_catalog
+
+    catalog = shipped_catalog()
+    result = what_if_files({"nodes": [{"name": "n1", "gpus": [{"type": "A100-80GB", "count": 8}]}]},
+                           {"requests": [{"model": "llama3.1-8b", "quant": "bf16", "replicas": 2}]},
+                           partial(options_for, catalog=catalog), catalog.workload)
+    assert [r.placement is not None for r in result.rows] == [True, False]
+    reason = result.rows[1].reason
+    assert "holds an earlier replica of request 0" in reason and "already runs a replica" not in reason, reason
+
+
+def test_a_node_without_gpus_says_so() -> None:
+    plan = place(snapshot(node("cpu-only", 0)), req(opt(20)))
+    assert plan.verdict("cpu-only").shortfall.message.endswith("the node has no GPU")  # type: ignore[union-attr]
