@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -59,6 +60,11 @@ def test_demo_runs_with_the_default_ports_taken(tmp_path: Path) -> None:
     for text in ("3 node(s)", "placed qwen2-72b-awq", "drain plan", "nothing fits"):
         assert text in out, text
     assert "127.0.0.1:50051" not in out and "127.0.0.1:8080" not in out
+    # the estimate shown is the one of the GPUs the first replica got: it is what that replica reserved
+    words = " ".join(out.split())
+    shown = re.search(r"placed llama3\.1-8b-bf16: .*? needs ([\d.]+) GiB per GPU", words)
+    first = re.search(r"│ 0 │ (\S+) │ 0:GPU-\S+ ([\d.]+) GiB │", out[out.index("placed llama3.1-8b-bf16"):])
+    assert shown and first and shown.group(1) == first.group(2), (shown, first)
 
 
 def test_a_daemon_that_does_not_start_stops_the_demo_with_its_own_words(tmp_path: Path) -> None:

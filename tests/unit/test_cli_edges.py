@@ -102,3 +102,11 @@ def test_estimate_without_quant_or_gpu_says_how_it_chose(run) -> None:  # type: 
 def test_estimate_choice_depends_on_the_gpu_kind() -> None:
     # guard for the test above: the choice differs by GPU kind, so matching place is not a coincidence
     assert _place_choice("qwen2-72b", "A100-80GB") != _place_choice("qwen2-72b", "RTX4090")
+
+
+def test_plan_help_shows_both_file_formats(run) -> None:  # type: ignore[no-untyped-def]
+    r = run("plan", "--help")
+    words = " ".join(r.stdout.split())
+    assert r.exit_code == 0
+    assert 'FLEET.json: {"nodes": [{"name":' in words and 'REQUESTS.json: {"requests": [{"model":' in words
+    assert "examples/fleet.json" in words and "examples/requests.json" in words
