@@ -10,6 +10,7 @@ accepts `GPU-<uuid>` entries), so the engine sees exactly its GPUs, renumbered f
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 LLAMA_CPP = "llama.cpp"
@@ -46,6 +47,12 @@ class ReplicaSpec:
     kv_cache_bytes: int = 0              # vLLM on CPU: KV pool size (it must be given there)
     compute_capability: float = 0.0      # lowest of the replica's GPUs (picks Marlin kernels); 0 = unknown
     gpu_layers: int = ALL_LAYERS         # llama.cpp -ngl on GPU
+    # Context beyond the model's native length: rope scaling (yarn, linear, dynamic), its factor over the
+    # native length, and the rope base that vLLM's rope_parameters must restate. "" = none.
+    rope_scaling: str = ""
+    rope_factor: float = 0.0
+    rope_original_context: int = 0
+    rope_theta: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -106,8 +113,12 @@ def llama_server_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()
         if len(spec.tensor_split) != len(spec.gpu_uuids):
             raise LaunchError(f"tensor split {spec.tensor_split} does not match {len(spec.gpu_uuids)} GPUs")
         argv += ["--tensor-split", ",".join(_num(x) for x in spec.tensor_split)]
+    if spec.rope_scaling:
+        argv += ["--rope-scaling", "yarn" if spec.rope_scaling == "yarn" else "linear",
+                 "--rope-scale", _num(spec.rope_factor), "--yarn-orig-ctx", str(spec.rope_original_context)]
     argv += ["--alias", spec.served_name, "--api-key", spec.api_key, *config.llama_extra_args]
-    return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec)})
+    # Verbosity 4 logs the model, KV and compute buffer sizes the agent reports as observed memory.
+    return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec), "LLAMA_ARG_LOG_VERBOSITY": "4"})
 
 
 # ---------------------------------------------------------------- vLLM
@@ -143,6 +154,16 @@ def vllm_quant_args(quant: str, compute_capability: float, cpu: bool) -> list[st
     raise LaunchError(f"vLLM cannot serve quantization {quant!r} (GGUF variants run on llama.cpp)")
 
 
+def vllm_rope_overrides(spec: ReplicaSpec) -> str:
+    """`--hf-overrides` JSON for rope scaling: vLLM >= 0.12 reads `rope_parameters` (a dict override replaces the
+    config's, so the rope base is restated) and no longer scales max_position_embeddings for YaRN itself."""
+    params: dict[str, object] = {"rope_type": spec.rope_scaling, "factor": spec.rope_factor,
+                                 "original_max_position_embeddings": spec.rope_original_context}
+    if spec.rope_theta:
+        params["rope_theta"] = spec.rope_theta
+    return json.dumps({"rope_parameters": params, "max_position_embeddings": spec.context}, separators=(",", ":"))
+
+
 def vllm_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
     cpu = _on_cpu(spec)
     argv = [
@@ -167,6 +188,8 @@ def vllm_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Lau
             raise LaunchError(f"gpu_memory_utilization must be in (0, 1], got {spec.gpu_memory_utilization}")
         argv += ["--gpu-memory-utilization", f"{spec.gpu_memory_utilization:.4f}"]
     argv += vllm_quant_args(spec.quant, spec.compute_capability, cpu)
+    if spec.rope_scaling:
+        argv += ["--hf-overrides", vllm_rope_overrides(spec)]
     argv += ["--api-key", spec.api_key, *config.vllm_extra_args]
     if config.offline:
         env["HF_HUB_OFFLINE"] = "1"

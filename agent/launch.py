@@ -62,7 +62,9 @@ def make_launcher(node: NodeEngines, progress: Callable[[str, str], None] = lamb
                 device=spec.device or ("gpu" if spec.gpu_uuids else "cpu"), gpu_uuids=tuple(spec.gpu_uuids),
                 tp=spec.tp or 1, gpu_memory_utilization=spec.gpu_memory_utilization,
                 tensor_split=tuple(spec.tensor_split), kv_cache_bytes=spec.kv_cache_bytes,
-                compute_capability=min(caps) if caps else 0.0,
+                compute_capability=min(caps) if caps else 0.0, rope_scaling=spec.rope_scaling,
+                rope_factor=spec.rope_factor, rope_original_context=spec.rope_original_context,
+                rope_theta=spec.rope_theta,
             ), config)
         except engines.LaunchError as e:
             raise LaunchError(str(e)) from e

@@ -87,7 +87,13 @@ def inventory_message(p: Probe, version: str, labels: dict[str, str] | None = No
     )
 
 
-def backoff_delays(base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> AsyncIterator[float]:
+# At most this long between reconnect attempts: short enough that a restarted or failed-over controller sees
+# every node again within its restart grace (25 s), long enough to spread 10,000 agents' reconnects.
+RECONNECT_CAP = 10.0
+
+
+def backoff_delays(base: float = 0.5, cap: float = RECONNECT_CAP,
+                   rng: random.Random | None = None) -> AsyncIterator[float]:
     """Full-jitter exponential backoff: uniform(0, min(cap, base * 2**n))."""
     rng = rng or random.Random()
 

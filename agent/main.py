@@ -9,6 +9,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleet.agent.footprint import Meter
 from fleet.agent.launch import NodeEngines, make_launcher
 from fleet.agent.link import AgentFatal, Link
 from fleet.agent.probe import nvml_usage, probe
@@ -63,8 +64,12 @@ async def serve(cfg: AgentConfig) -> None:
     launcher = make_launcher(NodeEngines(installed=found.engines, gpus=found.gpus, models_dir=models_dir,
                                          replicas_dir=data_dir / "replicas", llama_extra_args=cfg.llama_extra_args,
                                          vllm_extra_args=cfg.vllm_extra_args), progress)
+    nvml = None
+    if found.gpu_probe == "nvml":
+        import pynvml as nvml
+    meter = Meter(nvml=nvml, versions={e.name: e.version for e in found.engines})
     supervisor = Supervisor(data_dir, launcher, host=cfg.engine_host, advertise=advertise, ports=cfg.engine_ports,
-                            simulate=bool(cfg.simulate))
+                            simulate=bool(cfg.simulate), meter=meter)
     link = Link(cfg.controller, data_dir, found, node, cfg.join_token, VERSION, usage=usage, labels=cfg.labels,
                 supervisor=supervisor, insecure=cfg.insecure, ca_file=cfg.ca_file)
     task = asyncio.create_task(link.run())

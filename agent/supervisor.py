@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 
+from fleet.agent.footprint import Meter, fingerprint
 from fleet.agent.restart import RestartPolicy
 from fleet.proto import fleet_pb2 as pb
 
@@ -64,11 +65,13 @@ class Replica:
     crash_times: list[float] = field(default_factory=list)
     restart_after_stop: bool = False  # the spec changed under the same id: stop, then start the new one
     health_failures: int = 0  # consecutive failed health checks of a healthy engine
+    memory: pb.ReplicaMemory | None = None  # the last measurement of the running engine
+    next_measure: float = 0.0
 
     def status(self, host: str) -> pb.ReplicaStatus:
         endpoint = f"http://{host}:{self.port}" if self.port and self.state in ("starting", "healthy") else ""
         return pb.ReplicaStatus(id=self.spec.id, state=self.state, endpoint=endpoint, pid=self.pid,
-                                message=self.message, restarts=self.restarts)
+                                message=self.message, restarts=self.restarts, memory=self.memory)
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> str:
@@ -124,7 +127,8 @@ def alive(pid: int, created: float) -> bool:
 class Supervisor:
     def __init__(self, data_dir: Path, launcher: Launcher, host: str = "127.0.0.1", advertise: str = "127.0.0.1",
                  ports: tuple[int, int] = (40000, 40999), policy: RestartPolicy | None = None,
-                 stop_grace: float = 10.0, simulate: bool = False) -> None:
+                 stop_grace: float = 10.0, simulate: bool = False, meter: Meter | None = None,
+                 measure_every: float = 5.0) -> None:
         self.root = data_dir / "replicas"
         self.root.mkdir(parents=True, exist_ok=True)
         self.launcher = launcher
@@ -134,6 +138,9 @@ class Supervisor:
         self.stop_grace = stop_grace
         # Declared GPUs and engines (capacity planning, tests): replicas are accounted, never launched.
         self.simulate = simulate
+        # What running engines really use, measured every `measure_every` seconds and sent with the states.
+        self.meter = meter
+        self.measure_every = measure_every
         self.replicas: dict[str, Replica] = {}
         self.generation = 0
         self.changed = asyncio.Event()
@@ -207,8 +214,9 @@ class Supervisor:
                 self.changed.set()
             await asyncio.sleep(interval)
 
-    def _fingerprint(self) -> tuple[tuple[str, str, int, str], ...]:
-        return tuple((r.spec.id, r.state, r.restarts, r.message) for r in self.replicas.values())
+    def _fingerprint(self) -> tuple[tuple[object, ...], ...]:
+        return tuple((r.spec.id, r.state, r.restarts, r.message, fingerprint(r.memory))
+                     for r in self.replicas.values())
 
     def tick(self) -> None:
         now = time.time()
@@ -218,12 +226,19 @@ class Supervisor:
                 self._start(r, now)
             elif r.state in ("starting", "healthy") and not (self.simulate and not r.pid):
                 self._watch(r, now)
+                self._measure(r, now)
             elif r.state == "stopping":
                 self._watch_stop(r, now)
             elif r.state == "stopped" and r.restart_after_stop:
                 r.restart_after_stop = False
                 r.state, r.next_start = "pending", now
             rotate(r.dir / "engine.log")
+
+    def _measure(self, r: Replica, now: float) -> None:
+        if self.meter is None or not r.pid or now < r.next_measure or r.state not in ("starting", "healthy"):
+            return
+        r.next_measure = now + self.measure_every
+        r.memory = self.meter.measure(r.spec.id, r.spec.engine, r.pid, r.spec.gpu_uuids, r.dir / "engine.log", now)
 
     def forget_stopped(self) -> None:
         """After the controller has seen a stopped replica, drop it (and its files' state)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import grpc
 from fleet.cli.output import EXIT_AUTH, EXIT_ERROR, EXIT_USAGE, fail
 
 DEFAULT_CONTROLLER = "127.0.0.1:50051"
+PAGE_SIZE = 500  # nodes or deployments per answer: ~1 MB, well under gRPC's 4 MB message cap
 
 
 def default_data_dir() -> Path:
@@ -79,6 +81,16 @@ class Client:
         self.timeout = timeout
         self.channel = open_channel(self.address, data_dir)
         self.fleet = pbg.FleetStub(self.channel)
+
+    def pages(self, method: str, request: Any, page_size: int = PAGE_SIZE) -> Iterator[Any]:
+        """Every page of a list RPC, in order (the controller answers in pages of at most 2,000)."""
+        request.page_size = page_size
+        while True:
+            resp = self.call(method, request)
+            yield resp
+            if not resp.next_page_token:
+                return
+            request.page_token = resp.next_page_token
 
     def call(self, method: str, request: Any, timeout: float | None = None, stub: Any = None) -> Any:
         """One RPC on the Fleet service, or on `stub` (e.g. pbg.AdminStub(self.channel)), with our metadata."""

@@ -43,6 +43,9 @@ def register(app: typer.Typer) -> None:
         = 15.0,
         reschedule_after: Annotated[float, typer.Option(
             help="seconds a node may be offline before its replicas are placed elsewhere")] = 60.0,
+        restart_grace: Annotated[float, typer.Option(
+            help="after a restart, seconds a node that was online has to reconnect before it counts as offline "
+                 "(agents retry with up to 10 s backoff)")] = 25.0,
         drain_min_healthy: Annotated[float, typer.Option(
             help="seconds a drain's replacement must serve before the old replica stops")] = 5.0,
         insecure: Annotated[bool, typer.Option("--insecure", help="plaintext gRPC (loopback addresses only)")]
@@ -69,7 +72,7 @@ def register(app: typer.Typer) -> None:
         run(data_dir.expanduser(), listen, db,
             Settings(heartbeat_interval=heartbeat_interval, offline_after=offline_after,
                      flush_interval=min(1.0, heartbeat_interval), reschedule_after=reschedule_after,
-                     drain_min_healthy=drain_min_healthy),
+                     drain_min_healthy=drain_min_healthy, restart_grace=restart_grace),
             TLSOptions(insecure=insecure, sans=tuple(tls_san), cert=tls_cert, key=tls_key, ca=tls_ca), http_listen)
 
     @agent_app.command("run")

@@ -28,6 +28,15 @@ STATE_STYLE = {"healthy": "green", "starting": "yellow", "pending": "yellow", "f
 SERVING, DECLARED = "healthy", "declared"  # fleet.controller.core.replica_states
 
 
+TERMS = ("weights", "kv_cache", "activations", "runtime", "total")
+
+
+def memory_dict(m: pb.ReplicaMemory) -> dict[str, Any]:
+    """Observed bytes per term (per GPU, or RAM on CPU); 0 = not measured or not logged by the engine."""
+    return {**{t: getattr(m, t) for t in TERMS}, "ram": m.ram, "gpus": {g.uuid: g.bytes for g in m.gpus},
+            "engine_version": m.engine_version or None, "measured_at": m.measured_at or None}
+
+
 def replica_dict(r: pb.Replica) -> dict[str, Any]:
     return {
         "id": r.id, "ordinal": r.ordinal, "node": r.node, "state": r.state, "endpoint": r.endpoint,
@@ -35,6 +44,8 @@ def replica_dict(r: pb.Replica) -> dict[str, Any]:
         "gpus": [{"uuid": g.gpu_uuid, "index": g.gpu_index, "reserved": g.bytes} for g in r.gpus],
         "gpu_memory_utilization": round(r.gpu_memory_utilization, 4) if r.gpu_memory_utilization else None,
         "ram_reserved": r.ram_bytes, "restarts": r.restarts, "message": r.message,
+        "observed": memory_dict(r.observed) if r.HasField("observed") else None,
+        "over_reservation": r.over_reservation,
     }
 
 
@@ -46,8 +57,29 @@ def deployment_dict(d: pb.Deployment) -> dict[str, Any]:
         "replicas_wanted": d.replicas_wanted, "created_at": d.created_at, "why": d.why,
         "estimate": {"weights": e.weights, "kv_cache": e.kv_cache, "activations": e.activations,
                      "runtime": e.runtime, "total": e.total},
+        "reserved": d.reserved or None,
+        "observed": ({"replicas": d.observed_replicas, **{t: getattr(d.observed, t) for t in TERMS}}
+                     if d.observed_replicas else None),
+        "launch_notes": list(d.launch_notes),
         "replicas": [replica_dict(r) for r in d.replicas],
     }
+
+
+def observed_table(d: pb.Deployment) -> Table:
+    """Estimate vs observed per term: the deployment's own replicas, and every replica of the same key."""
+    unit = "per GPU" if d.device == "gpu" else "RAM"
+    t = Table(title=f"memory {unit}, GiB (observed: largest of {d.observed_replicas} replica(s) of the same key)")
+    measured = [r for r in d.replicas if r.HasField("observed")]
+    for col in ("TERM", "ESTIMATE", "OBSERVED", *(f"#{r.ordinal} {r.node}" for r in measured)):
+        t.add_column(col, justify="right" if col != "TERM" else "left")
+
+    def cell(n: int) -> str:
+        return gib(n) if n else "-"
+
+    for term in TERMS:
+        t.add_row(term.replace("_", " "), gib(getattr(d.estimate, term)), cell(getattr(d.observed, term)),
+                  *(cell(getattr(r.observed, term)) for r in measured))
+    return t
 
 
 def gpus_text(r: pb.Replica) -> str:
@@ -158,6 +190,9 @@ def register(app: typer.Typer) -> None:
         max_moves: Annotated[int, typer.Option(min=1, max=64, help="replicas a drain moves at once")] = 1,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="show the plan; change nothing")] = False,
         explain: Annotated[bool, typer.Option("--explain", help="list every node with its reason or score")] = False,
+        trust_observed: Annotated[bool, typer.Option(
+            "--trust-observed", help="reserve what replicas of the same key really used (+ margin), even below "
+                                     "the estimate")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="wait until every replica is healthy")] = False,
         timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = 900.0,
         output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
@@ -177,7 +212,7 @@ def register(app: typer.Typer) -> None:
         req = pb.PlaceRequest(model=model, quant=quant or "", engine=engine or "", replicas=replicas,
                               context=context or 0, tp=tp or 0, node=node or "", gpu_type=gpu_type or "",
                               labels=parse_labels(label), device=device, strategy=strategy, name=name or "",
-                              dry_run=dry_run, max_moves=max_moves, explain=explain)
+                              dry_run=dry_run, max_moves=max_moves, explain=explain, trust_observed=trust_observed)
         resp = client.call("Place", req)
         if output == Output.json and not wait:
             print_json({"placed": resp.placed, "dry_run": dry_run, "summary": resp.summary, "notes": list(resp.notes),
@@ -200,6 +235,11 @@ def register(app: typer.Typer) -> None:
                   f"TP {d.tp}, context {d.context}; needs {gib(e.total)} GiB {unit} (weights {gib(e.weights)}, "
                   f"KV {gib(e.kv_cache)}, activations {gib(e.activations)}, runtime {gib(e.runtime)})"
                   + reserved_note(d), highlight=False)
+        if d.observed_replicas and d.reserved and d.reserved != e.total:
+            say.print(f"reserves {gib(d.reserved)} GiB {unit}: observed on {d.observed_replicas} replica(s) of the "
+                      f"same key, plus margin")
+        for note in d.launch_notes:
+            say.print(f"[dim]{note}[/]")
         if explain:
             say.print(verdicts_table(resp))
         if wait and not dry_run:
@@ -213,14 +253,16 @@ def register(app: typer.Typer) -> None:
     def deployments(output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
                     data_dir: DataDirOpt = None) -> None:
         """Every deployment with its replicas: node, GPUs, state, endpoint."""
-        resp = Client(controller, token, data_dir).call("ListDeployments", pb.ListDeploymentsRequest())
+        listed = [d for page in Client(controller, token, data_dir).pages("ListDeployments",
+                                                                          pb.ListDeploymentsRequest())
+                  for d in page.deployments]
         if output == Output.json:
-            print_json([deployment_dict(d) for d in resp.deployments])
+            print_json([deployment_dict(d) for d in listed])
             return
-        t = Table(title=f"{len(resp.deployments)} deployment(s)")
+        t = Table(title=f"{len(listed)} deployment(s)")
         for col in ("NAME", "MODEL", "QUANT", "ENGINE", "READY", "REPLICAS (node: state endpoint)"):
             t.add_column(col)
-        for d in resp.deployments:
+        for d in listed:
             ready = sum(r.state == SERVING for r in d.replicas)
             declared = sum(r.state == DECLARED for r in d.replicas)
             t.add_row(d.name, d.model, d.quant, d.engine,
@@ -246,8 +288,17 @@ def register(app: typer.Typer) -> None:
         console.print(f"estimate per {'GPU' if d.device == 'gpu' else 'replica (RAM)'}: total {gib(e.total)} GiB = "
                       f"weights {gib(e.weights)} + KV {gib(e.kv_cache)} + activations {gib(e.activations)} + "
                       f"runtime {gib(e.runtime)}")
+        if d.reserved and d.reserved != e.total:
+            console.print(f"reserved per replica: {gib(d.reserved)} GiB (observed + margin)")
+        for note in d.launch_notes:
+            console.print(note)
+        if d.observed_replicas or any(r.HasField("observed") for r in d.replicas):
+            console.print(observed_table(d))
         console.print(replicas_table(d))
         for r in d.replicas:
+            if r.over_reservation:
+                console.print(f"[red]replica {r.ordinal} ({r.node}) uses more memory than it reserved: it can "
+                              f"starve its neighbours[/]")
             if r.message:
                 console.print(f"replica {r.ordinal} ({r.node}): {r.message}")
 

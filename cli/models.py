@@ -4,19 +4,23 @@ memory estimator, run locally (no controller needed)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
 from fleet.cli.output import Output, OutputOpt, Table, console, fail, gib, print_json
 from fleet.common.gpus import GpuType, gpu_type
 from fleet.controller.core.catalog import ENGINES, Catalog, Model, Quants, Variant
 from fleet.controller.core.catalog_import import model_from_gguf, model_from_hf_config
 from fleet.controller.core.errors import FleetError
-from fleet.controller.core.estimate import GIB, Estimate, estimate, fits, incompatibility, min_gpus
+from fleet.controller.core.estimate import GIB, Estimate, estimate, fits, gguf_plan_for, incompatibility, min_gpus
+from fleet.controller.core.estimate_explain import explain
 from fleet.controller.core.options import choose, options_for
 from fleet.controller.store.files import catalog_with, default_catalog_dir, read_gguf_header, write_model
+from fleet.controller.store.gguf_headers import find_header, record_size
 
 # No GPU kind given: a capable GPU (every quant runs) to list the variants from; only quality decides then.
 _ALL_CAPABLE = (GpuType("any GPU", 1 << 50, "9.0", "nvidia"),)
@@ -169,8 +173,9 @@ def register(app: typer.Typer) -> None:
     def estimate_cmd(
         model: Annotated[str, typer.Argument(help="model name, alias or HF repo id")],
         quant: Annotated[str | None, typer.Option(
-            "--quant", "-q", help="bf16, fp8, awq, gptq, q4_k_m, … (see models show) [default: as `fleet place` "
-                                  "picks: the best quality that fits --gpu]")] = None,
+            "--quant", "-q", help="bf16, fp8, awq, gptq, q4_k_m, … (see models show) [default: the one a quantized "
+                                  "repo id implies, else as `fleet place` picks: the best quality that fits --gpu]")]
+        = None,
         engine: Annotated[str | None, typer.Option("--engine", help="vllm or llama.cpp (default: the quant's)")] = None,
         context: Annotated[int | None, typer.Option("--context", "-c", help="context length in tokens")] = None,
         tp: Annotated[int | None, typer.Option("--tp", help="GPUs per replica (tensor parallel size)")] = None,
@@ -180,11 +185,25 @@ def register(app: typer.Typer) -> None:
         = "auto",
         device: Annotated[str, typer.Option("--device", help="gpu, or cpu (llama.cpp in RAM)")] = "gpu",
         catalog_dir: CatalogDirOpt = None,
+        models_dir: Annotated[Path | None, typer.Option(
+            "--models-dir", envvar="FLEET_MODELS_DIR", help="where GGUF files may be (exact sizes from their headers)")]
+        = None,
+        offline: Annotated[bool, typer.Option(
+            "--offline", help="no network: neither the hub (GGUF headers) nor a controller (observed memory)")] = False,
+        explain: Annotated[bool, typer.Option("--explain", help="each term with its formula and inputs")] = False,
+        controller: ControllerOpt = None, token: TokenOpt = None, data_dir: DataDirOpt = None,
         output: OutputOpt = Output.table,
     ) -> None:
-        """Per-GPU memory a replica needs: weights, KV cache, activations, runtime."""
+        """Per-GPU memory a replica needs: weights, KV cache, activations, runtime.
+
+        A GGUF's weights are exact when its header is reachable (--models-dir, the Hugging Face cache, or a
+        ranged read of the header from the hub); what was read is recorded in the catalog dir for next time.
+        With a controller configured (--controller, FLEET_CONTROLLER or an admin token), also shows what
+        replicas of the same key really used.
+        """
+        where = Where(models_dir, offline, controller, token, data_dir, explain)
         _guard(lambda: _estimate(model, quant, engine, context, tp, gpu, gpu_memory, kv_cache_dtype, device,
-                                 catalog_dir, output))
+                                 catalog_dir, output, where))
 
 
 def _guard(fn: Any) -> Any:
@@ -224,15 +243,74 @@ def _chosen_variant(catalog: Catalog, m: Model, engine: str | None, context: int
     return catalog.variant(m, best.quant, best.engine), (tp or best.tp or None), why
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where `fleet estimate` may look beyond the catalog: GGUF files, the hub, a controller."""
+
+    models_dir: Path | None = None
+    offline: bool = False
+    controller: str | None = None
+    token: str | None = None
+    data_dir: Path | None = None
+    explain: bool = False
+
+
+def _exact_gguf(catalog: Catalog, m: Model, v: Variant, catalog_dir: Path | None, where: Where
+                ) -> tuple[Catalog, str | None]:
+    """Read the variant's GGUF header if it is reachable and record its size; (catalog, where it was read)."""
+    if v.engine != "llama.cpp" or v.size_bytes:
+        return catalog, None
+    dirs = [d for d in (where.models_dir,) if d is not None]
+    found = find_header(v, dirs, hub=not where.offline)
+    if found is None:
+        return catalog, None
+    record_size(catalog_dir or default_catalog_dir(), m, v, found)
+    return _catalog(catalog_dir), found.where
+
+
+def _observed(where: Where, m: Model, v: Variant, context: int, tp: int, gpu: str | None, device: str
+              ) -> dict[str, Any] | str | None:
+    """What replicas of this key really used, from the controller when one is configured; a string says why
+    not (unreachable), None means no controller is configured."""
+    import os
+
+    from fleet.cli.client import Client, resolve_token
+    from fleet.proto import fleet_pb2 as pb
+
+    configured = where.controller or os.environ.get("FLEET_CONTROLLER") or resolve_token(where.token, where.data_dir)
+    if where.offline or not configured:
+        return None
+    try:
+        client = Client(where.controller, where.token, where.data_dir, timeout=5.0)
+        md = (("authorization", f"Bearer {client.token}"),) if client.token else ()
+        resp = client.fleet.Observed(pb.ObservedRequest(
+            model=m.name, quant=v.quant, engine=v.engine, context=context, tp=tp if device == "gpu" else 1,
+            gpu_type="cpu" if device == "cpu" else (gpu or "")), metadata=md, timeout=5.0)
+    except (typer.Exit, SystemExit):
+        return "no controller CA here"
+    except Exception as e:  # unreachable, refused, older controller: the estimate stands on its own
+        code = getattr(e, "code", None)
+        return f"controller not reachable ({code().name if callable(code) else type(e).__name__})"
+    if not resp.replicas:
+        return {"replicas": 0}
+    mem = resp.memory
+    return {"replicas": resp.replicas, "weights": mem.weights, "kv_cache": mem.kv_cache,
+            "activations": mem.activations, "runtime": mem.runtime, "total": mem.total,
+            "engine_versions": list(resp.engine_versions), "gpu_types": list(resp.gpu_types)}
+
+
 def _estimate(name: str, quant: str | None, engine: str | None, context: int | None, tp: int | None, gpu: str | None,
               gpu_memory: float | None, kv_cache_dtype: str, device: str, catalog_dir: Path | None,
-              output: Output) -> None:
+              output: Output, where: Where = Where(offline=True)) -> None:
     if engine is not None and engine not in ENGINES:
         fail(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
     if gpu and gpu_memory:
         fail("give --gpu NAME or --gpu-memory GIB, not both")
     catalog = _catalog(catalog_dir)
-    m = catalog.get(name)
+    resolved = catalog.resolve(name)
+    m = resolved.model
+    quant = quant or resolved.quant
+    engine = engine or resolved.engine
     memory, cc, gpu_name = None, None, None
     kind: GpuType | None = None
     if gpu:
@@ -246,8 +324,11 @@ def _estimate(name: str, quant: str | None, engine: str | None, context: int | N
     chosen = ""
     if quant is None:
         v, tp, chosen = _chosen_variant(catalog, m, engine, context, tp, kind, device)
-    else:
-        v = catalog.variant(m, quant, engine)
+        quant, engine = v.quant, v.engine
+    v = catalog.variant(m, quant, engine)
+    catalog, header_from = _exact_gguf(catalog, m, v, catalog_dir, where)
+    m = catalog.get(m.name)
+    v = catalog.variant(m, quant, engine)
     if gpu:
         assert kind is not None
         g = kind
@@ -265,6 +346,15 @@ def _estimate(name: str, quant: str | None, engine: str | None, context: int | N
     result = estimate_dict(e)
     if chosen:
         result["chosen"] = chosen
+    result["weights_from"] = _weights_from(catalog, m, v, header_from)
+    if where.explain:
+        result["explain"] = [{"term": t.name, "bytes": t.bytes, "formula": t.formula, "inputs": t.inputs}
+                             for t in explain(m, v, e, engines=catalog.engines, kv_cache_dtype=kv_cache_dtype,
+                                              gpu_memory_bytes=memory)]
+    seen = _observed(where, m, v, e.context, e.tp, gpu_name, device)
+    result["observed"] = seen if isinstance(seen, dict) else None
+    if isinstance(seen, str):
+        result["observed_error"] = seen
     if memory is not None and device == "gpu":
         result["gpu"] = gpu_name
         result["gpu_memory"] = memory
@@ -280,6 +370,16 @@ def _estimate(name: str, quant: str | None, engine: str | None, context: int | N
     _render(e, result)
 
 
+def _weights_from(catalog: Catalog, m: Model, v: Variant, header_from: str | None) -> str:
+    if header_from:
+        return f"GGUF header ({header_from}), recorded in the catalog dir"
+    if v.size_bytes:
+        return "the artifact's exact size (catalog)"
+    if gguf_plan_for(m, v, catalog.engines) is not None:
+        return f"llama.cpp's {v.ftype} rules, tensor by tensor (no GGUF header reachable)"
+    return "bits per weight"
+
+
 def _render(e: Estimate, result: dict[str, Any]) -> None:
     if result.get("chosen"):
         console.print(f"[dim]no --quant: {result['chosen']}[/]", highlight=False)
@@ -288,6 +388,22 @@ def _render(e: Estimate, result: dict[str, Any]) -> None:
     t = Table("WEIGHTS", "KV CACHE", "ACTIVATIONS", "RUNTIME", "TOTAL")
     t.add_row(gib(e.weights), gib(e.kv_cache), gib(e.activations), gib(e.runtime), f"[bold]{gib(e.total)}[/]")
     console.print(t)
+    console.print(f"[dim]weights from {result['weights_from']}[/]")
+    if result.get("explain"):
+        t = Table("TERM", "GiB", "FORMULA", "INPUTS", show_lines=True)
+        for term in result["explain"]:
+            inputs = ", ".join(f"{k}={v}" for k, v in term["inputs"].items())
+            t.add_row(term["term"], gib(term["bytes"]), term["formula"], inputs)
+        console.print(t)
+    seen = result.get("observed")
+    if seen and seen.get("replicas"):
+        versions = f" ({e.engine} {', '.join(seen['engine_versions'])})" if seen.get("engine_versions") else ""
+        console.print(f"observed on {seen['replicas']} replica(s){versions}: weights {gib(seen['weights'])} GiB, "
+                      f"KV cache {gib(seen['kv_cache'])} GiB, total {gib(seen['total'])} GiB")
+    elif seen is not None:
+        console.print("[dim]observed: no replica of this key has reported yet[/]")
+    elif result.get("observed_error"):
+        console.print(f"[dim]observed: {result['observed_error']}[/]")
     if "fits" in result:
         label = result["gpu"] or f"{gib(result['gpu_memory'])} GiB GPU"
         verdict = "[green]fits[/]" if result["fits"] else "[red]does not fit[/]"

@@ -72,14 +72,15 @@ def register(app: typer.Typer) -> None:
     def nodes(output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
               data_dir: DataDirOpt = None) -> None:
         """List nodes: state, GPUs, memory, engines, last heartbeat."""
-        resp = Client(controller, token, data_dir).call("ListNodes", pb.ListNodesRequest())
+        listed = [n for page in Client(controller, token, data_dir).pages("ListNodes", pb.ListNodesRequest())
+                  for n in page.nodes]
         if output == Output.json:
-            print_json([node_dict(n) for n in resp.nodes])
+            print_json([node_dict(n) for n in listed])
             return
-        t = Table(title=f"{len(resp.nodes)} node(s)")
+        t = Table(title=f"{len(listed)} node(s)")
         for col in ("NAME", "STATE", "GPUS", "VRAM GiB", "RAM GiB", "DISK FREE GiB", "ENGINES", "HEARTBEAT"):
             t.add_column(col)
-        for n in resp.nodes:
+        for n in listed:
             state = f"[{STATE_STYLE.get(n.state, 'white')}]{n.state}[/]"
             if n.cordon_reason:
                 state += f" ({n.cordon_reason})"
@@ -142,17 +143,18 @@ def register(app: typer.Typer) -> None:
     def capacity(output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
                  data_dir: DataDirOpt = None) -> None:
         """Capacity per node and per GPU (total / reserved / free VRAM), RAM, disk, and cluster totals."""
-        r = Client(controller, token, data_dir).call("Capacity", pb.CapacityRequest())
-        totals = {"nodes": len(r.nodes), "nodes_ready": sum(n.state == "ready" for n in r.nodes),
+        pages = list(Client(controller, token, data_dir).pages("Capacity", pb.CapacityRequest()))
+        r, listed = pages[0], [n for page in pages for n in page.nodes]  # the first page carries the totals
+        totals = {"nodes": r.nodes_total, "nodes_ready": r.nodes_ready,
                   "gpu_count": r.gpu_count, "vram_total": r.vram_total, "vram_reserved": r.vram_reserved,
                   "vram_free": r.vram_free, "ram_total": r.ram_total, "disk_free": r.disk_free}
         if output == Output.json:
-            print_json({"nodes": [node_dict(n) for n in r.nodes], "totals": totals})
+            print_json({"nodes": [node_dict(n) for n in listed], "totals": totals})
             return
         t = Table(title="capacity (GiB)")
         for col in ("NODE", "STATE", "GPU", "UUID", "TOTAL", "RESERVED", "FREE", "RAM", "DISK FREE"):
             t.add_column(col, justify="right" if col in ("TOTAL", "RESERVED", "FREE", "RAM", "DISK FREE") else "left")
-        for n in r.nodes:
+        for n in listed:
             state = f"[{STATE_STYLE.get(n.state, 'white')}]{n.state}[/]"
             ram, disk = gib(n.inventory.ram_total), gib(n.inventory.disk_free)
             if not n.gpus:

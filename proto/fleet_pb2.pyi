@@ -88,7 +88,7 @@ class GpuUsage(_message.Message):
     def __init__(self, uuid: _Optional[str] = ..., memory_used: _Optional[int] = ..., utilization: _Optional[int] = ..., temperature: _Optional[int] = ...) -> None: ...
 
 class ReplicaSpec(_message.Message):
-    __slots__ = ("id", "deployment", "model", "quant", "engine", "gpu_uuids", "context", "tp", "reserved_bytes", "gpu_memory_utilization", "source", "api_key", "tensor_split", "kv_cache_bytes", "ram_bytes", "file", "device")
+    __slots__ = ("id", "deployment", "model", "quant", "engine", "gpu_uuids", "context", "tp", "reserved_bytes", "gpu_memory_utilization", "source", "api_key", "tensor_split", "kv_cache_bytes", "ram_bytes", "file", "device", "rope_scaling", "rope_factor", "rope_original_context", "rope_theta")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,10 @@ class ReplicaSpec(_message.Message):
     RAM_BYTES_FIELD_NUMBER: _ClassVar[int]
     FILE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ROPE_SCALING_FIELD_NUMBER: _ClassVar[int]
+    ROPE_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    ROPE_ORIGINAL_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    ROPE_THETA_FIELD_NUMBER: _ClassVar[int]
     id: str
     deployment: str
     model: str
@@ -123,23 +127,59 @@ class ReplicaSpec(_message.Message):
     ram_bytes: int
     file: str
     device: str
-    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., reserved_bytes: _Optional[_Iterable[int]] = ..., gpu_memory_utilization: _Optional[float] = ..., source: _Optional[str] = ..., api_key: _Optional[str] = ..., tensor_split: _Optional[_Iterable[float]] = ..., kv_cache_bytes: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., file: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    rope_scaling: str
+    rope_factor: float
+    rope_original_context: int
+    rope_theta: float
+    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., reserved_bytes: _Optional[_Iterable[int]] = ..., gpu_memory_utilization: _Optional[float] = ..., source: _Optional[str] = ..., api_key: _Optional[str] = ..., tensor_split: _Optional[_Iterable[float]] = ..., kv_cache_bytes: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., file: _Optional[str] = ..., device: _Optional[str] = ..., rope_scaling: _Optional[str] = ..., rope_factor: _Optional[float] = ..., rope_original_context: _Optional[int] = ..., rope_theta: _Optional[float] = ...) -> None: ...
+
+class GpuMemoryUse(_message.Message):
+    __slots__ = ("uuid", "bytes")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    bytes: int
+    def __init__(self, uuid: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class ReplicaMemory(_message.Message):
+    __slots__ = ("gpus", "ram", "weights", "kv_cache", "activations", "runtime", "total", "engine_version", "measured_at")
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    RAM_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuMemoryUse]
+    ram: int
+    weights: int
+    kv_cache: int
+    activations: int
+    runtime: int
+    total: int
+    engine_version: str
+    measured_at: float
+    def __init__(self, gpus: _Optional[_Iterable[_Union[GpuMemoryUse, _Mapping]]] = ..., ram: _Optional[int] = ..., weights: _Optional[int] = ..., kv_cache: _Optional[int] = ..., activations: _Optional[int] = ..., runtime: _Optional[int] = ..., total: _Optional[int] = ..., engine_version: _Optional[str] = ..., measured_at: _Optional[float] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("id", "state", "endpoint", "pid", "message", "restarts")
+    __slots__ = ("id", "state", "endpoint", "pid", "message", "restarts", "memory")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: str
     endpoint: str
     pid: int
     message: str
     restarts: int
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., endpoint: _Optional[str] = ..., pid: _Optional[int] = ..., message: _Optional[str] = ..., restarts: _Optional[int] = ...) -> None: ...
+    memory: ReplicaMemory
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., endpoint: _Optional[str] = ..., pid: _Optional[int] = ..., message: _Optional[str] = ..., restarts: _Optional[int] = ..., memory: _Optional[_Union[ReplicaMemory, _Mapping]] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("join_token", "name", "inventory")
@@ -276,14 +316,20 @@ class Node(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuView, _Mapping]]] = ..., last_heartbeat: _Optional[float] = ..., registered_at: _Optional[float] = ..., cordon_reason: _Optional[str] = ..., cordoned_by: _Optional[str] = ..., cordoned_at: _Optional[float] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
-    __slots__ = ("nodes",)
+    __slots__ = ("nodes", "next_page_token")
     NODES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[Node]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DescribeNodeRequest(_message.Message):
     __slots__ = ("name",)
@@ -298,11 +344,15 @@ class DescribeNodeResponse(_message.Message):
     def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ...) -> None: ...
 
 class CapacityRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class CapacityResponse(_message.Message):
-    __slots__ = ("nodes", "gpu_count", "vram_total", "vram_reserved", "vram_free", "ram_total", "disk_free")
+    __slots__ = ("nodes", "gpu_count", "vram_total", "vram_reserved", "vram_free", "ram_total", "disk_free", "next_page_token", "nodes_total", "nodes_ready")
     NODES_FIELD_NUMBER: _ClassVar[int]
     GPU_COUNT_FIELD_NUMBER: _ClassVar[int]
     VRAM_TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +360,9 @@ class CapacityResponse(_message.Message):
     VRAM_FREE_FIELD_NUMBER: _ClassVar[int]
     RAM_TOTAL_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NODES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    NODES_READY_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[Node]
     gpu_count: int
     vram_total: int
@@ -317,7 +370,10 @@ class CapacityResponse(_message.Message):
     vram_free: int
     ram_total: int
     disk_free: int
-    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., gpu_count: _Optional[int] = ..., vram_total: _Optional[int] = ..., vram_reserved: _Optional[int] = ..., vram_free: _Optional[int] = ..., ram_total: _Optional[int] = ..., disk_free: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    nodes_total: int
+    nodes_ready: int
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., gpu_count: _Optional[int] = ..., vram_total: _Optional[int] = ..., vram_reserved: _Optional[int] = ..., vram_free: _Optional[int] = ..., ram_total: _Optional[int] = ..., disk_free: _Optional[int] = ..., next_page_token: _Optional[str] = ..., nodes_total: _Optional[int] = ..., nodes_ready: _Optional[int] = ...) -> None: ...
 
 class Reservation(_message.Message):
     __slots__ = ("gpu_uuid", "gpu_index", "bytes")
@@ -330,7 +386,7 @@ class Reservation(_message.Message):
     def __init__(self, gpu_uuid: _Optional[str] = ..., gpu_index: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class Replica(_message.Message):
-    __slots__ = ("id", "deployment", "ordinal", "node", "gpus", "state", "endpoint", "api_key", "gpu_memory_utilization", "tp", "message", "restarts", "ram_bytes", "generation")
+    __slots__ = ("id", "deployment", "ordinal", "node", "gpus", "state", "endpoint", "api_key", "gpu_memory_utilization", "tp", "message", "restarts", "ram_bytes", "generation", "observed", "over_reservation")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     ORDINAL_FIELD_NUMBER: _ClassVar[int]
@@ -345,6 +401,8 @@ class Replica(_message.Message):
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     RAM_BYTES_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    OVER_RESERVATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     deployment: str
     ordinal: int
@@ -359,7 +417,9 @@ class Replica(_message.Message):
     restarts: int
     ram_bytes: int
     generation: int
-    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., ordinal: _Optional[int] = ..., node: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., state: _Optional[str] = ..., endpoint: _Optional[str] = ..., api_key: _Optional[str] = ..., gpu_memory_utilization: _Optional[float] = ..., tp: _Optional[int] = ..., message: _Optional[str] = ..., restarts: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+    observed: ReplicaMemory
+    over_reservation: bool
+    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., ordinal: _Optional[int] = ..., node: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., state: _Optional[str] = ..., endpoint: _Optional[str] = ..., api_key: _Optional[str] = ..., gpu_memory_utilization: _Optional[float] = ..., tp: _Optional[int] = ..., message: _Optional[str] = ..., restarts: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., generation: _Optional[int] = ..., observed: _Optional[_Union[ReplicaMemory, _Mapping]] = ..., over_reservation: bool = ...) -> None: ...
 
 class Estimate(_message.Message):
     __slots__ = ("weights", "kv_cache", "activations", "runtime", "total")
@@ -376,7 +436,7 @@ class Estimate(_message.Message):
     def __init__(self, weights: _Optional[int] = ..., kv_cache: _Optional[int] = ..., activations: _Optional[int] = ..., runtime: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "model", "quant", "engine", "context", "replicas_wanted", "replicas", "created_at", "device", "strategy", "state", "estimate", "tp", "source", "why")
+    __slots__ = ("name", "model", "quant", "engine", "context", "replicas_wanted", "replicas", "created_at", "device", "strategy", "state", "estimate", "tp", "source", "why", "observed", "observed_replicas", "reserved", "launch_notes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     QUANT_FIELD_NUMBER: _ClassVar[int]
@@ -392,6 +452,10 @@ class Deployment(_message.Message):
     TP_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     WHY_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    LAUNCH_NOTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     quant: str
@@ -407,10 +471,14 @@ class Deployment(_message.Message):
     tp: int
     source: str
     why: str
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., context: _Optional[int] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., state: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., tp: _Optional[int] = ..., source: _Optional[str] = ..., why: _Optional[str] = ...) -> None: ...
+    observed: ReplicaMemory
+    observed_replicas: int
+    reserved: int
+    launch_notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., context: _Optional[int] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., state: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., tp: _Optional[int] = ..., source: _Optional[str] = ..., why: _Optional[str] = ..., observed: _Optional[_Union[ReplicaMemory, _Mapping]] = ..., observed_replicas: _Optional[int] = ..., reserved: _Optional[int] = ..., launch_notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlaceRequest(_message.Message):
-    __slots__ = ("model", "quant", "engine", "replicas", "context", "tp", "node", "gpu_type", "labels", "device", "strategy", "name", "dry_run", "max_moves", "explain")
+    __slots__ = ("model", "quant", "engine", "replicas", "context", "tp", "node", "gpu_type", "labels", "device", "strategy", "name", "dry_run", "max_moves", "explain", "trust_observed")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -433,6 +501,7 @@ class PlaceRequest(_message.Message):
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     MAX_MOVES_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    TRUST_OBSERVED_FIELD_NUMBER: _ClassVar[int]
     model: str
     quant: str
     engine: str
@@ -448,7 +517,8 @@ class PlaceRequest(_message.Message):
     dry_run: bool
     max_moves: int
     explain: bool
-    def __init__(self, model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., replicas: _Optional[int] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., node: _Optional[str] = ..., gpu_type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., name: _Optional[str] = ..., dry_run: bool = ..., max_moves: _Optional[int] = ..., explain: bool = ...) -> None: ...
+    trust_observed: bool
+    def __init__(self, model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., replicas: _Optional[int] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., node: _Optional[str] = ..., gpu_type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., name: _Optional[str] = ..., dry_run: bool = ..., max_moves: _Optional[int] = ..., explain: bool = ..., trust_observed: bool = ...) -> None: ...
 
 class NodeVerdict(_message.Message):
     __slots__ = ("node", "feasible", "reason", "score", "gpus")
@@ -479,14 +549,20 @@ class PlaceResponse(_message.Message):
     def __init__(self, placed: bool = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., verdicts: _Optional[_Iterable[_Union[NodeVerdict, _Mapping]]] = ..., summary: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListDeploymentsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListDeploymentsResponse(_message.Message):
-    __slots__ = ("deployments",)
+    __slots__ = ("deployments", "next_page_token")
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
-    def __init__(self, deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DescribeDeploymentRequest(_message.Message):
     __slots__ = ("name",)
@@ -631,6 +707,34 @@ class PlanResponse(_message.Message):
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     result_json: str
     def __init__(self, result_json: _Optional[str] = ...) -> None: ...
+
+class ObservedRequest(_message.Message):
+    __slots__ = ("model", "quant", "engine", "context", "tp", "gpu_type")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUANT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TP_FIELD_NUMBER: _ClassVar[int]
+    GPU_TYPE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    quant: str
+    engine: str
+    context: int
+    tp: int
+    gpu_type: str
+    def __init__(self, model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., gpu_type: _Optional[str] = ...) -> None: ...
+
+class ObservedResponse(_message.Message):
+    __slots__ = ("replicas", "memory", "engine_versions", "gpu_types")
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    GPU_TYPES_FIELD_NUMBER: _ClassVar[int]
+    replicas: int
+    memory: ReplicaMemory
+    engine_versions: _containers.RepeatedScalarFieldContainer[str]
+    gpu_types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, replicas: _Optional[int] = ..., memory: _Optional[_Union[ReplicaMemory, _Mapping]] = ..., engine_versions: _Optional[_Iterable[str]] = ..., gpu_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

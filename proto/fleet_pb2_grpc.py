@@ -219,6 +219,11 @@ class FleetStub(object):
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.StatusRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Observed = channel.unary_unary(
+                '/fleet.v1.Fleet/Observed',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.ObservedRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.ObservedResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServicer(object):
@@ -308,6 +313,12 @@ class FleetServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Observed(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -380,6 +391,11 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.StatusRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.StatusResponse.SerializeToString,
+            ),
+            'Observed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Observed,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.ObservedRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.ObservedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -760,6 +776,33 @@ class Fleet(object):
             '/fleet.v1.Fleet/Status',
             fleet_dot_proto_dot_fleet__pb2.StatusRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Observed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Fleet/Observed',
+            fleet_dot_proto_dot_fleet__pb2.ObservedRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.ObservedResponse.FromString,
             options,
             channel_credentials,
             insecure,

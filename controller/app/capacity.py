@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from fleet.controller.app.controller import Controller
+from fleet.controller.app.paging import page
 from fleet.controller.core.errors import NotFound
 from fleet.controller.core.snapshot import free_memory, used_by_others
 from fleet.controller.store.schema import GpuRow, NodeRow
@@ -37,9 +39,13 @@ class GpuCapacity:
 class NodeView:
     row: NodeRow
     state: str  # ready, cordoned, draining, drained, offline
-    inventory: dict[str, Any]  # as the agent last reported it (proto3 JSON names: ramTotal, diskFree, …)
     gpus: tuple[GpuCapacity, ...]
     last_heartbeat: float
+
+    @cached_property
+    def inventory(self) -> dict[str, Any]:
+        """As the agent last reported it (proto3 JSON names: ramTotal, diskFree, …); parsed when first read."""
+        return json.loads(self.row.inventory or "{}")  # type: ignore[no-any-return]
 
     @property
     def name(self) -> str:
@@ -77,17 +83,17 @@ def _gpu(g: GpuRow, reserved: int, usage: tuple[int, int, int] | None) -> GpuCap
 def _view(ctl: Controller, row: NodeRow, gpus: list[GpuRow], reserved: dict[str, int]) -> NodeView:
     usage = ctl.liveness.gpu_usage
     return NodeView(
-        row=row, state=ctl.node_state(row), inventory=json.loads(row.inventory or "{}"),
+        row=row, state=ctl.node_state(row),
         gpus=tuple(_gpu(g, reserved.get(g.uuid, 0), usage.get(g.uuid)) for g in gpus),
         last_heartbeat=max(row.last_heartbeat, ctl.liveness.last_seen.get(row.name, 0.0)))
 
 
-def node_views(ctl: Controller) -> list[NodeView]:
-    gpus: dict[str, list[GpuRow]] = {}
-    for g in ctl.store.gpus():
-        gpus.setdefault(g.node, []).append(g)
+def node_views(ctl: Controller, after: str = "", limit: int = 0) -> list[NodeView]:
+    """Nodes in name order: all of them, or `limit` after the name `after` (a page)."""
+    names = page(sorted(ctl.store.mirror.nodes), after, limit)
     reserved = ctl.store.reserved_by_gpu()
-    return [_view(ctl, r, gpus.get(r.name, []), reserved) for r in ctl.store.nodes()]
+    return [_view(ctl, ctl.store.mirror.nodes[n], ctl.store.gpus(n), reserved) for n in names]
+
 
 
 def node_view(ctl: Controller, name: str) -> NodeView:
@@ -96,6 +102,27 @@ def node_view(ctl: Controller, name: str) -> NodeView:
         names = ", ".join(n.name for n in ctl.store.nodes()) or "none yet"
         raise NotFound(f"no node named {name!r}; nodes: {names}")
     return _view(ctl, row, ctl.store.gpus(row.name), ctl.store.reserved_by_gpu())
+
+
+def fleet_totals(ctl: Controller) -> Totals:
+    """The totals over every node, without building a view per node."""
+    mirror, usage, alive = ctl.store.mirror, ctl.liveness.gpu_usage, ctl.liveness.alive
+    gpus = [g for gs in mirror.gpus.values() for g in gs]
+    reserved = mirror.reserved
+    free = 0
+    for g in gpus:
+        used = usage[g.uuid][0] if g.uuid in usage else g.memory_used
+        free += free_memory(g.memory_total, reserved.get(g.uuid, 0), used)
+    ram = disk = 0
+    for name in mirror.nodes:
+        facts = mirror.facts(name)
+        ram += facts.ram_total
+        disk += facts.disk_free
+    return Totals(
+        nodes=len(mirror.nodes), nodes_ready=sum(1 for n, r in mirror.nodes.items()
+                                                 if n in alive and r.admin_state == "ready"),
+        gpu_count=len(gpus), vram_total=sum(g.memory_total for g in gpus),
+        vram_reserved=sum(reserved.get(g.uuid, 0) for g in gpus), vram_free=free, ram_total=ram, disk_free=disk)
 
 
 def totals(views: list[NodeView]) -> Totals:

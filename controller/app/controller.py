@@ -18,9 +18,11 @@ from pathlib import Path
 from fleet.controller.app.credentials import Credentials
 from fleet.controller.core.catalog import Catalog, load_catalog
 from fleet.controller.core.liveness import Liveness
+from fleet.controller.core.snapshot import Snapshot
 from fleet.controller.store.files import CatalogFiles, default_catalog_dir
 from fleet.controller.store.repository import Store
 from fleet.controller.store.schema import DeploymentRow, NodeRow, ReplicaRow, ReservationRow
+from fleet.controller.store.snapshot import SnapshotCache
 
 log = logging.getLogger("fleet.controller")
 
@@ -33,6 +35,9 @@ class Settings:
     reschedule_after: float = 60.0  # an offline node's replicas move elsewhere after this grace
     drain_min_healthy: float = 5.0  # a drain's replacement serves this long before the old replica stops
     retry_every: float = 10.0  # a deployment short of replicas is tried again this often
+    # After a restart, nodes that were online get this long to reconnect before they count as offline: longer
+    # than the agents' reconnect backoff (10 s at most), so a controller restart takes no node offline.
+    restart_grace: float = 25.0
 
 
 # ---- what a session carries to its agent; the rpc layer turns each into a wire message
@@ -92,15 +97,20 @@ class Controller:
         self.log_waiters: dict[int, asyncio.Queue[LogPiece]] = {}
         self.next_log_request = 1
         self.repair = RepairState()
+        self._snapshots = SnapshotCache(store)
         self.started = time.time()
         self._catalog_files = CatalogFiles([d for d in ((data_dir / "catalog") if data_dir else None,
                                                         default_catalog_dir()) if d is not None])
         self._catalog: tuple[tuple[float, ...], Catalog] | None = None
-        # A restarted controller gives every node it believed alive a full timeout to reconnect.
+        # Whoever bumps a node's generation (this controller or another on the same database), the store's
+        # change feed reports it and the node's session, if it is here, is sent the new set.
+        store.on_generation = self.push
+        # A restarted controller gives every node it believed alive the restart grace to reconnect.
+        seen = self.started + max(0.0, settings.restart_grace - settings.offline_after)
         for row in store.nodes():
             self.creds.node_hashes[row.name] = row.credential_hash
             if row.alive:
-                self.liveness.last_seen[row.name] = self.started
+                self.liveness.last_seen[row.name] = seen
                 self.liveness.alive.add(row.name)
 
     # ---- jobs (run by the scheduler)
@@ -120,8 +130,18 @@ class Controller:
     def node_state(self, row: NodeRow) -> str:
         return row.admin_state if row.name in self.liveness.alive else "offline"
 
+    def state_of(self, name: str) -> str:
+        row = self.store.mirror.nodes.get(name)
+        return "offline" if row is None or name not in self.liveness.alive else row.admin_state
+
     def states(self) -> dict[str, str]:
-        return {row.name: self.node_state(row) for row in self.store.nodes()}
+        alive = self.liveness.alive
+        return {name: row.admin_state if name in alive else "offline"
+                for name, row in self.store.mirror.nodes.items()}
+
+    def snapshot(self) -> Snapshot:
+        """The fleet as placement sees it now (kept incremental: only changed nodes are recomputed)."""
+        return self._snapshots.get(self.state_of, self.liveness.gpu_usage, self.liveness.take_moved())
 
     def catalog(self) -> Catalog:
         """The catalog, read again only when an operator added or changed a model file."""
@@ -132,10 +152,9 @@ class Controller:
 
     def desired_rows(self, node: str) -> DesiredRows:
         row = self.store.get_node(node)
-        deployments = {d.name: d for d in self.store.deployments()}
         replicas = self.store.replicas(node=node)
-        ids = {r.id for r in replicas}
-        reservations = [x for x in self.store.reservations() if x.replica in ids]
+        deployments = {r.deployment: d for r in replicas if (d := self.store.get_deployment(r.deployment))}
+        reservations = self.store.reservations(r.id for r in replicas)
         return DesiredRows(row.generation if row else 0, replicas, deployments, reservations)
 
     # ---- sessions
@@ -153,7 +172,9 @@ class Controller:
             del self.sessions[node]
 
     def push(self, nodes: set[str] | list[str]) -> None:
-        """Tell each connected node its desired set changed; a node not connected gets it on reconnect."""
+        """Tell each connected node its desired set changed; a node not connected gets it on reconnect.
+
+        Called by the store for every generation bump (Store.on_generation); use cases need not call it."""
         for node in nodes:
             queue = self.sessions.get(node)
             if queue is not None:

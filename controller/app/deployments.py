@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from fleet.controller.app import observed
 from fleet.controller.app.controller import Controller
+from fleet.controller.app.paging import page
 from fleet.controller.core.errors import NotFound
-from fleet.controller.store.schema import DeploymentRow, ReplicaRow, ReservationRow
+from fleet.controller.core.observed import Key, Observed, summarize
+from fleet.controller.store.schema import DeploymentRow, ObservationRow, ReplicaRow, ReservationRow
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,21 @@ class DeploymentRows:
     deployment: DeploymentRow
     replicas: list[ReplicaRow]
     reservations: list[ReservationRow]
+    observed: dict[str, ObservationRow] = field(default_factory=dict)  # replica id -> its last measurement
+    learned: Observed | None = None  # every replica of the same key, this deployment's or not
+
+
+def _with_observed(ctl: Controller, d: DeploymentRows, rows: list[ObservationRow] | None = None) -> DeploymentRows:
+    dep = d.deployment
+    rows = rows if rows is not None else observed.key_rows(ctl, Key(dep.model, dep.quant, dep.engine, "", dep.tp,
+                                                                     dep.context))
+    mine = {o.replica: o for o in rows if o.replica in {r.id for r in d.replicas}}
+    types = {o.gpu_type for o in mine.values()}
+    same = [o for o in rows if (o.model, o.quant, o.engine, o.context) == (dep.model, dep.quant, dep.engine,
+                                                                          dep.context)
+            and (o.tp == dep.tp or o.gpu_type == "cpu") and (not types or o.gpu_type in types)]
+    learned = summarize((observed.memory_of(o) for o in same), (o.gpu_type for o in same))
+    return DeploymentRows(dep, d.replicas, d.reservations, mine, learned)
 
 
 def get(ctl: Controller, name: str) -> DeploymentRows:
@@ -23,22 +41,21 @@ def get(ctl: Controller, name: str) -> DeploymentRows:
         names = ", ".join(d.name for d in ctl.store.deployments()) or "none"
         raise NotFound(f"no deployment named {name!r}; deployments: {names}")
     replicas = ctl.store.replicas(deployment=name)
-    ids = {r.id for r in replicas}
-    return DeploymentRows(dep, replicas, [x for x in ctl.store.reservations() if x.replica in ids])
+    return _with_observed(ctl, DeploymentRows(dep, replicas, ctl.store.reservations(r.id for r in replicas)))
 
 
-def every(ctl: Controller) -> list[DeploymentRows]:
-    """All deployments, each with its own replicas and reservations (one pass over each table)."""
-    replicas: dict[str, list[ReplicaRow]] = {}
-    for r in ctl.store.replicas():
-        replicas.setdefault(r.deployment, []).append(r)
-    reservations: dict[str, list[ReservationRow]] = {}
-    for x in ctl.store.reservations():
-        reservations.setdefault(x.replica, []).append(x)
+def every(ctl: Controller, after: str = "", limit: int = 0) -> list[DeploymentRows]:
+    """Deployments in name order, each with its replicas, reservations and what replicas of it used:
+    all of them, or a page after the name `after`."""
+    mirror = ctl.store.mirror
+    names = page(sorted(mirror.deployments), after, limit)
+    seen = {m: observed.of_model(ctl, m) for m in {mirror.deployments[n].model for n in names}}
     out = []
-    for d in ctl.store.deployments():
-        mine = replicas.get(d.name, [])
-        out.append(DeploymentRows(d, mine, [x for r in mine for x in reservations.get(r.id, [])]))
+    for name in names:
+        dep = mirror.deployments[name]
+        replicas = ctl.store.replicas(deployment=name)
+        out.append(_with_observed(ctl, DeploymentRows(dep, replicas, ctl.store.reservations(r.id for r in replicas)),
+                                  seen[dep.model]))
     return out
 
 
@@ -47,10 +64,9 @@ def remove(ctl: Controller, name: str) -> DeploymentRows | None:
 
     Returns what is left (state `removing`), or None when nothing was running and it is already gone.
     """
-    _, nodes = ctl.store.mark_removing(name, time.time())
+    ctl.store.mark_removing(name, time.time())
     # Replicas no agent ever started (still pending) hold nothing running: free them now.
     ctl.store.forget_replicas([r.id for r in ctl.store.replicas(deployment=name) if r.state == "pending"])
-    ctl.push(nodes)
     if ctl.store.get_deployment(name) is None:
         return None
     return get(ctl, name)

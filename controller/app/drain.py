@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from fleet.controller.app import observed
 from fleet.controller.app.controller import Controller
 from fleet.controller.app.place import deployment_request, place_one, snapshot
 from fleet.controller.core.drain_plan import DrainPlan, Movable, plan_drain
@@ -62,7 +63,9 @@ def plan(ctl: Controller, nodes: list[str], only: set[str] | None = None) -> Dra
         if only is not None and r.id not in only:
             continue
         if r.node in nodes and r.desired == "run" and r.deployment in deps and deps[r.deployment].state == "active":
-            movables.append(Movable(r.id, r.deployment, deployment_request(deps[r.deployment], catalog, snap)))
+            dep = deps[r.deployment]
+            movables.append(Movable(r.id, r.deployment, deployment_request(
+                dep, catalog, snap, seen=observed.lookup(ctl, dep.model, dep.context))))
     return plan_drain(snap, nodes, movables, catalog.workload)
 
 
@@ -162,13 +165,11 @@ def drive(ctl: Controller, drain: DrainRow, now: float) -> None:
         if rep is None:
             waiting.append(old)
         elif rep.state == DECLARED or (rep.state == SERVING and now - rep.healthy_since >= min_healthy):
-            nodes = store.stop_replicas([old.id], now, f"drained: replaced by {rep.id} on {rep.node}")
+            store.stop_replicas([old.id], now, f"drained: replaced by {rep.id} on {rep.node}")
             store.forget_link(rep.id)
-            ctl.push(nodes)
             notes.append(f"{old.deployment}: moved to {rep.node}")
         elif rep.state == "failed":
-            nodes = store.stop_replicas([rep.id], now, "replacement failed; trying again")
-            ctl.push(nodes)
+            store.stop_replicas([rep.id], now, "replacement failed; trying again")
             notes.append(f"{old.deployment}: replacement on {rep.node} failed: {rep.message[:200]}")
         else:
             in_flight[old.deployment] = in_flight.get(old.deployment, 0) + 1
@@ -186,9 +187,8 @@ def drive(ctl: Controller, drain: DrainRow, now: float) -> None:
             notes.append(f"{old.deployment}: starting a replacement")
         elif late:
             # Break-before-make, as the operator allowed (--force) or the deadline demands.
-            nodes = store.stop_replicas([old.id], now, f"drain {'forced' if drain.force else 'deadline'}: "
+            store.stop_replicas([old.id], now, f"drain {'forced' if drain.force else 'deadline'}: "
                                         f"stopped without a replacement ({why})")
-            ctl.push(nodes)
             notes.append(f"{old.deployment}: stopped without a replacement ({why})")
         else:
             notes.append(f"{old.deployment}: blocked: {why} ({blocked_advice(drain, now)})")

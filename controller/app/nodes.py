@@ -12,8 +12,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fleet.controller.app import observed
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated
+from fleet.controller.core.observed import Memory
 from fleet.controller.store.repository import Removed
 from fleet.controller.store.schema import GpuRow, NodeRow
 from fleet.controller.store.tokens import join_refusal
@@ -30,6 +32,7 @@ class ReplicaStatus:
     endpoint: str = ""
     message: str = ""
     restarts: int = 0
+    memory: Memory | None = None  # what the engine really uses, as its agent measured it
 
 
 def admit(ctl: Controller, secret: str) -> None:
@@ -48,7 +51,7 @@ def join(ctl: Controller, name: str, inventory_json: str, gpus: list[GpuRow]) ->
     now = time.time()
     ctl.store.register_node(name, credential, inventory_json, now)
     ctl.store.save_inventory(name, inventory_json, gpus, now)
-    ctl.creds.node_hashes[name] = ctl.store.credential_hashes()[name]
+    ctl.creds.node_hashes[name] = ctl.store.get_node(name).credential_hash  # type: ignore[union-attr]
     log.info("node %s joined with %d GPUs", name, len(gpus))
     return credential
 
@@ -72,6 +75,7 @@ def heartbeat(ctl: Controller, node: str, usage: Iterable[GpuUsage]) -> None:
 
 def report(ctl: Controller, node: str, statuses: list[ReplicaStatus], applied_generation: int) -> None:
     """An agent's replica states; replicas it was told to stop and no longer runs are forgotten."""
+    observed.record(ctl, node, [observed.Measured(s.id, s.memory) for s in statuses if s.memory is not None])
     done = set(ctl.store.update_replicas(node, [(s.id, s.state, s.endpoint, s.message, s.restarts)
                                                 for s in statuses]))
     row = ctl.store.get_node(node)
@@ -101,8 +105,8 @@ def remove(ctl: Controller, name: str, force: bool) -> tuple[Removed, bool]:
         deps = ", ".join(sorted({r.deployment for r in replicas}))
         raise FailedPrecondition(f"node {name} still has {len(replicas)} replica(s) of {deps}: drain it first, "
                                  "or pass --force to forget them (their engines are told to stop)")
-    if replicas and ctl.store.stop_node_replicas(name):
-        ctl.push([name])  # a connected agent stops the engines before its session is closed
+    if replicas:
+        ctl.store.stop_node_replicas(name)  # a connected agent stops the engines before its session is closed
     # Refuse new sessions first, then forget durably; put the hash back if the store fails.
     known = ctl.creds.node_hashes.pop(name, None)
     try:
@@ -111,8 +115,7 @@ def remove(ctl: Controller, name: str, force: bool) -> tuple[Removed, bool]:
         if known is not None:
             ctl.creds.node_hashes[name] = known
         raise
-    ctl.liveness.alive.discard(name)
-    ctl.liveness.last_seen.pop(name, None)
+    ctl.liveness.forget(name)
     for uuid in removed.gpus:
         ctl.liveness.gpu_usage.pop(uuid, None)
     queue = ctl.sessions.get(name)

@@ -12,24 +12,24 @@ import logging
 import math
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 from prometheus_client import Histogram
 
+from fleet.controller.app import observed
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.catalog import Catalog, Model
 from fleet.controller.core.drain_plan import Movable, plan_drain
 from fleet.controller.core.errors import AlreadyExists
-from fleet.controller.core.estimate import Estimate
+from fleet.controller.core.estimate import Estimate, default_context, rope_launch
 from fleet.controller.core.gpus import fleet_gpu_types
-from fleet.controller.core.options import options_for
+from fleet.controller.core.options import ObservedLookup, options_for
 from fleet.controller.core.placement import Option, Placement, PlacementRequest, Plan, place
 from fleet.controller.core.snapshot import NodeState, Snapshot
 from fleet.controller.core.whatif import Request, WhatIf
 from fleet.controller.core.whatif import what_if as what_if_core
 from fleet.controller.store.schema import DeploymentRow, ReplicaRow, ReservationRow
-from fleet.controller.store.snapshot import build_snapshot
 
 log = logging.getLogger("fleet.controller")
 
@@ -60,6 +60,7 @@ class PlaceArgs:
     max_moves: int = 1
     dry_run: bool = False
     explain: bool = False
+    trust_observed: bool = False  # reserve observed + margin even below the estimate
 
 
 Rows = tuple[DeploymentRow, list[ReplicaRow], list[ReservationRow]]
@@ -80,7 +81,7 @@ def default_name(model: Model, quant: str) -> str:
 
 
 def snapshot(ctl: Controller) -> Snapshot:
-    return build_snapshot(ctl.store, ctl.states(), ctl.liveness.gpu_usage)
+    return ctl.snapshot()
 
 
 def place_deployment(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
@@ -94,7 +95,6 @@ def place_deployment(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutco
         dep, replicas, reservations = outcome.rows
         ctl.store.commit_placement(dep, replicas, reservations, now)
     log.info("placed %s: %s", dep.name, outcome.summary)
-    ctl.push({r.node for r in replicas})
     return outcome
 
 
@@ -108,8 +108,10 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
     types = fleet_gpu_types(snap) if args.device == "gpu" else ()
     if args.device == "gpu" and not types:
         return PlaceOutcome(False, "no node reports a GPU; use --device cpu for llama.cpp in RAM, or join GPU nodes")
-    options = options_for(model.name, args.quant or None, args.engine or None, args.context or None, types,
-                          args.tp or None, device=args.device, catalog=catalog)
+    context = args.context or default_context(model)
+    options = options_for(model.name, args.quant or None, args.engine or None, context, types,
+                          args.tp or None, device=args.device, catalog=catalog,
+                          observed=observed.lookup(ctl, model.name, context), trust_observed=args.trust_observed)
     name = args.name or default_name(model, args.quant or "auto")
     request = PlacementRequest(deployment=name, replicas=args.replicas, options=options, node=args.node or None,
                                gpu_type=args.gpu_type or None, labels=args.labels, device=args.device,  # type: ignore[arg-type]
@@ -130,14 +132,16 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
     variant = catalog.variant(model, option.quant, option.engine)
     first = plan.placements[0]
     est = chosen_estimate(option, snap.by_name[first.node], first)
+    rope = rope_launch(model, est.context)
+    launch = {"rope": asdict(rope), "notes": [rope.note(model, est.context)]} if rope else {}
     dep = DeploymentRow(
         name=name, model=model.name, quant=option.quant, engine=option.engine, context=est.context,
         replicas_wanted=args.replicas, device=args.device, strategy=args.strategy, tp=max(1, option.tp),
         source=variant.source, file=variant.file, why=plan.why, created_at=now, max_moves=args.max_moves,
-        estimate=json.dumps({k: int(getattr(est, k)) for k in ESTIMATE_TERMS}),
+        estimate=json.dumps({k: int(getattr(est, k)) for k in ESTIMATE_TERMS}), launch=json.dumps(launch),
         request=json.dumps({"model": args.model, "quant": args.quant, "engine": args.engine, "context": args.context,
                             "tp": args.tp, "node": args.node, "gpu_type": args.gpu_type, "labels": dict(args.labels),
-                            "device": args.device, "strategy": args.strategy}),
+                            "device": args.device, "strategy": args.strategy, "trust_observed": args.trust_observed}),
     )
     rows: list[ReplicaRow] = []
     reservations: list[ReservationRow] = []
@@ -145,7 +149,7 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
         row, res = replica_rows(name, p, option, snap.by_name[p.node], int(est.kv_cache), now)
         rows.append(row)
         reservations += res
-    notes = (f"chosen: {plan.why}",) if plan.why and not args.quant else ()
+    notes = ((f"chosen: {plan.why}",) if plan.why and not args.quant else ()) + tuple(launch.get("notes", ()))
     declared = sorted({p.node for p in plan.placements if snap.by_name[p.node].declared})
     if declared:
         notes += (f"on declared node(s) {', '.join(declared)}: accounted for planning, never launched "
@@ -194,7 +198,8 @@ def replica_rows(deployment: str, p: Placement, option: Option, node: NodeState,
     return row, res
 
 
-def deployment_request(dep: DeploymentRow, catalog: Catalog, snap: Snapshot, replicas: int = 1) -> PlacementRequest:
+def deployment_request(dep: DeploymentRow, catalog: Catalog, snap: Snapshot, replicas: int = 1,
+                       seen: ObservedLookup | None = None) -> PlacementRequest:
     """Place more replicas of an existing deployment: its chosen variant, TP and constraints.
 
     `--node` pinned the first placement only: a replica that must move (drain, offline node) may go
@@ -203,7 +208,8 @@ def deployment_request(dep: DeploymentRow, catalog: Catalog, snap: Snapshot, rep
     asked = json.loads(dep.request or "{}")
     types = fleet_gpu_types(snap) if dep.device == "gpu" else ()
     options = options_for(dep.model, dep.quant, dep.engine, dep.context, types, dep.tp if dep.device == "gpu" else None,
-                          device=dep.device, catalog=catalog)
+                          device=dep.device, catalog=catalog, observed=seen,
+                          trust_observed=bool(asked.get("trust_observed")))
     return PlacementRequest(deployment=dep.name, replicas=replicas, options=options,
                             gpu_type=asked.get("gpu_type") or None,
                             labels=tuple(sorted((asked.get("labels") or {}).items())), device=dep.device,  # type: ignore[arg-type]
@@ -214,7 +220,7 @@ def place_one(ctl: Controller, dep: DeploymentRow, ordinal: int, now: float, rep
     """One more replica of `dep` (a drain's replacement, or one that went missing); why not, or None when placed."""
     snap = snapshot(ctl)
     catalog = ctl.catalog()
-    request = deployment_request(dep, catalog, snap)
+    request = deployment_request(dep, catalog, snap, seen=observed.lookup(ctl, dep.model, dep.context))
     plan = plan_drain(snap, (), [Movable(replaces or f"{dep.name}-{ordinal}", dep.name, request)], catalog.workload)
     if not plan.moves:
         why = plan.blocked[0].reason if plan.blocked else "no node fits"
@@ -224,7 +230,6 @@ def place_one(ctl: Controller, dep: DeploymentRow, ordinal: int, now: float, rep
     kv = int(json.loads(dep.estimate or "{}").get("kv_cache", 0))
     row, res = replica_rows(dep.name, p, p.option, snap.by_name[p.node], kv, now, ordinal=ordinal, replaces=replaces)
     ctl.store.add_replicas([row], res, now, f"{row.id} on {p.node}" + (f" replacing {replaces}" if replaces else ""))
-    ctl.push({p.node})
     log.info("placed replica %s of %s on %s%s", row.id, dep.name, p.node, f" (replaces {replaces})" if replaces else "")
     return None
 

@@ -32,32 +32,39 @@ def tick(ctl: Controller) -> None:
 def fence_offline(ctl: Controller, now: float) -> None:
     """An offline node's replicas become `unknown`; after the grace they are fenced and placed elsewhere."""
     store, alive, offline_since = ctl.store, ctl.liveness.alive, ctl.repair.offline_since
-    for node in store.nodes():
+    for name in list(offline_since):
+        if name in alive:
+            del offline_since[name]
+    for node in store.mirror.nodes.values():
         if node.name in alive:
-            offline_since.pop(node.name, None)
             continue
         since = offline_since.setdefault(node.name, ctl.liveness.last_seen.get(node.name, now))
         replicas = [r for r in store.replicas(node=node.name) if r.desired == "run"]
-        store.set_replica_state([r.id for r in replicas if r.state != "unknown"], "unknown")
+        if not replicas:
+            continue  # a node without replicas has nothing to fence (most offline nodes at scale)
+        stale = [r.id for r in replicas if r.state != "unknown"]
+        if stale:
+            store.set_replica_state(stale, "unknown")
         if replicas and now - since >= ctl.settings.reschedule_after:
             # Fencing: the node's next desired set (generation bumped) no longer holds these ids, so
             # when it comes back its agent stops them; their replacements are placed by fill_missing.
-            nodes = store.stop_replicas([r.id for r in replicas], now, f"node {node.name} offline for "
+            store.stop_replicas([r.id for r in replicas], now, f"node {node.name} offline for "
                                         f"{now - since:.0f}s: rescheduled elsewhere", state="unknown")
             log.warning("node %s offline %.0fs: %d replica(s) rescheduled", node.name, now - since, len(replicas))
-            ctl.push(nodes)
 
 
 def fill_missing(ctl: Controller, now: float) -> None:
     """Deployments with fewer live replicas than wanted get more, retried every `retry_every` seconds."""
-    store, last_try = ctl.store, ctl.repair.last_try
-    for dep in store.deployments():
+    store, last_try, mirror = ctl.store, ctl.repair.last_try, ctl.store.mirror
+    for dep in list(mirror.deployments.values()):  # every second, 5,000 deployments: no sorting, no copies
         if dep.state != "active":
             continue
-        live = [r for r in store.replicas(deployment=dep.name) if r.desired == "run"]
-        missing = dep.replicas_wanted - len([r for r in live if not r.replaces])
-        if missing <= 0 or now - last_try.get(dep.name, 0.0) < ctl.settings.retry_every:
+        ids = mirror.by_deployment.get(dep.name, ())
+        serving = sum(1 for i in ids if mirror.replicas[i].desired == "run" and not mirror.replicas[i].replaces)
+        if serving >= dep.replicas_wanted or now - last_try.get(dep.name, 0.0) < ctl.settings.retry_every:
             continue
+        live = [r for r in store.replicas(deployment=dep.name) if r.desired == "run"]
+        missing = dep.replicas_wanted - serving
         last_try[dep.name] = now
         used = {r.ordinal for r in live}
         ordinals = [i for i in range(dep.replicas_wanted + len(used)) if i not in used][:missing]

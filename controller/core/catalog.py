@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 from fleet.controller.core.errors import InvalidArgument, NotFound
@@ -46,6 +46,20 @@ class Architecture:
     kv_lora_rank: int = 0              # MLA: latent width cached per token and layer
     qk_rope_head_dim: int = 0          # MLA: rope key width cached beside the latent
     gated_mlp: bool = True             # SwiGLU/GeGLU (3 matrices) vs plain GELU MLP (2)
+    gguf_arch: str = ""                # llama.cpp's name for the architecture (llama, qwen2, falcon, ...)
+    # Context beyond max_context (the config's native length) through rope scaling, as the model card
+    # documents it: up to extended_context with `rope_scaling` (yarn, linear, dynamic) x rope_factor over
+    # rope_original_context (0: max_context); rope_theta restated for engines that replace the rope settings.
+    rope_scaling: str = ""
+    rope_factor: float = 0.0
+    rope_original_context: int = 0
+    extended_context: int = 0
+    rope_theta: float = 0.0
+
+    @property
+    def context_limit(self) -> int:
+        """The longest context the model serves: extended by rope scaling where documented."""
+        return max(self.max_context, self.extended_context if self.rope_scaling else 0)
 
     @property
     def routed_moe_layers(self) -> int:
@@ -77,6 +91,8 @@ class Variant:
     unquantized_layers: int = 0        # decoder layers whose MLP stays at 16 bits
     intermediate_size: int | None = None  # padded intermediate size of this checkpoint
     rocm: bool = True                  # runs on vLLM's ROCm build (AMD GPUs have no compute capability)
+    ftype: str = ""                    # GGUF only: llama-quantize's file type (Q4_K_M, Q8_0, ...)
+    gguf_untied: bool = False          # GGUF only: the file keeps output.weight although the model ties it
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,43 @@ class Model:
 
 def _key(name: str) -> str:
     return name.strip().lower()
+
+
+@dataclass(frozen=True)
+class Resolved:
+    model: Model
+    quant: str | None   # implied by the id (a quantized repo), or None
+    engine: str | None
+
+
+# Repo-name suffixes that say how the weights are quantized (longest first), and the quant they imply.
+_QUANT_SUFFIXES = (
+    ("-awq-int4", "awq", VLLM), ("-gptq-int4", "gptq", VLLM), ("-gptq-int8", "gptq-int8", VLLM),
+    ("-quantized.w8a8", "int8", VLLM), ("-fp8-dynamic", "fp8", VLLM), ("-w8a8", "int8", VLLM),
+    ("-awq", "awq", VLLM), ("-gptq", "gptq", VLLM), ("-fp8", "fp8", VLLM), ("-int4", "gptq", VLLM),
+    ("-gguf", None, LLAMA_CPP),
+)
+_CHAT_SUFFIXES = ("-instruct", "-chat", "-it", "-hf", "-base")
+
+
+def _loose(name: str) -> tuple[str, str | None, str | None]:
+    """(the id reduced to the model, the quant and engine its suffix implies)."""
+    k = _key(name).rsplit("/", 1)[-1].replace("_", "-")
+    quant: str | None = None
+    engine: str | None = None
+    for suffix, q, e in _QUANT_SUFFIXES:
+        if k.endswith(suffix):
+            k, quant, engine = k[: -len(suffix)], q, e
+            break
+    changed = True
+    while changed:
+        changed = False
+        for suffix in _CHAT_SUFFIXES:
+            if k.endswith(suffix):
+                k, changed = k[: -len(suffix)], True
+    for prefix in ("meta-",):
+        k = k.removeprefix(prefix)
+    return k, quant, engine
 
 
 def _close(name: str, candidates: Iterable[str]) -> list[str]:
@@ -131,11 +184,46 @@ class Catalog:
             for v in m.variants:
                 if "/" in v.source:
                     self._index.setdefault(_key(v.source), m.name)
+        # Hub ids loosely: without the organisation, chat suffixes (-Instruct, -it) and quant suffixes, so a
+        # base-model id, an instruct id and quantized repos of the same model all land on it.
+        self._loose: dict[str, str] = {}
+        for m in self._models.values():
+            for k in (m.name, *m.aliases, m.hf_id, *(v.source for v in m.variants if "/" in v.source)):
+                if k:
+                    self._loose.setdefault(_loose(k)[0], m.name)
+
+    def resolve(self, name: str) -> Resolved:
+        """A model by name, alias or hub id (base, instruct or a quantized repo of it), with the quant and engine
+        the id implies when that is unambiguous (a repo that is one variant's source, or ends in -AWQ, -GPTQ-Int4,
+        -FP8, ...; a -GGUF repo implies llama.cpp only)."""
+        key = _key(name)
+        found = self._index.get(key)
+        if found is not None:
+            model = self._models[found]
+            if key in {_key(k) for k in (model.name, model.hf_id, *model.aliases)}:
+                return Resolved(model, None, None)  # the model itself: any of its variants
+            same = {(v.quant, v.engine) for v in model.variants if _key(v.source) == key}
+            if len(same) == 1:
+                quant, engine = next(iter(same))
+                return Resolved(model, quant, engine)
+            engines = {e for _, e in same}
+            return Resolved(model, None, engines.pop() if len(engines) == 1 else None)
+        loose, quant, engine = _loose(name)
+        found = self._loose.get(loose)
+        if found is None:
+            self.get(name)  # raises NotFound with suggestions
+        model = self._models[found]  # type: ignore[index]
+        if quant is not None and not any(v.quant == quant for v in model.variants):
+            quant = None  # a quantization the catalog does not carry for it: let the caller choose
+        return Resolved(model, quant, engine)
 
     def get(self, name: str) -> Model:
         """A model by name, alias or HF repo id, any case."""
         found = self._index.get(_key(name))
         if found is None:
+            loose = self._loose.get(_loose(name)[0])
+            if loose is not None:
+                return self._models[loose]
             close = _close(name, self._index)
             # best match first (difflib's order), each model once
             hint = f"; did you mean {', '.join(dict.fromkeys(self._index[c] for c in close))}?" if close else ""
@@ -219,8 +307,20 @@ def model_from_dict(raw: dict[str, Any], quants: Quants, origin: str = "shipped"
     )
 
 
-def _models_in(text: str, quants: Quants, origin: str) -> list[Model]:
-    return [model_from_dict(m, quants, origin) for m in tomllib.loads(text).get("model", ())]
+def apply_measured(models: Sequence[Model], measured: Iterable[Mapping[str, Any]]) -> list[Model]:
+    """Models with the exact sizes recorded from GGUF headers (`[[variant]]` entries: model, quant, engine,
+    source, file, size_bytes) set on their variants; an entry for a model or file no longer in the catalog
+    is ignored."""
+    sizes = {(e.get("model"), e.get("quant"), e.get("engine"), e.get("source"), e.get("file", "")): e.get("size_bytes")
+             for e in measured}
+    out = []
+    for m in models:
+        variants = tuple(
+            replace(v, size_bytes=int(size)) if isinstance(size := sizes.get((m.name, v.quant, v.engine, v.source,
+                                                                              v.file)), int) and size > 0 else v
+            for v in m.variants)
+        out.append(replace(m, variants=variants) if variants != m.variants else m)
+    return out
 
 
 class CatalogSource(Protocol):
@@ -243,7 +343,16 @@ def load_catalog(source: CatalogSource) -> Catalog:
     """The catalog `source` describes; InvalidArgument names the file and field that is wrong."""
     quants = parse_quants(source.text("quants.toml"))
     models: list[Model] = []
+    measured: list[Mapping[str, Any]] = []
     for origin, text in source.model_files():
-        models += _models_in(text, quants, origin)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise InvalidArgument(f"{origin}: not valid TOML ({e})") from None
+        models += [model_from_dict(m, quants, origin) for m in data.get("model", ())]
+        measured += data.get("variant", ())
+    # later definitions (operator folders) replace earlier ones by name before the sizes apply
+    by_name = {m.name: m for m in models}
+    models = apply_measured(list(by_name.values()), measured)
     return Catalog(models, quants, tomllib.loads(source.text("engines.toml")),
                    parse_workload(source.text("workload.toml")))

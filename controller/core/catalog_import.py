@@ -175,8 +175,12 @@ def _active_params(arch: Architecture, total: int) -> int:
 
 
 # GGUF file types (general.file_type, llama_ftype) -> fleet quant names.
-_GGUF_FTYPES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 15: "q4_k_m", 17: "q5_k_m", 18: "q6_k",
-                32: "bf16", 38: "mxfp4"}
+_GGUF_FTYPES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 10: "q2_k", 12: "q3_k_m", 14: "q4_k_s",
+                15: "q4_k_m", 16: "q5_k_s", 17: "q5_k_m", 18: "q6_k", 32: "bf16", 38: "mxfp4"}
+# general.file_type -> llama-quantize's name for the mix (llama_ftype)
+FTYPE_NAMES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+               12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
+               21: "Q2_K_S", 32: "BF16", 38: "MXFP4_MOE"}
 
 
 _GGUF_QUANT_SUFFIX = re.compile(r"[._-](i?q\d\w*|f16|bf16|f32|mxfp4\w*)(-\d+-of-\d+)?$", re.IGNORECASE)
@@ -185,9 +189,11 @@ _GGUF_QUANT_SUFFIX = re.compile(r"[._-](i?q\d\w*|f16|bf16|f32|mxfp4\w*)(-\d+-of-
 @dataclass(frozen=True)
 class GgufTensor:
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # ggml order: shape[0] is the row length
     n_elements: int
     n_bytes: int
+    type: str = ""          # ggml type name: Q4_K, F32, ...
+    offset: int = 0         # from the start of the tensor data
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,17 @@ class GgufHeader:
     path: str  # the file, for messages and the variant's source/file
     fields: Mapping[str, Any]  # key -> value (strings decoded, arrays as lists)
     tensors: tuple[GgufTensor, ...]
+    data_offset: int = 0    # where tensor data starts (the header's length, padded)
+
+    @property
+    def tensor_bytes(self) -> int:
+        """Bytes of all tensors: what llama.cpp loads."""
+        return sum(t.n_bytes for t in self.tensors)
+
+    @property
+    def file_size(self) -> int:
+        """The whole file: header, tensors and the alignment padding between them."""
+        return self.data_offset + max((t.offset + t.n_bytes for t in self.tensors), default=0)
 
 
 def model_from_gguf(header: GgufHeader, *, name: str | None = None, license: str | None = None,
@@ -241,6 +258,7 @@ def model_from_gguf(header: GgufHeader, *, name: str | None = None, license: str
         moe_intermediate_size=int(a("expert_feed_forward_length", 0) or 0),
         kv_lora_rank=int(a("attention.kv_lora_rank", 0) or 0),
         qk_rope_head_dim=int(a("rope.dimension_count", 0) or 0) if a("attention.kv_lora_rank") else 0,
+        gguf_arch=str(arch_name),
     )
     ftype = header.fields.get("general.file_type")
     quant = _GGUF_FTYPES.get(int(ftype) if ftype is not None else -1, "")
@@ -250,7 +268,8 @@ def model_from_gguf(header: GgufHeader, *, name: str | None = None, license: str
                     key=lambda q: abs(quants[q]["bits_per_weight"] - bits))
     variant = _variant_for(quant, quants, engine=LLAMA_CPP, source=str(path.parent), file=path.name,
                            size_bytes=size, bits_per_weight=round(bits, 4), embed_bits=round(bits, 4),
-                           output_bits=round(bits, 4))
+                           output_bits=round(bits, 4),
+                           ftype=FTYPE_NAMES.get(int(ftype) if ftype is not None else -1, ""))
     # The file name says which fine-tune this is better than general.name (often the base model's).
     default_name = _GGUF_QUANT_SUFFIX.sub("", path.stem) or path.stem
     return Model(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from fleet.controller.core.catalog import LLAMA_CPP, VLLM, Architecture, EngineConstants, Model, Variant
 from fleet.controller.core.errors import InvalidArgument
+from fleet.controller.core.gguf_rules import GgufPlan, gguf_plan
 
 MIB = 1024**2
 GIB = 1024**3
@@ -89,10 +90,37 @@ def param_split(model: Model, variant: Variant | None = None) -> ParamSplit:
     return ParamSplit(embed, output, experts, min(attention, rest), a.mlp_matrices * a.hidden * inter, rest)
 
 
-def total_weight_bytes(model: Model, variant: Variant) -> int:
-    """Bytes of all weights as the engine holds them (the whole model, before any split)."""
+def gguf_plan_for(model: Model, variant: Variant, engines: EngineConstants | None) -> GgufPlan | None:
+    """The GGUF file llama-quantize makes of this model in the variant's file type (None: not modelled)."""
+    if variant.engine != LLAMA_CPP or not variant.ftype or not engines:
+        return None
+    if "ggml_types" not in engines.get("llamacpp", {}):
+        return None
+    return gguf_plan(model.arch, variant.ftype, engines["llamacpp"], model.arch.gguf_arch, variant.gguf_untied)
+
+
+def _gguf_bytes(model: Model, plan: GgufPlan, engines: EngineConstants) -> int:
+    """The planned file's tensors, plus any parameters the catalog counts beyond them (a vision tower, extra
+    norms) at the bulk type, so that what the plan does not know can only make the estimate larger."""
+    planned = sum(math.prod(t.ne) for t in plan.tensors)
+    extra = max(0, model.params_total - planned)
+    c = engines["llamacpp"]
+    block, size = c["ggml_types"][c["ftypes"][plan.ftype]]
+    return plan.n_bytes + math.ceil(extra * size / block)
+
+
+def total_weight_bytes(model: Model, variant: Variant, engines: EngineConstants | None = None) -> int:
+    """Bytes of all weights as the engine holds them (the whole model, before any split).
+
+    Exact when the catalog knows the artifact's size (a GGUF header read once, recorded); a GGUF in a
+    file type llama-quantize makes is sized tensor by tensor (fleet.controller.core.gguf_rules) when
+    `engines` carries the ggml type table; otherwise from bits per weight."""
     if variant.size_bytes:
         return variant.size_bytes
+    plan = gguf_plan_for(model, variant, engines)
+    if plan is not None:
+        assert engines is not None
+        return _gguf_bytes(model, plan, engines)
     p = param_split(model, variant)
     bulk = variant.bits_per_weight
     if variant.applies_to == "experts":
@@ -115,9 +143,9 @@ def _kv_heads_per_gpu(arch: Architecture, tp: int) -> int:
     return max(1, math.ceil(arch.kv_heads / tp))
 
 
-def weight_bytes(model: Model, variant: Variant, tp: int) -> int:
+def weight_bytes(model: Model, variant: Variant, tp: int, engines: EngineConstants | None = None) -> int:
     """Per-GPU weight bytes at tensor parallelism `tp` (llama.cpp: layers split over `tp` GPUs)."""
-    total = total_weight_bytes(model, variant)
+    total = total_weight_bytes(model, variant, engines)
     if tp == 1:
         return total
     a = model.arch
@@ -270,14 +298,39 @@ def _check(model: Model, variant: Variant, context: int, tp: int, device: str) -
         raise InvalidArgument(f"device must be gpu or cpu, not {device!r}")
     if context < 1:
         raise InvalidArgument(f"context must be positive, got {context}")
-    if context > model.arch.max_context and variant.engine == VLLM:
-        raise InvalidArgument(f"{model.name} supports at most {model.arch.max_context} tokens of context, "
-                              f"not {context}")
+    if context > model.arch.context_limit and variant.engine == VLLM:
+        extended = (f" ({model.arch.max_context} native, {model.arch.extended_context} with {model.arch.rope_scaling} "
+                    "rope scaling)" if model.arch.context_limit > model.arch.max_context else "")
+        raise InvalidArgument(f"{model.name} supports at most {model.arch.context_limit} tokens of context"
+                              f"{extended}, not {context}")
     problem = tp_problem(model, variant, tp)
     if problem:
         raise InvalidArgument(f"{problem}; valid TP sizes: {valid_tps(model, variant)}")
     if device == "cpu" and tp != 1:
         raise InvalidArgument("a CPU replica runs in one process: TP must be 1")
+
+
+@dataclass(frozen=True)
+class RopeLaunch:
+    """Rope scaling an engine must be launched with to serve a context beyond the model's native length."""
+
+    scaling: str
+    factor: float
+    original_context: int
+    theta: float
+
+    def note(self, model: Model, context: int) -> str:
+        return (f"context {context} is beyond {model.name}'s native {model.arch.max_context} tokens: launched with "
+                f"{self.scaling} rope scaling x{self.factor:g} over {self.original_context} (documented up to "
+                f"{model.arch.extended_context})")
+
+
+def rope_launch(model: Model, context: int) -> RopeLaunch | None:
+    """The rope scaling `context` needs, or None within the native length (or without documented scaling)."""
+    a = model.arch
+    if context <= a.max_context or not a.rope_scaling or context > a.context_limit:
+        return None
+    return RopeLaunch(a.rope_scaling, a.rope_factor, a.rope_original_context or a.max_context, a.rope_theta)
 
 
 def estimate(model: Model, variant: Variant, *, engines: EngineConstants, context: int | None = None, tp: int = 1,
@@ -290,6 +343,9 @@ def estimate(model: Model, variant: Variant, *, engines: EngineConstants, contex
     else:
         parts, notes = _llamacpp(engines, model, variant, ctx, tp, kv_bytes, device)
     weights, kv, act, runtime = parts
+    rope = rope_launch(model, ctx)
+    if rope is not None:
+        notes = [rope.note(model, ctx), *notes]
     total = weights + kv + act + runtime
     util = None
     est = Estimate(model.name, variant.quant, variant.engine, ctx, tp, device, weights, kv, act, runtime,
@@ -303,7 +359,7 @@ def estimate(model: Model, variant: Variant, *, engines: EngineConstants, contex
 def _vllm(engines: EngineConstants, model: Model, variant: Variant, ctx: int, tp: int, kv_bytes: float, device: str,
           gpu_memory_bytes: int | None) -> tuple[tuple[int, int, int, int], list[str]]:
     a = model.arch
-    weights = weight_bytes(model, variant, tp)
+    weights = weight_bytes(model, variant, tp, engines)
     batched, _ = vllm_scheduler_defaults(engines, gpu_memory_bytes)
     # Sliding-window layers need the window plus one scheduled chunk (vLLM's SlidingWindowSpec).
     kv = int(kv_bytes_per_token(a, VLLM, tp, kv_bytes, batched, ctx))
@@ -328,13 +384,13 @@ def _llamacpp(engines: EngineConstants, model: Model, variant: Variant, ctx: int
     a = model.arch
     c = engines["llamacpp"]
     n_ctx = math.ceil(ctx / c["ctx_pad"]) * c["ctx_pad"]
-    weights = weight_bytes(model, variant, tp)
+    weights = weight_bytes(model, variant, tp, engines)
     # llama.cpp's SWA cache holds the window plus one batch (swa_full off).
     kv = int(kv_bytes_per_token(a, LLAMA_CPP, tp, kv_bytes, c["ubatch"], n_ctx))
     act = llamacpp_compute_bytes(engines, a, n_ctx)
     notes = [f"-c {n_ctx} is shared by all of llama-server's parallel slots"]
-    if ctx > a.max_context:
-        notes.append(f"context beyond the model's {a.max_context} trained tokens: only as several parallel slots")
+    if ctx > a.context_limit:
+        notes.append(f"context beyond the model's {a.context_limit} trained tokens: only as several parallel slots")
     if kv_bytes < 2:
         notes.append("a quantized V cache needs flash attention (-fa on)")
     if device == "cpu":

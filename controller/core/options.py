@@ -8,21 +8,24 @@ records the estimate of the GPUs actually chosen without estimating again. Pure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fleet.common.gpus import GpuType
 from fleet.controller.core.catalog import Catalog
 from fleet.controller.core.errors import InvalidArgument
-from fleet.controller.core.estimate import estimate, incompatibility, valid_tps
+from fleet.controller.core.estimate import Estimate, estimate, incompatibility, valid_tps
+from fleet.controller.core.observed import Margin, Observed, reservation
 from fleet.controller.core.placement import Option
 
 MAX_TP = 8
-
+# What replicas of a key really used: (quant, engine, GPU type or "cpu", TP) -> Observed, for one model and context.
+ObservedLookup = Callable[[str, str, str, int], Observed | None]
 
 
 def options_for(model_name: str, quant: str | None, engine: str | None, context: int | None,
                 gpu_types: Sequence[GpuType], tp: int | None = None, *, device: str = "gpu",
-                catalog: Catalog) -> tuple[Option, ...]:
+                catalog: Catalog, observed: ObservedLookup | None = None,
+                trust_observed: bool = False) -> tuple[Option, ...]:
     """Every way to run `model_name` on these GPU types: one Option per variant × smallest TP per GPU type.
 
     - quant None: all variants (placement picks the best quality that fits); engine None: any engine.
@@ -31,10 +34,21 @@ def options_for(model_name: str, quant: str | None, engine: str | None, context:
     - per_gpu_bytes is the largest estimate over the GPU types (vLLM's sizing can depend on the GPU), and
       `needs` holds each type's own, so a replica reserves its GPUs' estimate and never another type's.
     - device "cpu": variants in RAM (tp 0; llama.cpp, or vLLM's CPU build), per the estimator's CPU estimate.
+    - observed: what replicas of the same key really used; the need becomes max(estimate, observed +
+      margin), or observed + margin with `trust_observed` (fleet.controller.core.observed.reservation).
     Raises InvalidArgument (from the catalog) for an unknown model or quant, or when nothing is possible.
     """
     cat = catalog
-    model = cat.get(model_name)
+    resolved = cat.resolve(model_name)  # a quantized repo id implies its quant (and engine)
+    model = resolved.model
+    quant = quant or resolved.quant
+    engine = engine or resolved.engine
+    margin = Margin.from_engines(cat.engines)
+
+    def need(e: Estimate, gpu_type: str, t: int) -> int:
+        seen = observed(e.quant, e.engine, gpu_type, t) if observed is not None else None
+        return reservation(e.engine, int(e.total), int(e.kv_cache), seen, margin, trust_observed).bytes
+
     if quant is not None:
         variants = [cat.variant(model, quant, engine)]
     else:
@@ -49,7 +63,7 @@ def options_for(model_name: str, quant: str | None, engine: str | None, context:
             # llama.cpp in RAM, or vLLM's CPU build where a node has it (placement checks the engine)
             est = estimate(model, v, engines=cat.engines, context=context, tp=1, device="cpu")
             out[(v.quant, v.engine, 0)] = Option(v.quant, v.engine, 0, 0, "", int(v.quality),
-                                                 disk or int(est.weights), int(est.total), str(v.source),
+                                                 disk or int(est.weights), need(est, "cpu", 1), str(v.source),
                                                  estimates=((("cpu", 0), est),))
             continue
         usable = [g for g in gpu_types if incompatibility(v, g.compute_capability) is None]
@@ -62,18 +76,18 @@ def options_for(model_name: str, quant: str | None, engine: str | None, context:
         for t in tps:
             per_type = [(g, estimate(model, v, engines=cat.engines, context=context, tp=t,
                                      gpu_memory_bytes=g.memory_bytes)) for g in usable]
-            fits = {g.name for g, e in per_type if int(e.total) <= g.memory_bytes}
+            needs = [need(e, g.name, t) for g, e in per_type]
+            fits = {g.name for (g, _), n in zip(per_type, needs, strict=True) if n <= g.memory_bytes}
             if tp is None:
                 if not fits - covered:
                     continue
                 covered |= fits
-            need = max(int(e.total) for _, e in per_type)
             weights = disk or int(max(e.weights for _, e in per_type)) * t
-            out[(v.quant, v.engine, t)] = Option(v.quant, v.engine, t, need, str(v.min_compute_capability or ""),
+            out[(v.quant, v.engine, t)] = Option(v.quant, v.engine, t, max(needs), str(v.min_compute_capability or ""),
                                                  int(v.quality), weights, 0, str(v.source),
                                                  estimates=tuple(((g.name, g.memory_bytes), e) for g, e in per_type),
-                                                 needs=tuple(((g.name, g.memory_bytes), int(e.total))
-                                                             for g, e in per_type))
+                                                 needs=tuple(((g.name, g.memory_bytes), n)
+                                                             for (g, _), n in zip(per_type, needs, strict=True)))
     if not out:
         raise InvalidArgument(f"{model.name}: no variant{' ' + quant if quant else ''} runs on "
                               f"{', '.join(sorted({g.name for g in gpu_types})) or 'these GPUs'}"

@@ -87,6 +87,11 @@ class NodeState:
         return dict(self.labels)
 
 
+def hardware(attr_key: tuple[object, ...]) -> tuple[tuple[str, int, str], ...]:
+    """The (name, memory, compute capability) of each GPU, from a node's attr_key."""
+    return attr_key[3]  # type: ignore[return-value]
+
+
 FreeKey = tuple[tuple[int, bool], ...]
 Groups = dict[tuple[object, ...], dict[FreeKey, list[NodeState]]]
 # attr_key -> sorted [(free bytes of one GPU, free_key, free bytes per GPU descending)] over the distinct

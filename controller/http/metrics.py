@@ -6,6 +6,7 @@ to keep in sync); counters and histograms are module-level objects the gateway a
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 
@@ -14,7 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fleet.controller.app import capacity
+from fleet.controller.app import capacity, observed
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.replica_states import STATES
 from fleet.controller.core.snapshot import NODE_STATES
@@ -82,6 +83,25 @@ class FleetCollector(Collector):
             for s in sorted({*REPLICA_STATES, *(k[1] for k in counts if k[0] == d.name)}):
                 replicas.add_metric([d.name, s], counts.get((d.name, s), 0))
         yield replicas
+        yield from self.observed()
+
+    def observed(self) -> Iterator[Metric]:
+        labels = ["deployment", "replica", "node", "gpu"]
+        seen = GaugeMetricFamily("fleet_replica_memory_observed_bytes", "Memory a replica really uses, as its agent "
+                                 "measured it: per GPU (NVML, the engine's processes) or RAM (gpu=\"cpu\")",
+                                 labels=labels)
+        over = GaugeMetricFamily("fleet_replica_memory_over_reservation", "1 when a replica uses more than it "
+                                 "reserved on that GPU (or RAM): it can starve its neighbours", labels=labels)
+        current = {r.id for r in self.ctl.store.replicas()}
+        for o in observed.every(self.ctl):
+            if o.replica not in current:
+                continue  # kept for learning; not a live series
+            gpus = json.loads(o.gpus or "{}")
+            for gpu, used in (sorted(gpus.items()) if gpus else [("cpu", o.ram or o.total)]):
+                seen.add_metric([o.deployment, o.replica, o.node, gpu], int(used))
+                over.add_metric([o.deployment, o.replica, o.node, gpu], 1.0 if o.over and int(used) > o.reserved
+                                else 0.0)
+        yield from (seen, over)
 
 
 METRICS_REGISTRY = web.AppKey("fleet.metrics.registry", CollectorRegistry)

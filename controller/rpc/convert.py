@@ -17,8 +17,10 @@ from fleet.controller.app.nodes import ReplicaStatus
 from fleet.controller.app.place import ESTIMATE_TERMS, PlaceArgs, PlaceOutcome
 from fleet.controller.app.status import Summary
 from fleet.controller.core.events import event_type
+from fleet.controller.core.observed import Memory, Observed
 from fleet.controller.core.placement import Plan
-from fleet.controller.store.schema import DeploymentRow, EventRow, GpuRow, ReplicaRow, ReservationRow
+from fleet.controller.rpc.validate import MAX_GPUS, MAX_STR
+from fleet.controller.store.schema import DeploymentRow, EventRow, GpuRow, ObservationRow, ReplicaRow, ReservationRow
 from fleet.proto import fleet_pb2 as pb
 
 MAX_REPORTED_REPLICAS = 256
@@ -41,8 +43,16 @@ def inventory_json(inv: pb.Inventory) -> str:
     return json_format.MessageToJson(inv)
 
 
+def memory(m: pb.ReplicaMemory) -> Memory:
+    """An agent's measurement, bounded: at most MAX_GPUS GPUs, short strings."""
+    return Memory(gpus=tuple((g.uuid[:MAX_STR], g.bytes) for g in m.gpus[:MAX_GPUS]), ram=m.ram, weights=m.weights,
+                  kv_cache=m.kv_cache, activations=m.activations, runtime=m.runtime, total=m.total,
+                  engine_version=m.engine_version[:MAX_STR], measured_at=m.measured_at)
+
+
 def replica_statuses(report: pb.ReplicaReport) -> list[ReplicaStatus]:
-    return [ReplicaStatus(r.id, r.state, r.endpoint, r.message[:MAX_MESSAGE_TEXT], r.restarts)
+    return [ReplicaStatus(r.id, r.state, r.endpoint, r.message[:MAX_MESSAGE_TEXT], r.restarts,
+                          memory(r.memory) if r.HasField("memory") else None)
             for r in report.replicas[:MAX_REPORTED_REPLICAS]]
 
 
@@ -56,7 +66,10 @@ def log_piece(data: pb.LogData) -> LogPiece:
 def replica_spec(r: ReplicaRow, dep: DeploymentRow, res: list[ReservationRow]) -> pb.ReplicaSpec:
     res = sorted(res, key=lambda x: x.gpu_index)
     total = sum(x.bytes for x in res) or 1
+    rope = json.loads(dep.launch or "{}").get("rope") or {}
     return pb.ReplicaSpec(
+        rope_scaling=str(rope.get("scaling", "")), rope_factor=float(rope.get("factor", 0.0)),
+        rope_original_context=int(rope.get("original_context", 0)), rope_theta=float(rope.get("theta", 0.0)),
         id=r.id, deployment=dep.name, model=dep.model, quant=dep.quant, engine=dep.engine,
         gpu_uuids=[x.gpu_uuid for x in res], context=dep.context, tp=r.tp,
         reserved_bytes=[x.bytes for x in res], gpu_memory_utilization=r.gpu_memory_utilization,
@@ -94,28 +107,62 @@ def estimate_message(estimate_json: str) -> pb.Estimate:
     return pb.Estimate(**{k: int(e.get(k, 0)) for k in ESTIMATE_TERMS})
 
 
+def observed_message(o: Observed | None) -> pb.ReplicaMemory | None:
+    if o is None:
+        return None
+    return pb.ReplicaMemory(weights=o.weights, kv_cache=o.kv_cache, activations=o.activations, runtime=o.runtime,
+                            total=o.total)
+
+
+def observation_message(o: ObservationRow | None) -> pb.ReplicaMemory | None:
+    if o is None:
+        return None
+    gpus = json.loads(o.gpus or "{}")
+    return pb.ReplicaMemory(gpus=[pb.GpuMemoryUse(uuid=u, bytes=int(b)) for u, b in sorted(gpus.items())], ram=o.ram,
+                            weights=o.weights, kv_cache=o.kv_cache, activations=o.activations, runtime=o.runtime,
+                            total=o.total, engine_version=o.engine_version, measured_at=o.measured_at)
+
+
 def deployment_message(d: DeploymentRows) -> pb.Deployment:
     dep = d.deployment
     by_replica: dict[str, list[ReservationRow]] = {}
     for x in d.reservations:
         by_replica.setdefault(x.replica, []).append(x)
+    reserved = max((x.bytes for x in d.reservations), default=max((r.ram_bytes for r in d.replicas), default=0))
     return pb.Deployment(
         name=dep.name, model=dep.model, quant=dep.quant, engine=dep.engine, context=dep.context,
         replicas_wanted=dep.replicas_wanted, created_at=dep.created_at, device=dep.device, strategy=dep.strategy,
         state=dep.state, estimate=estimate_message(dep.estimate), tp=dep.tp, source=dep.source, why=dep.why,
+        observed=observed_message(d.learned), observed_replicas=d.learned.replicas if d.learned else 0,
+        reserved=reserved, launch_notes=list(json.loads(dep.launch or "{}").get("notes", [])),
         replicas=[pb.Replica(
             id=r.id, deployment=r.deployment, ordinal=r.ordinal, node=r.node,
             gpus=[pb.Reservation(gpu_uuid=x.gpu_uuid, gpu_index=x.gpu_index, bytes=x.bytes)
                   for x in sorted(by_replica.get(r.id, []), key=lambda x: x.gpu_index)],
             state=r.state, endpoint=r.endpoint, api_key=r.api_key, gpu_memory_utilization=r.gpu_memory_utilization,
             tp=r.tp, message=r.message, restarts=r.restarts, ram_bytes=r.ram_bytes,
+            observed=observation_message(d.observed.get(r.id)),
+            over_reservation=bool(d.observed.get(r.id) and d.observed[r.id].over),
         ) for r in d.replicas],
     )
 
 
+_INVENTORIES: dict[str, tuple[str, pb.Inventory]] = {}  # node -> (inventory JSON, parsed): parse once per report
+
+
+def inventory_message(name: str, inventory_json: str) -> pb.Inventory:
+    cached = _INVENTORIES.get(name)
+    if cached is None or cached[0] != inventory_json:
+        inv = pb.Inventory()
+        json_format.Parse(inventory_json or "{}", inv, ignore_unknown_fields=True)
+        if len(_INVENTORIES) > 100_000:
+            _INVENTORIES.clear()  # bounded; removed nodes' entries go with it
+        cached = _INVENTORIES[name] = (inventory_json, inv)
+    return cached[1]
+
+
 def node_message(v: NodeView) -> pb.Node:
-    inv = pb.Inventory()
-    json_format.ParseDict(v.inventory, inv, ignore_unknown_fields=True)
+    inv = inventory_message(v.row.name, v.row.inventory)
     row = v.row
     return pb.Node(
         name=row.name, state=v.state, inventory=inv, last_heartbeat=v.last_heartbeat,
@@ -131,10 +178,13 @@ def node_message(v: NodeView) -> pb.Node:
     )
 
 
-def capacity_message(views: list[NodeView], t: Totals) -> pb.CapacityResponse:
-    return pb.CapacityResponse(nodes=[node_message(v) for v in views], gpu_count=t.gpu_count,
-                               vram_total=t.vram_total, vram_reserved=t.vram_reserved, vram_free=t.vram_free,
-                               ram_total=t.ram_total, disk_free=t.disk_free)
+def capacity_message(views: list[NodeView], t: Totals | None) -> pb.CapacityResponse:
+    resp = pb.CapacityResponse(nodes=[node_message(v) for v in views])
+    if t is not None:
+        resp.MergeFrom(pb.CapacityResponse(
+            gpu_count=t.gpu_count, vram_total=t.vram_total, vram_reserved=t.vram_reserved, vram_free=t.vram_free,
+            ram_total=t.ram_total, disk_free=t.disk_free, nodes_total=t.nodes, nodes_ready=t.nodes_ready))
+    return resp
 
 
 def place_args(req: pb.PlaceRequest) -> PlaceArgs:
@@ -142,7 +192,7 @@ def place_args(req: pb.PlaceRequest) -> PlaceArgs:
                      context=req.context, tp=req.tp, node=req.node, gpu_type=req.gpu_type,
                      labels=tuple(sorted(req.labels.items())), device=req.device or "gpu",
                      strategy=req.strategy or "pack", name=req.name, max_moves=max(1, req.max_moves or 1),
-                     dry_run=req.dry_run, explain=req.explain)
+                     dry_run=req.dry_run, explain=req.explain, trust_observed=req.trust_observed)
 
 
 def verdict_messages(plan: Plan) -> list[pb.NodeVerdict]:
@@ -187,3 +237,10 @@ def drain_response(views: list[DrainView]) -> pb.DrainResponse:
         moves=[pb.DrainMove(replica=r, deployment=d, to_node=n, gpus=list(g)) for r, d, n, g in v.moves],
         blocked=[pb.DrainBlocked(replica=r, deployment=d, reason=why) for r, d, why in v.blocked],
     ) for v in views])
+
+
+def observed_response(o: Observed | None) -> pb.ObservedResponse:
+    if o is None:
+        return pb.ObservedResponse(replicas=0)
+    return pb.ObservedResponse(replicas=o.replicas, memory=observed_message(o), engine_versions=list(o.engine_versions),
+                               gpu_types=list(o.gpu_types))

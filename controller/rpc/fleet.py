@@ -5,22 +5,29 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 
-from fleet.controller.app import capacity, deployments, drain, events, logs, nodes, place, status
+from fleet.controller.app import capacity, deployments, drain, events, logs, nodes, observed, place, status
 from fleet.controller.app.controller import Controller
+from fleet.controller.app.paging import MAX_PAGE
 from fleet.controller.core.errors import FleetError, InvalidArgument
+from fleet.controller.core.observed import Key
 from fleet.controller.core.whatif import parse_requests
 from fleet.controller.rpc import convert
 from fleet.controller.rpc.auth import metadata_dict
 from fleet.controller.rpc.status import rpc, status_of
-from fleet.controller.rpc.validate import MAX_STR, validate_place
+from fleet.controller.rpc.validate import MAX_STR, validate_observed, validate_place
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 
 MAX_REQUESTS_JSON = 1_000_000
+
+
+def _page_size(asked: int) -> int:
+    """0 (older CLIs) is everything in one answer; anything else is capped so an answer stays small."""
+    return min(asked, MAX_PAGE) if asked else 0
 
 
 def _who(context: grpc.aio.ServicerContext) -> str:
@@ -34,7 +41,10 @@ class FleetService(pbg.FleetServicer):
 
     @rpc
     async def ListNodes(self, request: pb.ListNodesRequest, context: grpc.aio.ServicerContext) -> pb.ListNodesResponse:
-        return pb.ListNodesResponse(nodes=[convert.node_message(v) for v in capacity.node_views(self.ctl)])
+        size = _page_size(request.page_size)
+        views = capacity.node_views(self.ctl, request.page_token[:MAX_STR], size)
+        return pb.ListNodesResponse(nodes=[convert.node_message(v) for v in views],
+                                    next_page_token=self._next(views, size, self.ctl.store.mirror.nodes))
 
     @rpc
     async def DescribeNode(self, request: pb.DescribeNodeRequest,
@@ -43,8 +53,20 @@ class FleetService(pbg.FleetServicer):
 
     @rpc
     async def Capacity(self, request: pb.CapacityRequest, context: grpc.aio.ServicerContext) -> pb.CapacityResponse:
-        views = capacity.node_views(self.ctl)
-        return convert.capacity_message(views, capacity.totals(views))
+        size = _page_size(request.page_size)
+        views = capacity.node_views(self.ctl, request.page_token[:MAX_STR], size)
+        totals = None if request.page_token else capacity.fleet_totals(self.ctl)  # with the first page only
+        resp = convert.capacity_message(views, totals)
+        resp.next_page_token = self._next(views, size, self.ctl.store.mirror.nodes)
+        return resp
+
+    @staticmethod
+    def _next(views: list[capacity.NodeView] | list[deployments.DeploymentRows], size: int,
+              every: Mapping[str, object]) -> str:
+        if not size or len(views) < size:
+            return ""
+        last = views[-1].name if isinstance(views[-1], capacity.NodeView) else views[-1].deployment.name
+        return last if any(name > last for name in every) else ""
 
     @rpc
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
@@ -56,8 +78,10 @@ class FleetService(pbg.FleetServicer):
     @rpc
     async def ListDeployments(self, request: pb.ListDeploymentsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListDeploymentsResponse:
-        return pb.ListDeploymentsResponse(deployments=[convert.deployment_message(d)
-                                                       for d in deployments.every(self.ctl)])
+        size = _page_size(request.page_size)
+        shown = deployments.every(self.ctl, request.page_token[:MAX_STR], size)
+        return pb.ListDeploymentsResponse(deployments=[convert.deployment_message(d) for d in shown],
+                                          next_page_token=self._next(shown, size, self.ctl.store.mirror.deployments))
 
     @rpc
     async def DescribeDeployment(self, request: pb.DescribeDeploymentRequest,
@@ -131,3 +155,12 @@ class FleetService(pbg.FleetServicer):
             raise InvalidArgument("REQUESTS.json is nested too deeply") from None
         result = place.what_if(self.ctl, parse_requests(data))
         return pb.PlanResponse(result_json=json.dumps(result.as_json()))
+
+    @rpc
+    async def Observed(self, request: pb.ObservedRequest, context: grpc.aio.ServicerContext) -> pb.ObservedResponse:
+        """What replicas of one key really used (`fleet estimate` asks when a controller is configured)."""
+        validate_observed(request)
+        model = self.ctl.catalog().get(request.model)
+        key = Key(model.name, request.quant, request.engine, request.gpu_type, request.tp or 1,
+                           request.context)
+        return convert.observed_response(observed.summary(self.ctl, key))

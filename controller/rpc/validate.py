@@ -63,3 +63,14 @@ def validate_place(req: pb.PlaceRequest) -> None:
     for text in (req.quant, req.engine, req.node, req.gpu_type):
         if len(text) > 100:
             raise InvalidArgument("an argument is longer than 100 characters")
+
+
+def validate_observed(req: pb.ObservedRequest) -> None:
+    if not req.model or len(req.model) > 200:
+        raise InvalidArgument("name a model (see `fleet models`)")
+    if any(len(t) > 100 for t in (req.quant, req.engine, req.gpu_type)):
+        raise InvalidArgument("an argument is longer than 100 characters")
+    if not req.quant or not req.engine or not req.context:
+        raise InvalidArgument("quant, engine and context are needed to look up observations")
+    if req.context > 10_000_000 or req.tp > 64:
+        raise InvalidArgument("--context or --tp out of range")

@@ -36,20 +36,19 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
-# Columns added to tables that existing databases already have (create_all adds only missing tables):
-# (table, column, SQL type and default). Each step is idempotent.
-ADDED_COLUMNS = (
-    ("event", "deployment", "VARCHAR NOT NULL DEFAULT ''"),
-)
+# Columns added to existing tables after a release: (table, column, SQL type with its default).
+ADDED_COLUMNS = (("deployment", "launch", "VARCHAR NOT NULL DEFAULT '{}'"),
+                 ("event", "deployment", "VARCHAR NOT NULL DEFAULT ''"))
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring a database written by an older release up to this schema (new columns get their defaults)."""
-    insp = inspect(engine)
-    for table, column, ddl in ADDED_COLUMNS:
-        if column not in {c["name"] for c in insp.get_columns(table)}:
+    """Add the columns a database written by an older release lacks (idempotent; new tables come from
+    create_all)."""
+    have = inspect(engine)
+    for table, column, sql_type in ADDED_COLUMNS:
+        if column not in {c["name"] for c in have.get_columns(table)}:
             with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
 
 
 def sqlite_url(data_dir: Path) -> str:

@@ -1,5 +1,6 @@
 """The catalog's files: the shipped data (package data under fleet/controller/data) and the folders where
-operators add models (`fleet models add`), plus reading a GGUF header. The only place catalog data is read.
+operators add models (`fleet models add`). The only place catalog data is read (GGUF headers:
+fleet.controller.store.gguf_headers, re-exported here for the CLI).
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from fleet.controller.core.catalog import Catalog, Model, Quants, load_catalog
-from fleet.controller.core.catalog_import import GgufHeader, GgufTensor, model_to_toml, slug
-from fleet.controller.core.errors import InvalidArgument
+from fleet.controller.core.catalog_import import model_to_toml, slug
+from fleet.controller.store.gguf_headers import read_gguf_header
 
 
 def default_catalog_dir() -> Path:
@@ -74,38 +74,4 @@ def write_model(model: Model, catalog_dir: Path, quants: Quants) -> Path:
     return path
 
 
-def _field(reader: Any, key: str) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    if len(f.data) == 1:
-        part = f.parts[f.data[0]]
-        if f.types and f.types[0].name == "STRING":
-            return bytes(part).decode("utf-8", "replace")
-        return part.tolist()[0] if hasattr(part, "tolist") else part
-    return [f.parts[i].tolist()[0] if hasattr(f.parts[i], "tolist") else f.parts[i] for i in f.data]
-
-
-# Header keys decoded for the catalog; tokenizer arrays are only counted (they can hold 150k strings).
-_WANTED_PREFIXES = ("general.",)
-
-
-def read_gguf_header(path: Path) -> GgufHeader:
-    """A GGUF file's key-values and tensor table, decoded with the `gguf` package (no tensor data is read)."""
-    from gguf import GGUFReader  # heavy (numpy); only `fleet models add --from-gguf` and the agent need it
-
-    path = Path(path).expanduser()
-    try:
-        reader = GGUFReader(str(path))
-    except (OSError, ValueError) as e:
-        raise InvalidArgument(f"{path}: not a readable GGUF file ({e})") from None
-    arch = _field(reader, "general.architecture")
-    fields: dict[str, Any] = {}
-    for key in reader.fields:
-        if key.startswith(_WANTED_PREFIXES) or (arch and key.startswith(f"{arch}.")):
-            fields[key] = _field(reader, key)
-    if "token_embd.weight" not in {t.name for t in reader.tensors}:
-        fields["tokenizer.ggml.tokens"] = _field(reader, "tokenizer.ggml.tokens")
-    tensors = tuple(GgufTensor(t.name, tuple(int(x) for x in t.shape), int(t.n_elements), int(t.n_bytes))
-                    for t in reader.tensors)
-    return GgufHeader(str(path), fields, tensors)
+__all__ = ["CatalogFiles", "catalog_with", "default_catalog_dir", "read_gguf_header", "shipped_catalog", "write_model"]

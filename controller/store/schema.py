@@ -60,6 +60,9 @@ class DeploymentRow(SQLModel, table=True):
     estimate: str = "{}"  # JSON: weights, kv_cache, activations, runtime, total (bytes, per GPU)
     request: str = "{}"  # JSON of the PlaceRequest, to place again when a replica must move
     max_moves: int = 1  # replicas of this deployment moved at once by a drain
+    # JSON: how the engines are launched beyond the defaults: {"rope": {scaling, factor, original_context,
+    # theta}, "notes": [...]} (context beyond the model's native length)
+    launch: str = "{}"
 
 
 class ReplicaRow(SQLModel, table=True):
@@ -139,3 +142,46 @@ class ApiKeyRow(SQLModel, table=True):
     key_hash: str = Field(index=True)
     created_at: float = 0.0
     revoked: bool = False
+
+
+class ChangeRow(SQLModel, table=True):
+    """The change feed: one row per node or deployment a transaction changed, written in that transaction.
+
+    Every controller tails it (fleet.controller.store.mirror) and reloads what it names, so its in-memory
+    copy follows the database whichever controller wrote. Old rows are pruned.
+    """
+
+    __tablename__ = "change"
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = Field(default=0.0, index=True)
+    kind: str  # node | gpus | deployment (fleet.controller.store.mirror)
+    key: str
+
+
+class ObservationRow(SQLModel, table=True):
+    """What one replica really used (its agent's last measurement), kept after the replica is gone: the
+    controller learns from it (fleet.controller.core.observed). Keyed for lookups by (model, quant, engine,
+    gpu_type, tp, pp, context); figures per GPU, or RAM on CPU."""
+
+    __tablename__ = "observation"
+    replica: str = Field(primary_key=True)
+    deployment: str = ""
+    node: str = ""
+    model: str = Field(default="", index=True)
+    quant: str = ""
+    engine: str = ""
+    engine_version: str = ""
+    gpu_type: str = ""  # GPU type name, or "cpu"
+    tp: int = 1
+    pp: int = 1
+    context: int = 0
+    weights: int = 0
+    kv_cache: int = 0
+    activations: int = 0
+    runtime: int = 0
+    total: int = 0
+    ram: int = 0
+    gpus: str = "{}"  # JSON: GPU UUID -> bytes (NVML)
+    reserved: int = 0  # per GPU (or RAM) when measured
+    over: bool = False  # used more than it reserved
+    measured_at: float = 0.0

@@ -1,50 +1,71 @@
-"""A placement snapshot built from rows: the store's nodes, GPUs, replicas and reservations, frozen.
+"""The placement snapshot from the store's in-memory mirror, kept incremental.
 
-Liveness (which nodes are up) and live GPU usage come from the controller's memory and are passed in;
-the core reads only the Snapshot this returns.
+A fleet of 10,000 nodes changes a few nodes at a time (a placement, a report, a cordon), so the snapshot
+is not rebuilt per placement: only the nodes the mirror marked dirty, whose liveness state changed, or
+whose GPU usage moved are recomputed, and `Snapshot.with_nodes` moves just those between placement's
+groups. Liveness and live GPU usage come from the controller's memory and are passed in.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from fleet.controller.core.snapshot import GpuState, NodeState, Snapshot, used_by_others
 from fleet.controller.store.repository import Store
-from fleet.controller.store.schema import GpuRow, ReplicaRow
+from fleet.controller.store.schema import NodeRow
 
 Usage = Mapping[str, tuple[int, int, int]]  # GPU uuid -> (memory used, utilization, temperature), live
 
 
+class SnapshotCache:
+    """The last snapshot, brought up to date on demand."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.snap: Snapshot | None = None
+        self.seen = 0  # the mirror's change sequence this snapshot reflects
+
+    def get(self, state_of: Callable[[str], str], usage: Usage, moved: set[str] | None = None) -> Snapshot:
+        """The snapshot for these node states (ready, cordoned, …, offline) and this GPU usage.
+
+        `moved`: nodes whose liveness state or GPU memory use changed since the last call (None: check all);
+        changes to rows (cordons, placements, inventories) come from the mirror's change sequence."""
+        mirror = self.store.mirror
+        changed = set(mirror.changed_since(self.seen))
+        self.seen = mirror.seq
+        if self.snap is None or any(n not in mirror.nodes for n in changed):
+            # first use, or a node left the fleet: rebuild (with_nodes adds and replaces, never removes)
+            self.snap = Snapshot(tuple(self._node(mirror.nodes[n], state_of, usage) for n in sorted(mirror.nodes)))
+            return self.snap
+        changed |= set(self.snap.by_name) if moved is None else moved
+        fresh = [self._node(mirror.nodes[n], state_of, usage) for n in sorted(changed) if n in mirror.nodes]
+        by_name = self.snap.by_name
+        fresh = [n for n in fresh if by_name.get(n.name) != n]  # unchanged after all: keep the groups as they are
+        if fresh:
+            self.snap = self.snap.with_nodes(fresh)
+        return self.snap
+
+    def _node(self, row: NodeRow, state_of: Callable[[str], str], usage: Usage) -> NodeState:
+        mirror = self.store.mirror
+        facts = mirror.facts(row.name)
+        replicas = [mirror.replicas[i] for i in mirror.by_node.get(row.name, ())]
+        ram_reserved = sum(r.ram_bytes for r in replicas)
+        gpus = []
+        declared = False  # declared GPUs (`--simulate-gpus`): a node for planning, where nothing is launched
+        for g in mirror.gpus.get(row.name, ()):
+            declared = declared or g.declared
+            used = usage.get(g.uuid, (g.memory_used,))[0]
+            held = mirror.reserved.get(g.uuid, 0)
+            gpus.append(GpuState(uuid=g.uuid, index=g.index, name=g.name, memory_total=g.memory_total,
+                                 memory_reserved=held, memory_used_other=used_by_others(used, held),
+                                 compute_capability=g.compute_capability))
+        return NodeState(
+            name=row.name, state=state_of(row.name), gpus=tuple(gpus), ram_total=facts.ram_total,
+            ram_free=max(0, min(facts.ram_available, facts.ram_total - ram_reserved)), disk_free=facts.disk_free,
+            engines=facts.engines, labels=facts.labels, deployments=frozenset(r.deployment for r in replicas),
+            replica_count=len(replicas), declared=declared)
+
+
 def build_snapshot(store: Store, states: Mapping[str, str], gpu_usage: Usage) -> Snapshot:
-    """The fleet as placement sees it now: reservations from the store, liveness and usage from memory."""
-    reserved = store.reserved_by_gpu()
-    gpus: dict[str, list[GpuRow]] = {}
-    for g in store.gpus():
-        gpus.setdefault(g.node, []).append(g)
-    replicas: dict[str, list[ReplicaRow]] = {}
-    for r in store.replicas():
-        replicas.setdefault(r.node, []).append(r)
-    nodes = []
-    for row in store.nodes():
-        inv = json.loads(row.inventory or "{}")
-        ram_total = int(inv.get("ramTotal", 0))
-        ram_reserved = sum(r.ram_bytes for r in replicas.get(row.name, []))
-        gpu_states = []
-        for g in gpus.get(row.name, []):
-            used = gpu_usage.get(g.uuid, (g.memory_used,))[0]
-            held = reserved.get(g.uuid, 0)
-            gpu_states.append(GpuState(uuid=g.uuid, index=g.index, name=g.name, memory_total=g.memory_total,
-                                       memory_reserved=held, memory_used_other=used_by_others(used, held),
-                                       compute_capability=g.compute_capability))
-        nodes.append(NodeState(
-            name=row.name, state=states.get(row.name, "offline"), gpus=tuple(gpu_states), ram_total=ram_total,
-            ram_free=max(0, min(int(inv.get("ramAvailable", 0)), ram_total - ram_reserved)),
-            disk_free=int(inv.get("diskFree", 0)),
-            engines=frozenset(e["name"] for e in inv.get("engines", []) if e.get("name")),
-            labels=tuple(sorted((inv.get("labels") or {}).items())),
-            deployments=frozenset(r.deployment for r in replicas.get(row.name, [])),
-            replica_count=len(replicas.get(row.name, [])),
-            declared=inv.get("gpuProbe") == "declared",
-        ))
-    return Snapshot(tuple(nodes))
+    """A snapshot built from scratch (tests; the controller keeps a SnapshotCache)."""
+    return SnapshotCache(store).get(lambda name: states.get(name, "offline"), gpu_usage)

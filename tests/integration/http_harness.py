@@ -30,7 +30,8 @@ from fleet.controller.rpc.server import build_server
 from fleet.controller.store import apikeys
 from fleet.controller.store.db import sqlite_url
 from fleet.controller.store.hashing import token_hash
-from fleet.controller.store.repository import Store
+from fleet.controller.store.mirror import DEPLOYMENT, NODE_GPUS
+from fleet.controller.store.repository import Store, touch
 from fleet.controller.store.schema import DeploymentRow, GpuRow, NodeRow, ReplicaRow, ReservationRow
 from fleet.proto import fleet_pb2 as pb
 
@@ -233,7 +234,9 @@ class HttpFleet:
             s.flush()
             for i, (uuid, gname, total) in enumerate(gpus):
                 s.add(GpuRow(uuid=uuid, node=name, index=i, name=gname, memory_total=total, declared=True))
+            touch(s, NODE_GPUS, [name])  # as every writer does, so the controller's mirror sees it
             s.commit()
+        self.store.sync()
         if alive:
             self.ctl.liveness.beat(name, now, [(u, b, 0, -1) for u, b in (used or {}).items()])
 
@@ -241,7 +244,9 @@ class HttpFleet:
         with self.store.session() as s:
             s.add(DeploymentRow(name=name, model="smollm2-135m", quant="q4_1", engine=engine, context=2048,
                                 replicas_wanted=1, created_at=time.time()))
+            touch(s, DEPLOYMENT, [name])
             s.commit()
+        self.store.sync()
 
     def add_replica(self, rid: str, deployment: str, node: str, *, endpoint: str = "", api_key: str = "",
                     state: str = "healthy", desired: str = "run", gpus: list[tuple[str, int, int]] = (),  # type: ignore[assignment]
@@ -253,7 +258,9 @@ class HttpFleet:
             s.flush()
             for uuid, index, reserved in gpus:
                 s.add(ReservationRow(replica=rid, gpu_uuid=uuid, gpu_index=index, bytes=reserved))
+            touch(s, DEPLOYMENT, [deployment])
             s.commit()
+        self.store.sync()
 
     def set_replica(self, rid: str, **fields: Any) -> None:
         with self.store.session() as s:
@@ -262,7 +269,9 @@ class HttpFleet:
             for k, v in fields.items():
                 setattr(row, k, v)
             s.add(row)
+            touch(s, DEPLOYMENT, [row.deployment])
             s.commit()
+        self.store.sync()
 
 
 # A declared-GPU fleet as `--simulate-gpus` agents and placement leave it; metrics, /api/capacity and

@@ -135,3 +135,25 @@ def test_user_catalog_dir_adds_models(tmp_path: Path):
     assert back.params_total == m.params_total
     with pytest.raises(NotFound):
         shipped_catalog().get("tiny-qwen-ft")
+
+
+@pytest.mark.parametrize("hub_id,model,quant,engine", [
+    ("Qwen/Qwen2.5-7B", "qwen2.5-7b", None, None),                       # base model
+    ("Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b", None, None),              # instruct: any variant
+    ("Qwen/Qwen2.5-7B-Instruct-AWQ", "qwen2.5-7b", "awq", "vllm"),       # a catalog variant's source
+    ("Qwen/Qwen3-8B-FP8", "qwen3-8b", "fp8", "vllm"),                    # quant from the repo's suffix
+    ("hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4", "llama3.1-70b", "awq", "vllm"),
+    ("meta-llama/Llama-3.1-8B", "llama3.1-8b", None, None),
+    ("bartowski/Meta-Llama-3.1-8B-Instruct-GGUF", "llama3.1-8b", None, "llama.cpp"),  # many quants: ambiguous
+    ("unsloth/Qwen2.5-7B-Instruct-GGUF", "qwen2.5-7b", None, "llama.cpp"),
+    ("TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF", "tinyllama-1.1b", None, "llama.cpp"),
+])
+def test_hub_ids_resolve_with_the_quant_they_imply(hub_id, model, quant, engine):
+    r = shipped_catalog().resolve(hub_id)
+    assert (r.model.name, r.quant, r.engine) == (model, quant, engine)
+    assert shipped_catalog().get(hub_id).name == model
+
+
+def test_unknown_hub_id_still_says_what_is_close():
+    with pytest.raises(NotFound, match="unknown model"):
+        shipped_catalog().resolve("someone/Totally-Different-13B-AWQ")

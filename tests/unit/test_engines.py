@@ -37,6 +37,17 @@ TINY_VLLM_CPU = ReplicaSpec(
     id="r-tiny-0", engine="vllm", served_name="tiny-llama", model_path="/models/tiny-llama", port=8104,
     api_key="k-tiny", quant="bf16", context=256, device="cpu", kv_cache_bytes=64 * 1024**2,
 )
+QWEN25_7B_LONG_VLLM = ReplicaSpec(
+    id="r-long-0", engine="vllm", served_name="qwen2.5-7b", model_path="Qwen/Qwen2.5-7B-Instruct", port=8105,
+    api_key="k-long", quant="bf16", context=131072, device="gpu", gpu_uuids=A100_UUIDS[:1],
+    gpu_memory_utilization=0.5, compute_capability=8.0, rope_scaling="yarn", rope_factor=4.0,
+    rope_original_context=32768, rope_theta=1000000.0,
+)
+QWEN25_7B_LONG_LLAMA = ReplicaSpec(
+    id="r-long-1", engine="llama.cpp", served_name="qwen2.5-7b", model_path="/models/qwen2.5-7b-instruct-q4_k_m.gguf",
+    port=8106, api_key="k-long", quant="q4_k_m", context=131072, device="gpu", gpu_uuids=A100_UUIDS[:1],
+    rope_scaling="yarn", rope_factor=4.0, rope_original_context=32768, rope_theta=1000000.0,
+)
 CONFIG = EngineConfig(llama_server="/opt/llama/bin/llama-server", vllm="/opt/vllm/venv/bin/vllm")
 
 # (spec, config) pairs whose flags the e2e suite validates against the installed engines.
@@ -45,7 +56,24 @@ SPECS = {
     "llama3.1-70b-q4km-2x4090": LLAMA31_70B_Q4KM_SPLIT,
     "smollm2-cpu": SMOLLM2_CPU,
     "tiny-vllm-cpu": TINY_VLLM_CPU,
+    "qwen2.5-7b-131k-vllm": QWEN25_7B_LONG_VLLM,
+    "qwen2.5-7b-131k-llama": QWEN25_7B_LONG_LLAMA,
 }
+
+
+def test_context_beyond_native_launches_with_rope_scaling() -> None:
+    import json
+
+    llama = launch(QWEN25_7B_LONG_LLAMA, CONFIG).argv
+    at = llama.index("--rope-scaling")
+    assert llama[at:at + 6] == ["--rope-scaling", "yarn", "--rope-scale", "4", "--yarn-orig-ctx", "32768"]
+    vllm = launch(QWEN25_7B_LONG_VLLM, CONFIG).argv
+    overrides = json.loads(vllm[vllm.index("--hf-overrides") + 1])
+    assert overrides == {"rope_parameters": {"rope_type": "yarn", "factor": 4.0,
+                                             "original_max_position_embeddings": 32768, "rope_theta": 1000000.0},
+                         "max_position_embeddings": 131072}
+    assert vllm[vllm.index("--max-model-len") + 1] == "131072"
+    assert "--rope-scaling" not in launch(SMOLLM2_CPU, CONFIG).argv
 
 
 def test_vllm_qwen2_72b_awq_tp2_on_two_a100() -> None:
@@ -76,7 +104,7 @@ def test_llama_server_llama31_70b_q4km_split_across_two_4090() -> None:
             "--alias", "llama3.1-70b",
             "--api-key", "k-llama",
         ],
-        env={"CUDA_VISIBLE_DEVICES": ",".join(RTX4090_UUIDS)},
+        env={"CUDA_VISIBLE_DEVICES": ",".join(RTX4090_UUIDS), "LLAMA_ARG_LOG_VERBOSITY": "4"},
     )
 
 
@@ -87,7 +115,7 @@ def test_llama_server_on_cpu_offloads_nothing_and_hides_gpus() -> None:
             "--host", "0.0.0.0", "--port", "8103", "-c", "512", "-ngl", "0",
             "--alias", "smollm2-135m", "--api-key", "k-smol",
         ],
-        env={"CUDA_VISIBLE_DEVICES": ""},
+        env={"CUDA_VISIBLE_DEVICES": "", "LLAMA_ARG_LOG_VERBOSITY": "4"},
     )
 
 
@@ -116,7 +144,7 @@ def test_single_gpu_llama_server_has_no_tensor_split_and_extra_args_go_last() ->
     out = launch(spec, config)
     assert "--tensor-split" not in out.argv
     assert out.argv[-2:] == ["--flash-attn", "on"]
-    assert out.env == {"CUDA_VISIBLE_DEVICES": "GPU-x"}
+    assert out.env == {"CUDA_VISIBLE_DEVICES": "GPU-x", "LLAMA_ARG_LOG_VERBOSITY": "4"}
 
 
 @pytest.mark.parametrize(

@@ -169,3 +169,13 @@ def test_fits_respects_vllm_utilization_cap(cat):
     e = est(cat, "llama3.1-8b", "bf16", context=8192)
     assert fits(e, int(e.total / 0.98) + 1)
     assert not fits(e, e.total)  # vLLM cannot take 100 % of a GPU
+
+
+def test_long_context_through_rope_scaling(cat):
+    native = est(cat, "qwen2.5-7b", "bf16", context=32768)
+    long = est(cat, "qwen2.5-7b", "bf16", context=131072)
+    assert long.kv_cache == native.kv_cache * 4  # estimated at the extended length
+    assert "yarn rope scaling x4" in long.notes[0] and not any("rope" in n for n in native.notes)
+    with pytest.raises(InvalidArgument, match=r"at most 131072 tokens of context \(32768 native, 131072 with yarn"):
+        est(cat, "qwen2.5-7b", "bf16", context=200000)
+    assert "yarn" in est(cat, "qwen2.5-7b", "q4_k_m", context=65536).notes[0]  # llama.cpp too

@@ -30,6 +30,12 @@ def _app() -> typer.Typer:
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     monkeypatch.setenv("FLEET_CATALOG_DIR", str(tmp_path / "catalog"))
+    # no network and no controller: estimates come from the catalog alone
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("FLEET_DATA_DIR", str(tmp_path / "no-controller"))
+    for var in ("FLEET_CONTROLLER", "FLEET_TOKEN", "FLEET_MODELS_DIR"):
+        monkeypatch.delenv(var, raising=False)
     runner = CliRunner()
     app = _app()
 
@@ -75,7 +81,8 @@ def test_models_filters(run):
     assert r.exit_code == 0
     assert {m["license"] for m in json.loads(r.output)} == {"MIT"}
     r = run("models", "--family", "qwen2.5", "-o", "json")
-    assert {m["name"] for m in json.loads(r.output)} == {"qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b", "qwen2.5-72b"}
+    assert {m["name"] for m in json.loads(r.output)} == {"qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b", "qwen2.5-72b",
+                                                        "qwen2.5-coder-1.5b"}  # families match by prefix
     r = run("models", "--family", "nope")
     assert r.exit_code == 2 and "families:" in r.output
 
@@ -157,3 +164,24 @@ def test_models_add_from_gguf_smollm2_matches_file_size(run, smollm2_gguf, tmp_p
     # And the shipped catalog's own SmolLM2 q4_1 entry agrees with the real file.
     r = run("estimate", "smollm2-135m", "--quant", "q4_1", "--context", "2048", "--device", "cpu", "-o", "json")
     assert json.loads(r.output)["per_gpu"]["weights"] == pytest.approx(SMOL_SIZE, rel=0.02)
+
+
+@pytest.mark.parametrize("args", [
+    ("llama3.1-70b", "--quant", "bf16", "--tp", "4", "--gpu", "A100-80GB", "--context", "16384"),
+    ("qwen2.5-72b", "--quant", "q4_k_m", "--context", "8192"),
+    ("deepseek-r1", "--quant", "fp8", "--tp", "8", "--context", "4096"),
+    ("smollm2-135m", "--quant", "q4_1", "--device", "cpu", "--context", "512"),
+])
+def test_estimate_explain_gives_every_term_its_inputs(run, args):
+    r = run("estimate", *args, "--explain", "-o", "json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    terms = {t["term"]: t for t in out["explain"]}
+    assert list(terms) == ["weights", "kv_cache", "activations", "runtime", "total"]
+    for name in ("weights", "kv_cache", "activations", "runtime", "total"):
+        assert terms[name]["bytes"] == out["per_gpu"][name] and terms[name]["formula"] and terms[name]["inputs"]
+    assert sum(terms[t]["bytes"] for t in ("weights", "kv_cache", "activations", "runtime")) == terms["total"]["bytes"]
+    kv = terms["kv_cache"]["inputs"]
+    assert kv["layers"] and kv["context"] >= out["context"] and kv["tp"] == out["tp"]
+    table = run("estimate", *args, "--explain")
+    assert "FORMULA" in table.output and "layers=" in table.output

@@ -11,6 +11,9 @@ import pytest
 from fleet.controller.app import drain
 from fleet.controller.app.place import PlaceArgs, place_deployment
 from fleet.controller.app.reconcile import fence_offline, fill_missing
+from fleet.controller.store.mirror import DEPLOYMENT
+from fleet.controller.store.repository import touch
+from fleet.controller.store.schema import DeploymentRow
 from tests.unit.fleet_state import controller, go_offline, join, report
 
 
@@ -60,13 +63,13 @@ def test_fill_missing_waits_retry_every_between_tries(tmp_path: Path) -> None:
     ctl = setup(tmp_path, {"a": "1xL40S"}, retry_every=10)  # room for one replica only
     place(ctl, "a", replicas=1)
     with ctl.store.session() as s:  # the operator wants two now, and there is room for none
-        from fleet.controller.store.schema import DeploymentRow
-
         dep = s.get(DeploymentRow, "chat")
         assert dep is not None
         dep.replicas_wanted = 2
         s.add(dep)
+        touch(s, DEPLOYMENT, ["chat"])
         s.commit()
+    ctl.store.sync()
     now = time.time()
     fill_missing(ctl, now)
     assert ctl.repair.last_try["chat"] == now and running(ctl) == [("a", "healthy")]
