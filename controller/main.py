@@ -21,7 +21,7 @@ from fleet.controller.app.controller import Controller, Settings
 from fleet.controller.app.credentials import Credentials
 from fleet.controller.http.app import start_http
 from fleet.controller.listen import listen_problem
-from fleet.controller.rpc.server import build_server, server_credentials
+from fleet.controller.rpc.server import build_server, check_plaintext, server_credentials
 from fleet.controller.store.db import sqlite_url
 from fleet.controller.store.hashing import token_hash
 from fleet.controller.store.repository import Store
@@ -58,6 +58,7 @@ def schedule_jobs(ctl: Controller, settings: Settings) -> AsyncIOScheduler:
 async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Settings,
                 ready: asyncio.Event | None = None, tls: TLSOptions = TLSOptions(),
                 http_listen: str = "127.0.0.1:8080") -> None:
+    check_plaintext(listen, tls)  # bad flags first, then ports, then anything written
     check_ports(listen, http_listen)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     creds_tls, fingerprint = server_credentials(data_dir, listen, tls)

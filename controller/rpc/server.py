@@ -17,11 +17,16 @@ from fleet.proto import fleet_pb2_grpc as pbg
 MAX_MESSAGE = 4 * 1024 * 1024
 
 
+def check_plaintext(listen: str, opts: TLSOptions) -> None:
+    """Plaintext only on loopback: refused before anything else is looked at (pure)."""
+    if opts.insecure and not is_loopback(listen):
+        raise SystemExit(f"error: --insecure (plaintext) is allowed only on a loopback address, not {listen}")
+
+
 def server_credentials(data_dir: Path, listen: str, opts: TLSOptions) -> tuple[grpc.ServerCredentials | None, str]:
     """The server's TLS credentials and CA fingerprint; (None, "") for plaintext, allowed only on loopback."""
+    check_plaintext(listen, opts)
     if opts.insecure:
-        if not is_loopback(listen):
-            raise SystemExit(f"error: --insecure (plaintext) is allowed only on a loopback address, not {listen}")
         return None, ""
     host = listen.rsplit(":", 1)[0].strip("[]")
     try:
