@@ -6,6 +6,10 @@ unit tests pin it, and the e2e tests check every flag against the installed engi
 `Launch.env` holds only what the replica needs on top of the agent's own environment; the
 supervisor merges it over `os.environ`. GPUs are pinned by UUID in CUDA_VISIBLE_DEVICES (CUDA
 accepts `GPU-<uuid>` entries), so the engine sees exactly its GPUs, renumbered from 0.
+
+The replica's API key never goes on the command line (every local user can read it with `ps`, and
+the supervisor logs the command line): llama-server reads it from a file (`--api-key-file`, which
+`Launch.files` asks the supervisor to write, 0600), vLLM from its environment (VLLM_API_KEY).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class ReplicaSpec:
     gpu_memory_utilization: float = 0.0  # vLLM on GPU: computed by the controller from the estimate
     tensor_split: tuple[float, ...] = ()  # llama.cpp across several GPUs: proportion per GPU
     kv_cache_bytes: int = 0              # vLLM on CPU: KV pool size (it must be given there)
+    api_key_file: str = "api-key"        # llama.cpp: where the key is written (relative: the engine's cwd)
     compute_capability: float = 0.0      # lowest of the replica's GPUs (picks Marlin kernels); 0 = unknown
     gpu_layers: int = ALL_LAYERS         # llama.cpp -ngl on GPU
     # Context beyond the model's native length: rope scaling (yarn, linear, dynamic), its factor over the
@@ -72,6 +77,7 @@ class EngineConfig:
 class Launch:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # path -> content, written 0600 before the engine starts
 
 
 def launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
@@ -116,9 +122,10 @@ def llama_server_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()
     if spec.rope_scaling:
         argv += ["--rope-scaling", "yarn" if spec.rope_scaling == "yarn" else "linear",
                  "--rope-scale", _num(spec.rope_factor), "--yarn-orig-ctx", str(spec.rope_original_context)]
-    argv += ["--alias", spec.served_name, "--api-key", spec.api_key, *config.llama_extra_args]
+    argv += ["--alias", spec.served_name, "--api-key-file", spec.api_key_file, *config.llama_extra_args]
     # Verbosity 4 logs the model, KV and compute buffer sizes the agent reports as observed memory.
-    return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec), "LLAMA_ARG_LOG_VERBOSITY": "4"})
+    return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec), "LLAMA_ARG_LOG_VERBOSITY": "4"},
+                  {spec.api_key_file: spec.api_key + "\n"})
 
 
 # ---------------------------------------------------------------- vLLM
@@ -190,7 +197,8 @@ def vllm_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Lau
     argv += vllm_quant_args(spec.quant, spec.compute_capability, cpu)
     if spec.rope_scaling:
         argv += ["--hf-overrides", vllm_rope_overrides(spec)]
-    argv += ["--api-key", spec.api_key, *config.vllm_extra_args]
+    argv += list(config.vllm_extra_args)
+    env["VLLM_API_KEY"] = spec.api_key
     if config.offline:
         env["HF_HUB_OFFLINE"] = "1"
     if config.vllm_cache_root:

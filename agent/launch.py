@@ -48,6 +48,7 @@ def make_launcher(node: NodeEngines, progress: Callable[[str, str], None] = lamb
         except WeightsMissing as e:
             raise LaunchError(str(e)) from e
         caps = [float(ccs[u]) for u in spec.gpu_uuids if ccs.get(u)]
+        where = (node.replicas_dir or node.models_dir.parent / "replicas") / spec.id
         config = engines.EngineConfig(
             llama_server=binary if spec.engine == engines.LLAMA_CPP else "llama-server",
             vllm=binary if spec.engine == engines.VLLM else "vllm",
@@ -64,16 +65,15 @@ def make_launcher(node: NodeEngines, progress: Callable[[str, str], None] = lamb
                 tensor_split=tuple(spec.tensor_split), kv_cache_bytes=spec.kv_cache_bytes,
                 compute_capability=min(caps) if caps else 0.0, rope_scaling=spec.rope_scaling,
                 rope_factor=spec.rope_factor, rope_original_context=spec.rope_original_context,
-                rope_theta=spec.rope_theta,
+                rope_theta=spec.rope_theta, api_key_file=str(where / "api-key"),
             ), config)
         except engines.LaunchError as e:
             raise LaunchError(str(e)) from e
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
         # vLLM leaves /tmp/vllm_dist_* behind: give each replica its own temp dir. Short, in the system temp
         # dir: vLLM puts IPC sockets there, and a socket path is limited to 107 bytes.
-        where = str((node.replicas_dir or node.models_dir.parent / "replicas") / spec.id)
-        tmp = Path(tempfile.gettempdir()) / f"fleet-{hashlib.sha1(where.encode()).hexdigest()[:12]}"
+        tmp = Path(tempfile.gettempdir()) / f"fleet-{hashlib.sha1(str(where).encode()).hexdigest()[:12]}"
         tmp.mkdir(mode=0o700, exist_ok=True)
-        return Launch(argv=out.argv, env={**env, "TMPDIR": str(tmp), **out.env})
+        return Launch(argv=out.argv, env={**env, "TMPDIR": str(tmp), **out.env}, files=out.files)
 
     return launcher

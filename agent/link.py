@@ -163,7 +163,9 @@ class Link:
         path.write_bytes(ca)
         log.info("verified the controller's CA (fingerprint %s…), saved to %s", fingerprint[:16], path)
 
-    async def register(self) -> Credential:
+    async def register(self, held: Credential | None = None) -> Credential:
+        """Join with the join token. `held`: this node's credential from another controller address, sent so
+        the controller lets this agent keep its name (a join token alone never takes over a known node)."""
         if not self.join_token:
             raise AgentFatal(f"this agent has not joined yet ({credential_path(self.data_dir)} is missing): "
                              "pass --join-token (the controller's DATA_DIR/join-token)", 2)
@@ -173,7 +175,8 @@ class Link:
         async for delay in backoff_delays():
             async with self._channel() as ch:
                 try:
-                    resp = await pbg.AgentStub(ch).Register(req, timeout=15)
+                    md = (("authorization", f"Bearer {held.secret}"), ("x-fleet-node", held.node)) if held else ()
+                    resp = await pbg.AgentStub(ch).Register(req, metadata=md, timeout=15)
                 except grpc.aio.AioRpcError as e:
                     if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                         raise AgentFatal(f"the controller at {self.controller} refused to join: {e.details()}",
@@ -193,7 +196,7 @@ class Link:
     async def run(self) -> None:
         cred = load_credential(self.data_dir)
         if cred is None or cred.controller != self.controller:
-            cred = await self.register()
+            cred = await self.register(held=cred if cred is not None and cred.node == self.name else None)
         self.name = cred.node
         delays = backoff_delays()
         while True:
@@ -237,8 +240,10 @@ class Link:
             raise AgentFatal(f"the controller at {self.controller} does not know node {cred.node} (removed, or never "
                              f"joined): start the agent with --join-token to join again (it then replaces {path})",
                              3) from e
-        raise AgentFatal(f"the controller refused node {cred.node}'s credential: {e.details()}. Delete {path} and "
-                         "start the agent with --join-token to join again", 3) from e
+        # Another agent holds the name now (it re-registered, or took over with `fleet node replace`'s token).
+        raise AgentFatal(f"the controller refused node {cred.node}'s credential: {e.details()}. To join again, "
+                         f"delete {path} and start the agent with --join-token under another --name, or with the "
+                         f"token of `fleet node replace {cred.node}` to take the name back", 3) from e
 
     async def session(self, cred: Credential) -> None:
         outbox: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue()

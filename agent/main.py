@@ -15,6 +15,7 @@ from fleet.agent.link import AgentFatal, Link
 from fleet.agent.probe import nvml_usage, probe
 from fleet.agent.supervisor import Supervisor
 from fleet.common import sdnotify
+from fleet.common.private import private_dir, private_file
 
 log = logging.getLogger("fleet.agent")
 
@@ -43,7 +44,9 @@ class AgentConfig:
 
 async def serve(cfg: AgentConfig) -> None:
     node = (cfg.name or socket.gethostname()).lower()
-    data_dir = cfg.data_dir
+    data_dir = private_dir(cfg.data_dir)  # 0700 at every start, whoever created it
+    for name in ("node-credential.json", "controller-ca.crt"):
+        private_file(data_dir / name)
     models_dir = (cfg.models_dir or data_dir / "models").resolve()
     # Hardware is re-detected on every start: a GPU swapped during maintenance shows up at once.
     found = await asyncio.to_thread(probe, models_dir, node, cfg.simulate, cfg.engine_paths, None,

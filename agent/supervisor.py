@@ -25,6 +25,7 @@ import psutil
 
 from fleet.agent.footprint import Meter, fingerprint
 from fleet.agent.restart import RestartPolicy
+from fleet.common.private import private_dir, private_file, write_private
 from fleet.proto import fleet_pb2 as pb
 
 log = logging.getLogger("fleet.agent")
@@ -38,6 +39,7 @@ HEALTH_FAILURES = 3  # consecutive failed checks (0.5 s apart, 5 s timeout each)
 class Launch:
     argv: list[str]
     env: dict[str, str]
+    files: dict[str, str] = field(default_factory=dict)  # path (relative: the replica's dir) -> content, 0600
 
 
 # spec, port, host -> how to start it; raises WeightsMissing / EngineMissing with an operator-facing message
@@ -93,8 +95,8 @@ def rotate(path: Path, limit: int = LOG_LIMIT, keep: int = 2) -> None:
             older = path.with_name(f"{path.name}.{i}")
             if older.exists():
                 os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
-        with open(path, "rb") as src, open(path.with_name(f"{path.name}.1"), "wb") as dst:
-            dst.write(src.read())
+        with open(path, "rb") as src:
+            write_private(path.with_name(f"{path.name}.1"), src.read())
         os.truncate(path, 0)
 
 
@@ -129,8 +131,14 @@ class Supervisor:
                  ports: tuple[int, int] = (40000, 40999), policy: RestartPolicy | None = None,
                  stop_grace: float = 10.0, simulate: bool = False, meter: Meter | None = None,
                  measure_every: float = 5.0) -> None:
-        self.root = data_dir / "replicas"
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = private_dir(data_dir / "replicas")
+        # Files an older release wrote world-readable: engine keys (state.json), prompts in engine logs.
+        for d in self.root.iterdir():
+            if d.is_dir() and not d.is_symlink():
+                private_dir(d)
+                for f in d.iterdir():
+                    if f.is_file() and not f.is_symlink():
+                        private_file(f)
         self.launcher = launcher
         self.host, self.advertise = host, advertise
         self.ports = ports
@@ -156,13 +164,12 @@ class Supervisor:
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.changed.set)
 
-    # ---- persistence: what survives an agent restart
+    # ---- persistence: what survives an agent restart (the spec holds the engine's API key: 0600)
     def _record(self, r: Replica) -> None:
-        r.dir.mkdir(parents=True, exist_ok=True)
-        tmp = r.dir / "state.json.tmp"
-        tmp.write_text(json.dumps({"spec": r.spec.SerializeToString().hex(), "port": r.port, "pid": r.pid,
-                                   "created": r.created, "restarts": r.restarts}))
-        os.replace(tmp, r.dir / "state.json")
+        private_dir(r.dir)
+        write_private(r.dir / "state.json", json.dumps({
+            "spec": r.spec.SerializeToString().hex(), "port": r.port, "pid": r.pid, "created": r.created,
+            "restarts": r.restarts}).encode())
 
     def adopt(self) -> None:
         """Take over engines a previous agent started and that still run; forget the rest."""
@@ -266,8 +273,12 @@ class Supervisor:
             r.state, r.message = "failed", str(e)
             log.error("replica %s cannot start: %s", r.spec.id, e)
             return
-        r.dir.mkdir(parents=True, exist_ok=True)
-        logf = open(r.dir / "engine.log", "ab")  # noqa: SIM115 - the child owns it; we close our copy below
+        private_dir(r.dir)
+        for path, content in launch.files.items():  # secrets the engine reads from a file (its API key)
+            write_private(r.dir / path, content.encode())
+        # Engine logs hold prompts and errors: 0600. The command line carries no secret (see engines.py).
+        fd = os.open(r.dir / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        logf = os.fdopen(fd, "ab")  # the child owns it; we close our copy below
         logf.write(f"\n==== fleet: starting {' '.join(launch.argv)}\n".encode())
         logf.flush()
         try:

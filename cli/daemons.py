@@ -59,13 +59,26 @@ def register(app: typer.Typer) -> None:
         http_listen: Annotated[str, typer.Option(
             help="HTTP address: OpenAI gateway (/v1), /metrics, capacity page (/); '' turns it off")]
         = "127.0.0.1:8080",
+        http_max_connections: Annotated[int, typer.Option(
+            help="HTTP connections open at once; more are closed at once (lowered to fit the open-file limit)",
+            min=16)] = 1000,
+        http_header_timeout: Annotated[float, typer.Option(
+            help="seconds a new HTTP connection has to send its request line and headers", min=0.1)] = 10.0,
+        http_idle_timeout: Annotated[float, typer.Option(
+            help="seconds an idle keep-alive HTTP connection stays open", min=0.1)] = 30.0,
+        http_body_timeout: Annotated[float, typer.Option(
+            help="seconds a client has to send a request body", min=0.1)] = 60.0,
+        http_max_body: Annotated[int, typer.Option(
+            help="largest request body in MiB (413 beyond, before it is read)", min=1)] = 64,
+        http_body_budget: Annotated[int, typer.Option(
+            help="MiB of request bodies held at once across all requests (503 beyond)", min=1)] = 256,
     ) -> None:
         """Start the controller. First start writes DATA_DIR/join-token and DATA_DIR/admin-token (mode 0600).
 
         TLS is on by default: a private CA and server certificate are created in DATA_DIR/tls, and the join
         token carries the CA fingerprint so agents verify the controller without copying files.
         """
-        from fleet.controller.main import Settings, TLSOptions, run
+        from fleet.controller.main import HttpLimits, Settings, TLSOptions, run
 
         if heartbeat_interval <= 0 or offline_after <= heartbeat_interval:
             fail("--offline-after must be longer than --heartbeat-interval, and both positive")
@@ -73,7 +86,10 @@ def register(app: typer.Typer) -> None:
             Settings(heartbeat_interval=heartbeat_interval, offline_after=offline_after,
                      flush_interval=min(1.0, heartbeat_interval), reschedule_after=reschedule_after,
                      drain_min_healthy=drain_min_healthy, restart_grace=restart_grace),
-            TLSOptions(insecure=insecure, sans=tuple(tls_san), cert=tls_cert, key=tls_key, ca=tls_ca), http_listen)
+            TLSOptions(insecure=insecure, sans=tuple(tls_san), cert=tls_cert, key=tls_key, ca=tls_ca), http_listen,
+            HttpLimits(max_connections=http_max_connections, header_timeout=http_header_timeout,
+                       idle_timeout=http_idle_timeout, body_timeout=http_body_timeout,
+                       max_body=http_max_body * 2**20, body_budget=max(http_body_budget, http_max_body) * 2**20))
 
     @agent_app.command("run")
     def agent_run(

@@ -19,6 +19,7 @@ from fleet.cli.output import (
     err_console,
     fail,
     gib,
+    plain,
     print_json,
 )
 from fleet.proto import fleet_pb2 as pb
@@ -95,7 +96,7 @@ def replicas_table(d: pb.Deployment, dry_run: bool = False) -> Table:
         t.add_column(col)
     for r in d.replicas:
         t.add_row(str(r.ordinal), r.node, gpus_text(r), f"[{STATE_STYLE.get(r.state, 'white')}]{r.state}[/]",
-                  r.endpoint or "-", str(r.restarts))
+                  plain(r.endpoint) or "-", str(r.restarts))
     return t
 
 
@@ -157,7 +158,8 @@ def wait_healthy(client: Client, name: str, timeout: float) -> pb.Deployment:
             if failed:
                 live.stop()
                 r = failed[0]
-                err_console.print(f"[bold red]error:[/] replica {r.ordinal} of {name} on {r.node} failed: {r.message}",
+                err_console.print(f"[bold red]error:[/] replica {r.ordinal} of {name} on {r.node} failed: "
+                                  f"{plain(r.message)}",
                                   highlight=False)
                 raise typer.Exit(EXIT_ERROR)
             if time.monotonic() > deadline:
@@ -300,7 +302,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[red]replica {r.ordinal} ({r.node}) uses more memory than it reserved: it can "
                               f"starve its neighbours[/]")
             if r.message:
-                console.print(f"replica {r.ordinal} ({r.node}): {r.message}")
+                console.print(f"replica {r.ordinal} ({r.node}): {plain(r.message)}")
 
     @app.command("remove")
     def remove(name: str,
@@ -314,7 +316,8 @@ def register(app: typer.Typer) -> None:
         d = client.call("Remove", pb.RemoveRequest(name=name)).deployment
         if wait and d.state != "removed":
             deadline = time.monotonic() + timeout
-            while any(x.name == name for x in client.call("ListDeployments", pb.ListDeploymentsRequest()).deployments):
+            while any(x.name == name for page in client.pages("ListDeployments", pb.ListDeploymentsRequest())
+                      for x in page.deployments):
                 if time.monotonic() > deadline:
                     fail(f"{name}: replicas not stopped after {timeout:.0f}s; see `fleet deployment describe {name}`",
                          EXIT_ERROR)

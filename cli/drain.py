@@ -10,7 +10,7 @@ import typer
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import EXIT_ERROR, Output, OutputOpt, Table, console, err_console, fail, print_json
+from fleet.cli.output import EXIT_ERROR, Output, OutputOpt, Table, console, err_console, fail, plain, print_json
 from fleet.proto import fleet_pb2 as pb
 
 
@@ -45,8 +45,9 @@ def deadline_text(d: pb.DrainStatus) -> str:
 
 def status_text(d: pb.DrainStatus) -> str:
     lines = [f"{d.node} ({d.node_state}): drain {d.state}, {d.remaining} replica(s) left"
-             + (f", {deadline_text(d)}" if d.state == "active" else "") + (f" — {d.message}" if d.message else "")]
-    lines += [f"  cannot move {b.replica} ({b.deployment}): {b.reason}" for b in d.blocked]
+             + (f", {deadline_text(d)}" if d.state == "active" else "")
+             + (f" — {plain(d.message)}" if d.message else "")]
+    lines += [f"  cannot move {b.replica} ({b.deployment}): {plain(b.reason)}" for b in d.blocked]
     return "\n".join(lines)
 
 
@@ -64,7 +65,7 @@ def plan_table(resp: pb.DrainResponse) -> Table:
         for m in d.moves:
             t.add_row(d.node, m.replica, m.deployment, m.to_node, ",".join(map(str, m.gpus)) or "cpu")
         for b in d.blocked:
-            t.add_row(d.node, b.replica, b.deployment, "[red]cannot move[/]", b.reason)
+            t.add_row(d.node, b.replica, b.deployment, "[red]cannot move[/]", plain(b.reason))
         if not d.moves and not d.blocked:
             t.add_row(d.node, "-", "-", "-", "nothing to move")
     return t
@@ -130,7 +131,7 @@ def register(app: typer.Typer) -> None:
                 resp = client.call("Drain", pb.DrainRequest(nodes=nodes, status_only=True))
                 line = "; ".join(f"{d.node}: {d.state}, {d.remaining} left — {d.message}" for d in resp.drains)
                 if line != last:
-                    err_console.print(line, highlight=False)
+                    err_console.print(plain(line), highlight=False)
                     last = line
                 if all(d.state in ("done", "cancelled") for d in resp.drains):
                     break

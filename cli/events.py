@@ -11,7 +11,7 @@ from fleet.cli.client import Client
 from fleet.cli.drain import parse_duration
 from fleet.cli.nodes import ago
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import Output, OutputOpt, Table, console, print_json
+from fleet.cli.output import Output, OutputOpt, Table, console, plain, print_json
 from fleet.proto import fleet_pb2 as pb
 
 TYPE_STYLE = {"Warning": "yellow", "Normal": "white"}
@@ -26,7 +26,7 @@ def event_line(e: pb.Event) -> str:
     """One event as a line (--follow): time, type, kind, object, reason."""
     at = time.strftime("%H:%M:%S", time.localtime(e.at))
     obj = "/".join(x for x in (e.node and f"node {e.node}", e.deployment and f"deployment {e.deployment}") if x)
-    return f"{at}  [{TYPE_STYLE.get(e.type, 'white')}]{e.type:<7}[/]  {e.kind:<20} {obj or '-'}  {e.message}"
+    return f"{at}  [{TYPE_STYLE.get(e.type, 'white')}]{e.type:<7}[/]  {e.kind:<20} {obj or '-'}  {plain(e.message)}"
 
 
 def events_table(rows: list[pb.Event], title: str) -> Table:
@@ -35,7 +35,7 @@ def events_table(rows: list[pb.Event], title: str) -> Table:
         t.add_column(col)
     for e in rows:
         t.add_row(ago(e.at), f"[{TYPE_STYLE.get(e.type, 'white')}]{e.type}[/]", e.kind, e.node or "-",
-                  e.deployment or "-", e.message)
+                  e.deployment or "-", plain(e.message))
     return t
 
 

@@ -9,7 +9,7 @@ import typer
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import Output, OutputOpt, Table, console, gib, print_json
+from fleet.cli.output import Output, OutputOpt, Table, console, gib, plain, print_json
 from fleet.proto import fleet_pb2 as pb
 
 
@@ -36,6 +36,7 @@ def node_dict(n: pb.Node) -> dict[str, Any]:
         "last_heartbeat": n.last_heartbeat, "registered_at": n.registered_at,
         "cordon": ({"reason": n.cordon_reason, "by": n.cordoned_by, "at": n.cordoned_at}
                    if n.cordoned_at else None),
+        "events": [{"at": e.at, "kind": e.kind, "message": e.message} for e in n.events],
     }
 
 
@@ -53,7 +54,7 @@ def gpu_summary(n: pb.Node) -> str:
     counts: dict[str, int] = {}
     for g in n.gpus:
         counts[g.gpu.name] = counts.get(g.gpu.name, 0) + 1
-    text = ", ".join(f"{c}x{name}" for name, c in counts.items()) or "-"
+    text = plain(", ".join(f"{c}x{name}" for name, c in counts.items())) or "-"
     return text + " (declared)" if n.inventory.gpu_probe == "declared" else text
 
 
@@ -83,10 +84,10 @@ def register(app: typer.Typer) -> None:
         for n in listed:
             state = f"[{STATE_STYLE.get(n.state, 'white')}]{n.state}[/]"
             if n.cordon_reason:
-                state += f" ({n.cordon_reason})"
+                state += f" ({plain(n.cordon_reason)})"
             t.add_row(n.name, state, gpu_summary(n), gib(sum(g.gpu.memory_total for g in n.gpus)),
                       gib(n.inventory.ram_total), gib(n.inventory.disk_free),
-                      ", ".join(e.name for e in n.inventory.engines) or "-", ago(n.last_heartbeat))
+                      plain(", ".join(e.name for e in n.inventory.engines)) or "-", ago(n.last_heartbeat))
         console.print(t)
 
     @node_app.command("describe")
@@ -99,24 +100,33 @@ def register(app: typer.Typer) -> None:
             print_json(d)
             return
         console.print(f"[bold]{n.name}[/]  state [{STATE_STYLE.get(n.state, 'white')}]{n.state}[/]  "
-                      f"host {d['hostname']}  agent {d['agent_version']}  heartbeat {ago(n.last_heartbeat)}")
+                      f"host {plain(d['hostname'])}  agent {plain(d['agent_version'])}  "
+                      f"heartbeat {ago(n.last_heartbeat)}")
         if d["cordon"]:
             c = d["cordon"]
-            console.print(f"cordoned by {c['by'] or '?'} {ago(c['at'])}: {c['reason'] or 'no reason given'}")
+            console.print(f"cordoned by {plain(c['by'] or '?')} {ago(c['at'])}: "
+                          f"{plain(c['reason'] or 'no reason given')}")
         console.print(f"CPUs {d['cpu_count']}  RAM {gib(d['ram_available'])}/{gib(d['ram_total'])} GiB available  "
-                      f"disk {gib(d['disk_free'])}/{gib(d['disk_total'])} GiB free at {d['models_dir']}")
+                      f"disk {gib(d['disk_free'])}/{gib(d['disk_total'])} GiB free at {plain(d['models_dir'])}")
         engines = ", ".join(engine_text(e) for e in d["engines"]) or "none installed"
-        console.print(f"engines: {engines}")
+        console.print(f"engines: {plain(engines)}")
         if d["labels"]:
-            console.print("labels: " + ", ".join(f"{k}={v}" for k, v in d["labels"].items()))
+            console.print("labels: " + plain(", ".join(f"{k}={v}" for k, v in d["labels"].items())))
         t = Table(title=f"GPUs (probe: {d['gpu_probe']})")
         for col in ("#", "UUID", "NAME", "CC", "TOTAL GiB", "USED GiB", "RESERVED GiB", "UTIL %", "TEMP C"):
             t.add_column(col)
         for g in d["gpus"]:
-            t.add_row(str(g["index"]), g["uuid"], g["name"], g["compute_capability"] or "-", gib(g["memory_total"]),
-                      gib(g["memory_used"]), gib(g["memory_reserved"]), str(g["utilization"]),
+            t.add_row(str(g["index"]), g["uuid"], plain(g["name"]), g["compute_capability"] or "-",
+                      gib(g["memory_total"]), gib(g["memory_used"]), gib(g["memory_reserved"]), str(g["utilization"]),
                       str(g["temperature"]) if g["temperature"] >= 0 else "-")
         console.print(t)
+        if d["events"]:
+            ev = Table(title="events (newest first)")
+            for col in ("WHEN", "EVENT", "MESSAGE"):
+                ev.add_column(col)
+            for e in d["events"]:
+                ev.add_row(ago(e["at"]), e["kind"], plain(e["message"]))
+            console.print(ev)
 
     @app.command("cordon")
     def cordon(name: str, reason: Annotated[str, typer.Option(help="why: shown by `fleet nodes`")] = "",
@@ -161,7 +171,7 @@ def register(app: typer.Typer) -> None:
                 t.add_row(n.name, state, "(no GPU)", "-", "-", "-", "-", ram, disk)
             for i, v in enumerate(n.gpus):
                 g = gpu_dict(v)
-                t.add_row(n.name if i == 0 else "", state if i == 0 else "", f"{g['index']}: {g['name']}",
+                t.add_row(n.name if i == 0 else "", state if i == 0 else "", f"{g['index']}: {plain(g['name'])}",
                           g["uuid"][:13] + "…", gib(g["memory_total"]), gib(g["memory_reserved"]),
                           gib(g["memory_free"]), ram if i == 0 else "", disk if i == 0 else "")
         console.print(t)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn
 import rich.table
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 if not console.is_terminal and "COLUMNS" not in os.environ:
@@ -52,6 +53,12 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def plain(text: str) -> str:
+    """Text from outside the CLI (an agent's inventory, an engine's log, a server message) as literal text:
+    a "[/x]" in a GPU name must print, not be taken for rich markup (which would fail the whole table)."""
+    return escape(text)
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {plain(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

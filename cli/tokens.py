@@ -1,4 +1,4 @@
-"""`fleet token create|list|revoke` and `fleet node remove`: parse, one Admin RPC, render.
+"""`fleet token create|list|revoke` and `fleet node remove|replace`: parse, one Admin RPC, render.
 
 `fleet node remove` joins the `node` group the "nodes" area creates, so this area is registered after
 it (cli/main.py AREAS).
@@ -132,3 +132,23 @@ def register(app: typer.Typer) -> None:
         extra = f", {r.replicas_forgotten} replica(s) forgotten" if r.replicas_forgotten else ""
         console.print(f"node {r.name} removed ({r.gpus_removed} GPU(s){extra}); its agent must join again "
                       "with a join token to come back")
+
+    @node_group(app).command("replace")
+    def replace(name: str,
+                ttl: Annotated[str, typer.Option(help="how long the token may be used: 30m, 1h, 1d")] = "1h",
+                output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
+                data_dir: DataDirOpt = None) -> None:
+        """Let a new agent take over NODE's name: prints a one-time token for it.
+
+        Run `fleet agent run --name NODE --join-token TOKEN` on the new machine. NODE keeps its replicas
+        and keeps working with its current agent until the new one joins; then the old agent's credential
+        stops working. A plain join token can never take over a known name.
+        """
+        client, stub = admin(controller, token, data_dir)
+        r = client.call("ReplaceNode", pb.ReplaceNodeRequest(name=name, ttl_seconds=parse_ttl(ttl)), stub=stub)
+        if output == Output.json:
+            print_json({"name": r.name, "join_token": r.join_token, "expires_at": r.expires_at})
+            return
+        print(r.join_token)
+        typer.echo(f"one-time token to replace node {r.name}, expires {when(r.expires_at)}: run `fleet agent run "
+                   f"--name {r.name} --join-token TOKEN` on the new machine (it cannot be shown again)", err=True)

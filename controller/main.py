@@ -15,12 +15,15 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from fleet.common import sdnotify
+from fleet.common.private import private_dir, private_file
 from fleet.controller.app import reconcile
 from fleet.controller.app.access import ensure_token
 from fleet.controller.app.controller import Controller, Settings
 from fleet.controller.app.credentials import Credentials
 from fleet.controller.http.app import start_http
+from fleet.controller.http.limits import HttpLimits, raise_file_limit
 from fleet.controller.listen import listen_problem
+from fleet.controller.log_repeats import quiet_repeats
 from fleet.controller.rpc.server import build_server, check_plaintext, server_credentials
 from fleet.controller.store.db import sqlite_url
 from fleet.controller.store.hashing import token_hash
@@ -29,7 +32,24 @@ from fleet.controller.tls import TLSOptions
 
 log = logging.getLogger("fleet.controller")
 
-__all__ = ["Settings", "TLSOptions", "run", "serve"]  # what `fleet controller run` needs
+__all__ = ["HttpLimits", "Settings", "TLSOptions", "run", "serve"]  # what `fleet controller run` needs
+
+# What the data dir holds that nobody else may read: the database (engine API keys, hashes), its WAL and
+# shared memory, the token files, TLS private keys.
+SECRET_FILES = ("fleet.db", "fleet.db-wal", "fleet.db-shm", "fleet.db-journal", "join-token", "admin-token",
+                "tls/ca.key", "tls/server.key", "tls/ca.crt", "tls/server.crt")
+
+
+def secure_data_dir(data_dir: Path, sqlite: bool) -> None:
+    """0700 on the data dir and its tls/, 0600 on every secret in them, at every start (not only the first)."""
+    private_dir(data_dir)
+    if (data_dir / "tls").is_dir():
+        private_dir(data_dir / "tls")
+    if sqlite:
+        # SQLite gives the WAL and shared-memory files the database file's mode: create it 0600 first.
+        private_file(data_dir / "fleet.db", create=True)
+    for name in SECRET_FILES:
+        private_file(data_dir / name)
 
 
 def on_loop(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
@@ -46,6 +66,11 @@ def on_loop(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
 
 def schedule_jobs(ctl: Controller, settings: Settings) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler()
+    # other controllers' writes (and nothing at all when this one is alone: one indexed read)
+    scheduler.add_job(on_loop(ctl.store.sync), "interval", seconds=settings.sync_interval, id="change-feed",
+                      max_instances=1, coalesce=True)
+    scheduler.add_job(on_loop(ctl.renew_lease), "interval", seconds=max(0.5, settings.lease_ttl / 5),
+                      id="duties-lease", max_instances=1, coalesce=True)
     scheduler.add_job(on_loop(ctl.flush), "interval", seconds=settings.flush_interval, id="flush-heartbeats",
                       max_instances=1, coalesce=True)
     scheduler.add_job(on_loop(ctl.check_liveness), "interval", seconds=min(1.0, settings.heartbeat_interval),
@@ -57,24 +82,28 @@ def schedule_jobs(ctl: Controller, settings: Settings) -> AsyncIOScheduler:
 
 async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Settings,
                 ready: asyncio.Event | None = None, tls: TLSOptions = TLSOptions(),
-                http_listen: str = "127.0.0.1:8080") -> None:
+                http_listen: str = "127.0.0.1:8080", http_limits: HttpLimits = HttpLimits()) -> None:
     check_plaintext(listen, tls)  # bad flags first, then ports, then anything written
     check_ports(listen, http_listen)
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secure_data_dir(data_dir, sqlite=db_url is None)
     creds_tls, fingerprint = server_credentials(data_dir, listen, tls)
+    secure_data_dir(data_dir, sqlite=db_url is None)  # a TLS dir created just now
     store = Store(db_url or sqlite_url(data_dir))
     ensure_token(store, data_dir, "join", fingerprint)
     admin = ensure_token(store, data_dir, "admin")
     ctl = Controller(store, settings, Credentials(admin_hashes={token_hash(admin)}), data_dir)
+    ctl.renew_lease()  # alone on its database, a controller holds the duties from its first second
 
     # HTTP first: if its port was taken meanwhile, no gRPC server exists yet to be torn down (a grpc.aio
     # server collected after the loop closed prints a traceback from its __del__).
-    http = await start_http(ctl, http_listen) if http_listen else None
+    http = None
     try:
+        http = await start_http(ctl, http_listen, limits=http_limits) if http_listen else None
         server = build_server(ctl, listen, creds_tls)
     except SystemExit:
         if http is not None:
             await http.cleanup()
+        ctl.lease.release()  # the duties go to another controller at once, not after the lease's TTL
         raise
     await server.start()
 
@@ -103,6 +132,7 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
     scheduler.shutdown(wait=False)
     await server.stop(grace=2)
     ctl.flush()
+    ctl.lease.release()  # a clean stop hands the duties over at once
 
 
 def check_ports(listen: str, http_listen: str) -> None:
@@ -116,7 +146,11 @@ def check_ports(listen: str, http_listen: str) -> None:
 
 
 def run(data_dir: Path, listen: str, db_url: str | None, settings: Settings, tls: TLSOptions = TLSOptions(),
-        http_listen: str = "127.0.0.1:8080") -> None:
+        http_listen: str = "127.0.0.1:8080", http_limits: HttpLimits = HttpLimits()) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
-    asyncio.run(serve(data_dir, listen, db_url, settings, tls=tls, http_listen=http_listen))
+    # Errors a client can cause over and over (failed accepts at the file limit, broken requests, refused
+    # joins): the first of each kind per 10 s is logged, with a count of the rest.
+    quiet_repeats("asyncio", "aiohttp.server", "aiohttp.web", "aiohttp.access", "fleet.controller.refusals")
+    raise_file_limit()
+    asyncio.run(serve(data_dir, listen, db_url, settings, tls=tls, http_listen=http_listen, http_limits=http_limits))

@@ -293,8 +293,18 @@ class GpuView(_message.Message):
     memory_free: int
     def __init__(self, gpu: _Optional[_Union[Gpu, _Mapping]] = ..., memory_reserved: _Optional[int] = ..., memory_used_by_others: _Optional[int] = ..., memory_free: _Optional[int] = ...) -> None: ...
 
+class NodeEvent(_message.Message):
+    __slots__ = ("at", "kind", "message")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    kind: str
+    message: str
+    def __init__(self, at: _Optional[float] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class Node(_message.Message):
-    __slots__ = ("name", "state", "inventory", "gpus", "last_heartbeat", "registered_at", "cordon_reason", "cordoned_by", "cordoned_at")
+    __slots__ = ("name", "state", "inventory", "gpus", "last_heartbeat", "registered_at", "cordon_reason", "cordoned_by", "cordoned_at", "events")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +314,7 @@ class Node(_message.Message):
     CORDON_REASON_FIELD_NUMBER: _ClassVar[int]
     CORDONED_BY_FIELD_NUMBER: _ClassVar[int]
     CORDONED_AT_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: str
     inventory: Inventory
@@ -313,7 +324,8 @@ class Node(_message.Message):
     cordon_reason: str
     cordoned_by: str
     cordoned_at: float
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuView, _Mapping]]] = ..., last_heartbeat: _Optional[float] = ..., registered_at: _Optional[float] = ..., cordon_reason: _Optional[str] = ..., cordoned_by: _Optional[str] = ..., cordoned_at: _Optional[float] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[NodeEvent]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuView, _Mapping]]] = ..., last_heartbeat: _Optional[float] = ..., registered_at: _Optional[float] = ..., cordon_reason: _Optional[str] = ..., cordoned_by: _Optional[str] = ..., cordoned_at: _Optional[float] = ..., events: _Optional[_Iterable[_Union[NodeEvent, _Mapping]]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -741,18 +753,22 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("heartbeats_total", "sessions_open", "uptime", "nodes", "nodes_alive")
+    __slots__ = ("heartbeats_total", "sessions_open", "uptime", "nodes", "nodes_alive", "controller", "duties")
     HEARTBEATS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_OPEN_FIELD_NUMBER: _ClassVar[int]
     UPTIME_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     NODES_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    DUTIES_FIELD_NUMBER: _ClassVar[int]
     heartbeats_total: int
     sessions_open: int
     uptime: float
     nodes: int
     nodes_alive: int
-    def __init__(self, heartbeats_total: _Optional[int] = ..., sessions_open: _Optional[int] = ..., uptime: _Optional[float] = ..., nodes: _Optional[int] = ..., nodes_alive: _Optional[int] = ...) -> None: ...
+    controller: str
+    duties: bool
+    def __init__(self, heartbeats_total: _Optional[int] = ..., sessions_open: _Optional[int] = ..., uptime: _Optional[float] = ..., nodes: _Optional[int] = ..., nodes_alive: _Optional[int] = ..., controller: _Optional[str] = ..., duties: bool = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("id", "at", "kind", "type", "node", "deployment", "message")
@@ -916,3 +932,73 @@ class RemoveNodeResponse(_message.Message):
     gpus_removed: int
     session_closed: bool
     def __init__(self, name: _Optional[str] = ..., replicas_forgotten: _Optional[int] = ..., gpus_removed: _Optional[int] = ..., session_closed: bool = ...) -> None: ...
+
+class ReplaceNodeRequest(_message.Message):
+    __slots__ = ("name", "ttl_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ttl_seconds: int
+    def __init__(self, name: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class ReplaceNodeResponse(_message.Message):
+    __slots__ = ("name", "join_token", "expires_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    join_token: str
+    expires_at: float
+    def __init__(self, name: _Optional[str] = ..., join_token: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
+
+class ApiKey(_message.Message):
+    __slots__ = ("id", "name", "created_at", "revoked", "role")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    created_at: float
+    revoked: bool
+    role: str
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., created_at: _Optional[float] = ..., revoked: bool = ..., role: _Optional[str] = ...) -> None: ...
+
+class CreateApiKeyRequest(_message.Message):
+    __slots__ = ("name", "role")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
+class CreateApiKeyResponse(_message.Message):
+    __slots__ = ("key", "secret")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    key: ApiKey
+    secret: str
+    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class ListApiKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListApiKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[ApiKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ...) -> None: ...
+
+class RevokeApiKeyRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    def __init__(self, ref: _Optional[str] = ...) -> None: ...
+
+class RevokeApiKeyResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[ApiKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ...) -> None: ...

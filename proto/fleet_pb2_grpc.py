@@ -843,6 +843,26 @@ class AdminStub(object):
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.RemoveNodeRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.RemoveNodeResponse.FromString,
                 _registered_method=True)
+        self.ReplaceNode = channel.unary_unary(
+                '/fleet.v1.Admin/ReplaceNode',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.ReplaceNodeRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.ReplaceNodeResponse.FromString,
+                _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/fleet.v1.Admin/CreateApiKey',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/fleet.v1.Admin/ListApiKeys',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/fleet.v1.Admin/RevokeApiKey',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer(object):
@@ -872,6 +892,30 @@ class AdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplaceNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -894,6 +938,26 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RemoveNode,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.RemoveNodeRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.RemoveNodeResponse.SerializeToString,
+            ),
+            'ReplaceNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaceNode,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.ReplaceNodeRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.ReplaceNodeResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RevokeApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1004,6 +1068,114 @@ class Admin(object):
             '/fleet.v1.Admin/RemoveNode',
             fleet_dot_proto_dot_fleet__pb2.RemoveNodeRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.RemoveNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaceNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Admin/ReplaceNode',
+            fleet_dot_proto_dot_fleet__pb2.ReplaceNodeRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.ReplaceNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Admin/CreateApiKey',
+            fleet_dot_proto_dot_fleet__pb2.CreateApiKeyRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Admin/ListApiKeys',
+            fleet_dot_proto_dot_fleet__pb2.ListApiKeysRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Admin/RevokeApiKey',
+            fleet_dot_proto_dot_fleet__pb2.RevokeApiKeyRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RevokeApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -86,7 +86,7 @@ echo "== fleet capacity"; fleet capacity
 echo "== fleet deployments"; fleet deployments
 echo "== fleet drain gpu-a100 --dry-run"; fleet drain gpu-a100 --dry-run
 echo "== fleet status"; fleet status
-echo "== the console: $FLEET_HTTP/ (with --keep)"
+echo "== the console: $FLEET_HTTP/ (with --keep; it asks for a viewer key, \`fleet apikey create --name me --role viewer\`, as the password)"
 if [ "$KEEP" = 1 ]; then
   echo "still running (pids ${pids[*]}); try:"
   echo "  export FLEET_CONTROLLER=$FLEET_CONTROLLER FLEET_DATA_DIR=$FLEET_DATA_DIR FLEET_HTTP=$FLEET_HTTP; fleet nodes"

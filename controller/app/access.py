@@ -1,4 +1,5 @@
-"""Access: the first-start token files, join tokens (`fleet token`) and client API keys (`fleet apikey`).
+"""Access: the first-start token files, join tokens (`fleet token`), replacement tokens (`fleet node replace`)
+and API keys (`fleet apikey`: client keys for the gateway, viewer keys for the read-only pages).
 
 Secrets are shown once and stored hashed (fleet.controller.store.tokens / apikeys). The first-start
 files DATA_DIR/join-token and DATA_DIR/admin-token are 0600; the join token carries the CA fingerprint.
@@ -7,10 +8,10 @@ files DATA_DIR/join-token and DATA_DIR/admin-token are 0600; the join token carr
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from pathlib import Path
 
+from fleet.common.private import write_private
 from fleet.common.trust import join_token, split_token
 from fleet.controller.app.controller import Controller
 from fleet.controller.store import apikeys, tokens
@@ -23,11 +24,7 @@ log = logging.getLogger("fleet.controller")
 
 def write_secret(path: Path, value: str) -> None:
     """Create a 0600 file atomically; never widen permissions on the way."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    os.replace(tmp, path)
+    write_private(path, (value + "\n").encode())
 
 
 def ensure_token(store: Store, data_dir: Path, kind: str, fingerprint: str = "") -> str:
@@ -86,8 +83,21 @@ def revoke_token(ctl: Controller, number: int, now: float) -> tokens.TokenInfo:
     return info
 
 
-def create_apikey(ctl: Controller, name: str) -> tuple[ApiKeyRow, str]:
-    return apikeys.create(ctl.store.engine, name)
+def replace_node(ctl: Controller, name: str, ttl_seconds: int, now: float) -> tuple[str, float]:
+    """`fleet node replace NAME`: a one-time token with which a new agent takes over the known node `name`.
+
+    The node keeps working with its current agent until the replacement joins; then the old credential is
+    void and its session is closed. Returns the token to hand to the new agent (shown once) and its expiry.
+    """
+    secret, expires = tokens.create_replacement(ctl.store, name, ttl_seconds, now)
+    log.warning("issued a replacement token for node %s (expires in %.0fs)", name, expires - now)
+    return join_token(secret, split_token(_file_secret(ctl, "join"))[1]), expires
+
+
+def create_apikey(ctl: Controller, name: str, role: str = apikeys.CLIENT) -> tuple[ApiKeyRow, str]:
+    row, key = apikeys.create(ctl.store.engine, name, role=role)
+    log.info("created API key %s (id %s, role %s)", row.name, row.id, row.role)
+    return row, key
 
 
 def list_apikeys(ctl: Controller) -> list[ApiKeyRow]:
@@ -95,8 +105,11 @@ def list_apikeys(ctl: Controller) -> list[ApiKeyRow]:
 
 
 def revoke_apikey(ctl: Controller, name_or_id: str) -> list[ApiKeyRow]:
-    return apikeys.revoke(ctl.store.engine, name_or_id)
+    rows = apikeys.revoke(ctl.store.engine, name_or_id)
+    ctl.keys_epoch += 1  # the HTTP edge drops the keys it had checked: a revoke takes effect at once
+    log.info("revoked API key(s) %s", ", ".join(f"{r.name} ({r.id})" for r in rows))
+    return rows
 
 
-def apikey_valid(ctl: Controller, key: str) -> bool:
-    return apikeys.valid(ctl.store.engine, key)
+def apikey_valid(ctl: Controller, key: str, role: str = apikeys.CLIENT) -> bool:
+    return apikeys.valid(ctl.store.engine, key, role)

@@ -80,19 +80,21 @@ def _gpu(g: GpuRow, reserved: int, usage: tuple[int, int, int] | None) -> GpuCap
         utilization=util, temperature=temp)
 
 
-def _view(ctl: Controller, row: NodeRow, gpus: list[GpuRow], reserved: dict[str, int]) -> NodeView:
+def _view(ctl: Controller, row: NodeRow, gpus: list[GpuRow], reserved: dict[str, int],
+          heard: dict[str, float]) -> NodeView:
     usage = ctl.liveness.gpu_usage
     return NodeView(
         row=row, state=ctl.node_state(row),
         gpus=tuple(_gpu(g, reserved.get(g.uuid, 0), usage.get(g.uuid)) for g in gpus),
-        last_heartbeat=max(row.last_heartbeat, ctl.liveness.last_seen.get(row.name, 0.0)))
+        last_heartbeat=max(row.last_heartbeat, heard.get(row.name, 0.0), ctl.liveness.last_seen.get(row.name, 0.0)))
 
 
 def node_views(ctl: Controller, after: str = "", limit: int = 0) -> list[NodeView]:
     """Nodes in name order: all of them, or `limit` after the name `after` (a page)."""
     names = page(sorted(ctl.store.mirror.nodes), after, limit)
     reserved = ctl.store.reserved_by_gpu()
-    return [_view(ctl, ctl.store.mirror.nodes[n], ctl.store.gpus(n), reserved) for n in names]
+    heard = ctl.store.heartbeats(names)  # sessions on other controllers beat into the store
+    return [_view(ctl, ctl.store.mirror.nodes[n], ctl.store.gpus(n), reserved, heard) for n in names]
 
 
 
@@ -101,12 +103,12 @@ def node_view(ctl: Controller, name: str) -> NodeView:
     if row is None:
         names = ", ".join(n.name for n in ctl.store.nodes()) or "none yet"
         raise NotFound(f"no node named {name!r}; nodes: {names}")
-    return _view(ctl, row, ctl.store.gpus(row.name), ctl.store.reserved_by_gpu())
+    return _view(ctl, row, ctl.store.gpus(row.name), ctl.store.reserved_by_gpu(), ctl.store.heartbeats([name]))
 
 
 def fleet_totals(ctl: Controller) -> Totals:
     """The totals over every node, without building a view per node."""
-    mirror, usage, alive = ctl.store.mirror, ctl.liveness.gpu_usage, ctl.liveness.alive
+    mirror, usage = ctl.store.mirror, ctl.liveness.gpu_usage
     gpus = [g for gs in mirror.gpus.values() for g in gs]
     reserved = mirror.reserved
     free = 0
@@ -119,8 +121,8 @@ def fleet_totals(ctl: Controller) -> Totals:
         ram += facts.ram_total
         disk += facts.disk_free
     return Totals(
-        nodes=len(mirror.nodes), nodes_ready=sum(1 for n, r in mirror.nodes.items()
-                                                 if n in alive and r.admin_state == "ready"),
+        nodes=len(mirror.nodes),
+        nodes_ready=sum(1 for r in mirror.nodes.values() if r.alive and r.admin_state == "ready"),
         gpu_count=len(gpus), vram_total=sum(g.memory_total for g in gpus),
         vram_reserved=sum(reserved.get(g.uuid, 0) for g in gpus), vram_free=free, ram_total=ram, disk_free=disk)
 

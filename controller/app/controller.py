@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleet.controller.app.credentials import Credentials
 from fleet.controller.core.catalog import Catalog, load_catalog
-from fleet.controller.core.liveness import Liveness
+from fleet.controller.core.liveness import Liveness, overdue
 from fleet.controller.core.snapshot import Snapshot
 from fleet.controller.store.files import CatalogFiles, default_catalog_dir
+from fleet.controller.store.lease import Lease
 from fleet.controller.store.repository import Store
 from fleet.controller.store.schema import DeploymentRow, NodeRow, ReplicaRow, ReservationRow
 from fleet.controller.store.snapshot import SnapshotCache
@@ -35,9 +39,11 @@ class Settings:
     reschedule_after: float = 60.0  # an offline node's replicas move elsewhere after this grace
     drain_min_healthy: float = 5.0  # a drain's replacement serves this long before the old replica stops
     retry_every: float = 10.0  # a deployment short of replicas is tried again this often
-    # After a restart, nodes that were online get this long to reconnect before they count as offline: longer
-    # than the agents' reconnect backoff (10 s at most), so a controller restart takes no node offline.
+    # After a restart or a failover, nodes that were online get this long to reconnect before they count as
+    # offline: longer than the agents' reconnect backoff (10 s at most), so neither takes a node offline.
     restart_grace: float = 25.0
+    lease_ttl: float = 10.0  # the duties lease: another controller takes over this long after its holder died
+    sync_interval: float = 0.25  # how often the change feed is read (other controllers' writes)
 
 
 # ---- what a session carries to its agent; the rpc layer turns each into a wire message
@@ -68,6 +74,20 @@ Outgoing = SendDesired | AskLogs | None  # None ends the session
 Outbox = asyncio.Queue[Outgoing]
 
 
+class AliveNodes:
+    """`name in ctl.alive`: whether the store says the node is online (whichever controller its session is on)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __contains__(self, name: object) -> bool:
+        row = self.store.mirror.nodes.get(name) if isinstance(name, str) else None
+        return row is not None and row.alive
+
+    def __len__(self) -> int:
+        return sum(1 for row in self.store.mirror.nodes.values() if row.alive)
+
+
 @dataclass
 class RepairState:
     """What the reconciler remembers between ticks (the durable part is in the store)."""
@@ -87,14 +107,17 @@ class DesiredRows:
 
 
 class Controller:
-    def __init__(self, store: Store, settings: Settings, creds: Credentials, data_dir: Path | None = None) -> None:
+    def __init__(self, store: Store, settings: Settings, creds: Credentials, data_dir: Path | None = None,
+                 controller_id: str = "") -> None:
+        self.id = controller_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.store = store
         self.settings = settings
         self.creds = creds
         self.data_dir = data_dir  # user-added catalog models live in DATA_DIR/catalog
         self.liveness = Liveness()
         self.sessions: dict[str, Outbox] = {}
-        self.log_waiters: dict[int, asyncio.Queue[LogPiece]] = {}
+        # request id -> (the node asked, where its answer goes): a node answers only what it was asked
+        self.log_waiters: dict[int, tuple[str, asyncio.Queue[LogPiece]]] = {}
         self.next_log_request = 1
         self.repair = RepairState()
         self._snapshots = SnapshotCache(store)
@@ -102,16 +125,16 @@ class Controller:
         self._catalog_files = CatalogFiles([d for d in ((data_dir / "catalog") if data_dir else None,
                                                         default_catalog_dir()) if d is not None])
         self._catalog: tuple[tuple[float, ...], Catalog] | None = None
+        # Bumped when an API key is revoked: the HTTP edge forgets the keys it had already checked.
+        self.keys_epoch = 0
         # Whoever bumps a node's generation (this controller or another on the same database), the store's
         # change feed reports it and the node's session, if it is here, is sent the new set.
         store.on_generation = self.push
-        # A restarted controller gives every node it believed alive the restart grace to reconnect.
-        seen = self.started + max(0.0, settings.restart_grace - settings.offline_after)
+        # The fleet-wide duties (offline detection, rescheduling, drains) run where this lease is held.
+        self.lease = Lease(store, self.id, settings.lease_ttl)
+        self.alive = AliveNodes(store)
         for row in store.nodes():
             self.creds.node_hashes[row.name] = row.credential_hash
-            if row.alive:
-                self.liveness.last_seen[row.name] = seen
-                self.liveness.alive.add(row.name)
 
     # ---- jobs (run by the scheduler)
     def flush(self) -> None:
@@ -119,25 +142,53 @@ class Controller:
         beats, usage = self.liveness.take_dirty()
         self.store.flush_heartbeats(beats, usage)
 
+    def renew_lease(self) -> None:
+        was = self.lease.held()
+        try:
+            now = self.lease.renew()
+        except Exception as e:  # noqa: BLE001 - the database is unreachable: no duties until it is back
+            log.error("cannot renew the duties lease (%s); this controller stops its fleet-wide duties", e)
+            now = False
+        if now and not was:
+            log.info("controller %s took the duties lease: offline detection, rescheduling and drains run here",
+                     self.id)
+        elif was and not now:
+            log.warning("controller %s lost the duties lease", self.id)
+
     def check_liveness(self) -> None:
+        """With the duties lease: nodes nobody has heard from for offline_after are offline (every controller
+        writes its sessions' heartbeats to the store; this one reads them all)."""
+        if not self.lease.held():
+            return
+        self.flush()
         now = time.time()
-        for name in self.liveness.expire(now, self.settings.offline_after):
-            log.warning("node %s is offline: no heartbeat for %.0f s", name, self.settings.offline_after)
-            self.flush()
-            self.store.set_alive(name, False, now)
+        # A new holder (a start or a failover) gives the nodes last heard from before it took over the restart
+        # grace to reconnect somewhere; a node heard from since gets the usual offline_after.
+        took_over = now - (time.monotonic() - self.lease.since)
+        grace = took_over + self.settings.restart_grace - self.settings.offline_after
+        heard = self.store.heartbeats()
+        for name, at in self.liveness.last_seen.items():
+            if name in heard:
+                heard[name] = max(heard[name], at)
+        last = {name: at if at >= took_over else max(at, grace) for name, at in heard.items()}
+        for name in overdue(last, heard, now, self.settings.offline_after):
+            log.warning("node %s is offline: no heartbeat for %.0f s", name, now - heard[name])
+            self.store.set_alive(name, False, now, last_heartbeat=heard[name])
 
     # ---- reads every use case needs
+    def is_alive(self, name: str) -> bool:
+        row = self.store.mirror.nodes.get(name)
+        return row is not None and row.alive
+
     def node_state(self, row: NodeRow) -> str:
-        return row.admin_state if row.name in self.liveness.alive else "offline"
+        return row.admin_state if row.alive else "offline"
 
     def state_of(self, name: str) -> str:
         row = self.store.mirror.nodes.get(name)
-        return "offline" if row is None or name not in self.liveness.alive else row.admin_state
+        return "offline" if row is None or not row.alive else row.admin_state
 
     def states(self) -> dict[str, str]:
-        alive = self.liveness.alive
-        return {name: row.admin_state if name in alive else "offline"
-                for name, row in self.store.mirror.nodes.items()}
+        return {name: row.admin_state if row.alive else "offline" for name, row in self.store.mirror.nodes.items()}
 
     def snapshot(self) -> Snapshot:
         """The fleet as placement sees it now (kept incremental: only changed nodes are recomputed)."""

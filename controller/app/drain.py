@@ -131,10 +131,11 @@ def start(ctl: Controller, nodes: list[str], now: float, *, who: str, reason: st
                                       deadline=now + deadline_seconds if deadline_seconds > 0 else 0.0,
                                       reason=reason, by=who, message="starting"))
     log.info("draining %s (by %s)", ", ".join(names), who)
-    for name in names:
-        drain = ctl.store.get_drain(name)
-        if drain is not None:
-            drive(ctl, drain, now)
+    if ctl.lease.held():  # otherwise the controller with the duties lease drives it within a second
+        for name in names:
+            drain = ctl.store.get_drain(name)
+            if drain is not None:
+                drive(ctl, drain, now)
     return status(ctl, names, drain_plan)
 
 

@@ -33,7 +33,7 @@ async def stream(ctl: Controller, replica: ReplicaRow, lines: int, follow: bool)
     rid = ctl.next_log_request
     ctl.next_log_request += 1
     waiter: asyncio.Queue[LogPiece] = asyncio.Queue()
-    ctl.log_waiters[rid] = waiter
+    ctl.log_waiters[rid] = (replica.node, waiter)
     queue.put_nowait(AskLogs(rid, replica.id, min(lines or 100, MAX_LINES), follow))
     try:
         while True:
@@ -53,8 +53,9 @@ async def stream(ctl: Controller, replica: ReplicaRow, lines: int, follow: bool)
             q.put_nowait(AskLogs(rid, cancel=True))
 
 
-def deliver(ctl: Controller, request_id: int, piece: LogPiece) -> None:
-    """A node's answer to a log request, to whoever asked (ignored when they stopped listening)."""
-    waiter = ctl.log_waiters.get(request_id)
-    if waiter is not None:
-        waiter.put_nowait(piece)
+def deliver(ctl: Controller, node: str, request_id: int, piece: LogPiece) -> None:
+    """A node's answer to a log request, to whoever asked (ignored when they stopped listening, or when
+    `node` was not the node asked: one node cannot write into another node's logs)."""
+    asked = ctl.log_waiters.get(request_id)
+    if asked is not None and asked[0] == node:
+        asked[1].put_nowait(piece)

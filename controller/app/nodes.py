@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from fleet.controller.app import observed
 from fleet.controller.app.controller import Controller
-from fleet.controller.core.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated
+from fleet.controller.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 from fleet.controller.core.observed import Memory
-from fleet.controller.store.repository import Removed
+from fleet.controller.store import tokens
+from fleet.controller.store.hashing import token_hash
+from fleet.controller.store.repository import InventoryChange, Removed
 from fleet.controller.store.schema import GpuRow, NodeRow
 from fleet.controller.store.tokens import join_refusal
 
@@ -35,41 +37,79 @@ class ReplicaStatus:
     memory: Memory | None = None  # what the engine really uses, as its agent measured it
 
 
-def admit(ctl: Controller, secret: str) -> None:
-    """Unauthenticated, saying why, unless `secret` is a usable join token."""
-    if not secret or not ctl.store.token_valid("join", secret):
-        raise Unauthenticated(join_refusal(ctl.store, secret, time.time())
-                              or "join token rejected: use the token in the controller's DATA_DIR/join-token")
-
-
-def join(ctl: Controller, name: str, inventory_json: str, gpus: list[GpuRow]) -> str:
-    """Register a node (its join token already admitted); returns its new credential, shown to the agent once."""
-    existing = ctl.store.get_node(name)
-    if existing is not None and name in ctl.liveness.alive and name in ctl.sessions:
-        raise AlreadyExists(f"node {name!r} is online with another credential; choose another --name")
-    credential = secrets.token_urlsafe(32)
+def admit(ctl: Controller, secret: str) -> str | None:
+    """Whether `secret` may register at all: None for a usable join token, the node name for a replacement
+    token (`fleet node replace`); Unauthenticated, saying why, for anything else."""
     now = time.time()
-    ctl.store.register_node(name, credential, inventory_json, now)
-    ctl.store.save_inventory(name, inventory_json, gpus, now)
-    ctl.creds.node_hashes[name] = ctl.store.get_node(name).credential_hash  # type: ignore[union-attr]
-    log.info("node %s joined with %d GPUs", name, len(gpus))
+    if secret and ctl.store.token_valid("join", secret, now):
+        return None
+    replaces = tokens.replacement_node(ctl.store, secret, now) if secret else None
+    if replaces is not None:
+        return replaces
+    raise Unauthenticated(join_refusal(ctl.store, secret, now)
+                          or "join token rejected: use the token in the controller's DATA_DIR/join-token")
+
+
+def join(ctl: Controller, name: str, inventory_json: str, gpus: list[GpuRow], *, replaces: str | None = None,
+         secret: str = "", credential_held: str = "") -> str:
+    """Register a node (its token already admitted); returns its new credential, shown to the agent once.
+
+    A join token creates a new name only. A known name is taken by the agent holding that node's
+    one-time replacement token (`secret`, which `admit` found to replace `replaces`), or by one that
+    proves it is that node (`credential_held`), e.g. an agent re-registering because the controller's
+    address changed.
+    """
+    now = time.time()
+    if replaces is not None and replaces != name:
+        raise InvalidArgument(f"this token replaces node {replaces!r} only; run the agent with --name {replaces}")
+    holds = bool(credential_held) and ctl.creds.is_node(name, credential_held)
+    credential = secrets.token_urlsafe(32)
+    claim = (lambda s: tokens.claim_replacement(s, name, secret, now)) if replaces else None
+    event = "node.replaced" if replaces else "node.rejoined" if holds else "node.registered"
+    change = ctl.store.register_node(name, credential, inventory_json, gpus, now, takeover=holds or bool(replaces),
+                                     claim=claim, event=event)
+    ctl.creds.node_hashes[name] = token_hash(credential)
+    _forget_usage(ctl, change)
+    old = ctl.sessions.get(name)
+    if old is not None:
+        old.put_nowait(None)  # the node's previous agent: its credential is void now
+    if change.failed:
+        log.warning("node %s: %d GPU(s) gone; replica(s) %s failed and will be placed elsewhere", name,
+                    len(change.missing), ", ".join(change.failed))
+    log.info("node %s %s with %d GPUs", name, "replaced" if replaces else "re-joined" if holds else "joined",
+             len(change.kept))
     return credential
+
+
+def _forget_usage(ctl: Controller, change: InventoryChange) -> None:
+    """No live usage is kept for GPUs that are gone (which GPUs a node owns is the store's, see heartbeat)."""
+    for uuid in change.missing:
+        ctl.liveness.gpu_usage.pop(uuid, None)
 
 
 def connect(ctl: Controller, node: str, inventory_json: str, gpus: list[GpuRow], probe: str = "") -> None:
     """A session started: the node's fresh inventory replaces the old one, and it is alive."""
     now = time.time()
-    came_back = ctl.liveness.beat(node, now, [(g.uuid, g.memory_used, g.utilization, g.temperature) for g in gpus])
-    ctl.store.save_inventory(node, inventory_json, gpus, now)
-    if came_back:
-        ctl.store.set_alive(node, True, now)
-    log.info("node %s connected (%d GPUs, probe %s)", node, len(gpus), probe or "?")
+    if not ctl.is_alive(node):
+        ctl.store.set_alive(node, True, now)  # back online, with its event
+    change = ctl.store.save_inventory(node, inventory_json, gpus, now)
+    _forget_usage(ctl, change)
+    ctl.liveness.beat(node, now, [(g.uuid, g.memory_used, g.utilization, g.temperature)
+                                  for g in gpus if g.uuid not in change.foreign])
+    for uuid, owner in sorted(change.foreign.items()):
+        log.warning("node %s reports GPU %s, which belongs to node %s: ignored", node, uuid, owner)
+    if change.failed:
+        log.warning("node %s came back without %d GPU(s); replica(s) %s failed and will be placed elsewhere",
+                    node, len(change.missing), ", ".join(change.failed))
+    log.info("node %s connected (%d GPUs, probe %s)", node, len(change.kept), probe or "?")
 
 
 def heartbeat(ctl: Controller, node: str, usage: Iterable[GpuUsage]) -> None:
-    """Memory first; the database sees heartbeats in batches (Controller.flush)."""
+    """Memory first; the database sees heartbeats in batches (Controller.flush). Only the node's own GPUs count."""
     now = time.time()
-    if ctl.liveness.beat(node, now, list(usage)):
+    own = {g.uuid for g in ctl.store.gpus(node)}  # from the store's mirror: whichever controller stored them
+    ctl.liveness.beat(node, now, [u for u in usage if u[0] in own])
+    if not ctl.is_alive(node):  # marked offline while it was in fact still talking (a pause, a failover)
         ctl.store.set_alive(node, True, now)
 
 
@@ -115,12 +155,11 @@ def remove(ctl: Controller, name: str, force: bool) -> tuple[Removed, bool]:
         if known is not None:
             ctl.creds.node_hashes[name] = known
         raise
-    ctl.liveness.forget(name)
-    for uuid in removed.gpus:
-        ctl.liveness.gpu_usage.pop(uuid, None)
+    ctl.liveness.forget(name, removed.gpus)
     queue = ctl.sessions.get(name)
     if queue is not None:
         queue.put_nowait(None)  # ends the stream; the agent's reconnect is refused (UNAUTHENTICATED)
     log.warning("removed node %s (%d replica(s) forgotten, %d GPU(s))", name, len(removed.replicas),
                 len(removed.gpus))
     return removed, queue is not None
+

@@ -19,6 +19,9 @@ log = logging.getLogger("fleet.controller")
 
 
 def tick(ctl: Controller) -> None:
+    """One round of repairs; only on the controller holding the duties lease (one at a time on a database)."""
+    if not ctl.lease.held():
+        return
     now = time.time()
     try:
         fence_offline(ctl, now)
@@ -31,14 +34,15 @@ def tick(ctl: Controller) -> None:
 
 def fence_offline(ctl: Controller, now: float) -> None:
     """An offline node's replicas become `unknown`; after the grace they are fenced and placed elsewhere."""
-    store, alive, offline_since = ctl.store, ctl.liveness.alive, ctl.repair.offline_since
+    store, offline_since = ctl.store, ctl.repair.offline_since
     for name in list(offline_since):
-        if name in alive:
+        if ctl.is_alive(name):
             del offline_since[name]
     for node in store.mirror.nodes.values():
-        if node.name in alive:
+        if node.alive:
             continue
-        since = offline_since.setdefault(node.name, ctl.liveness.last_seen.get(node.name, now))
+        # offline since it was last heard from (the row records it when it is marked offline)
+        since = offline_since.setdefault(node.name, node.last_heartbeat or now)
         replicas = [r for r in store.replicas(node=node.name) if r.desired == "run"]
         if not replicas:
             continue  # a node without replicas has nothing to fence (most offline nodes at scale)

@@ -1,12 +1,12 @@
-"""`fleet status`: the fleet on one screen, from the same views `fleet nodes`, `capacity`, `deployments`,
-`drain --status` and `events` use (so the summary never disagrees with the details)."""
+"""`fleet status`: the fleet on one screen, from the same state `fleet nodes`, `capacity`, `deployments`,
+`drain --status` and `events` read (so the summary never disagrees with the details)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
-from fleet.controller.app import capacity, deployments, drain, events
+from fleet.controller.app import capacity, drain, events
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.replica_states import DECLARED, SERVING
 from fleet.controller.store.schema import EventRow
@@ -36,31 +36,35 @@ class Summary:
 
 
 def summary(ctl: Controller, now: float | None = None) -> Summary:
+    """From the store's mirror (no view per node is built: this is asked of fleets of thousands of nodes);
+    drains and warnings from their tables."""
     now = time.time() if now is None else now
-    views = capacity.node_views(ctl)
-    totals = capacity.totals(views)
+    mirror = ctl.store.mirror
+    totals = capacity.fleet_totals(ctl)
     by_state: dict[str, int] = {}
-    for v in views:
-        by_state[v.state] = by_state.get(v.state, 0) + 1
+    for state in ctl.states().values():
+        by_state[state] = by_state.get(state, 0) + 1
     serving = degraded = down = declared_only = wanted = healthy = 0
-    for d in deployments.every(ctl):
-        ok = sum(r.state == SERVING and r.desired == "run" and r.node in ctl.liveness.alive for r in d.replicas)
-        declared = sum(r.state == DECLARED for r in d.replicas)
-        want = d.deployment.replicas_wanted
-        wanted += want
+    for name, dep in mirror.deployments.items():
+        replicas = ctl.store.replicas(deployment=name)
+        ok = sum(r.state == SERVING and r.desired == "run" and ctl.is_alive(r.node) for r in replicas)
+        declared = sum(r.state == DECLARED for r in replicas)
+        wanted += dep.replicas_wanted
         healthy += ok
-        if ok >= want:
+        if ok >= dep.replicas_wanted:
             serving += 1
         elif ok:
             degraded += 1
-        elif declared and declared == len(d.replicas):
+        elif declared and declared == len(replicas):
             declared_only += 1
         else:
             down += 1
     active = [r.node for r in ctl.store.drains()]
+    gpus = [g for node_gpus in mirror.gpus.values() for g in node_gpus]
     return Summary(
-        nodes=by_state, nodes_declared=sum(v.inventory.get("gpuProbe") == "declared" for v in views),
-        gpu_count=totals.gpu_count, gpus_free=sum(1 for v in views for g in v.gpus if not g.memory_reserved),
+        # a node reporting declared GPUs is a planning node (as placement sees it: fleet.controller.store.snapshot)
+        nodes=by_state, nodes_declared=sum(any(g.declared for g in node_gpus) for node_gpus in mirror.gpus.values()),
+        gpu_count=totals.gpu_count, gpus_free=sum(1 for g in gpus if not mirror.reserved.get(g.uuid)),
         vram_total=totals.vram_total, vram_reserved=totals.vram_reserved, vram_free=totals.vram_free,
         deployments=serving + degraded + down + declared_only, deployments_serving=serving,
         deployments_degraded=degraded, deployments_down=down, deployments_declared=declared_only,

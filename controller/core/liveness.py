@@ -1,34 +1,35 @@
-"""Heartbeats live in memory; the database sees them in batches. Decides which nodes went offline."""
+"""Heartbeats live in memory; the database sees them in batches. Decides which nodes went offline.
+
+Each controller keeps what its own sessions report (`Liveness`); whether a node is online is a fact in the
+store that the session holder sets when the node speaks and the controller holding the duties lease
+clears when nobody has heard from it for `offline_after` (`overdue`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
-def overdue(last_seen: dict[str, float], alive: set[str], now: float, offline_after: float) -> list[str]:
+def overdue(last_heard: Mapping[str, float], alive: Iterable[str], now: float, offline_after: float) -> list[str]:
     """Nodes believed alive whose last heartbeat is older than `offline_after` seconds (pure)."""
-    return sorted(n for n in alive if now - last_seen.get(n, 0.0) > offline_after)
+    return sorted(n for n in alive if now - last_heard.get(n, 0.0) > offline_after)
 
 
 @dataclass
 class Liveness:
-    """Memory-first heartbeat state. Decisions read this; `take_dirty` hands the database what changed."""
+    """What this controller's sessions report, memory first. `take_dirty` hands the database what changed."""
 
-    last_seen: dict[str, float] = field(default_factory=dict)
-    alive: set[str] = field(default_factory=set)
+    last_seen: dict[str, float] = field(default_factory=dict)  # node -> last heartbeat here
     gpu_usage: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # uuid -> used, util, temp
     _dirty_beats: dict[str, float] = field(default_factory=dict)
     _dirty_usage: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-    _moved: set[str] = field(default_factory=set)  # nodes whose liveness or GPU memory use changed (placement)
+    _moved: set[str] = field(default_factory=set)  # nodes whose GPU memory use changed (placement re-reads them)
     beats_total: int = 0
 
-    def beat(self, node: str, now: float, usage: list[tuple[str, int, int, int]] = ()) -> bool:  # type: ignore[assignment]
-        """Record a heartbeat; returns True when the node was offline and just came back."""
-        came_back = node not in self.alive
-        if came_back:
-            self._moved.add(node)
+    def beat(self, node: str, now: float, usage: Iterable[tuple[str, int, int, int]] = ()) -> None:
+        """Record a heartbeat (or an inventory) from a node whose session is here."""
         self.last_seen[node] = now
-        self.alive.add(node)
         self._dirty_beats[node] = now
         for uuid, used, util, temp in usage:
             value = (used, util, temp)
@@ -39,18 +40,14 @@ class Liveness:
                 if old is None or old[0] != used:
                     self._moved.add(node)
         self.beats_total += 1
-        return came_back
 
-    def expire(self, now: float, offline_after: float) -> list[str]:
-        gone = overdue(self.last_seen, self.alive, now, offline_after)
-        self.alive.difference_update(gone)
-        self._moved.update(gone)
-        return gone
-
-    def forget(self, node: str) -> None:
-        """A removed node: no liveness, no usage kept for it (its GPUs' usage is dropped by the caller)."""
-        self.alive.discard(node)
+    def forget(self, node: str, gpus: Iterable[str] = ()) -> None:
+        """A removed node: nothing is kept for it or its GPUs."""
         self.last_seen.pop(node, None)
+        self._dirty_beats.pop(node, None)
+        for uuid in gpus:
+            self.gpu_usage.pop(uuid, None)
+            self._dirty_usage.pop(uuid, None)
         self._moved.add(node)
 
     def take_dirty(self) -> tuple[dict[str, float], dict[str, tuple[int, int, int]]]:
@@ -59,6 +56,6 @@ class Liveness:
         return beats, usage
 
     def take_moved(self) -> set[str]:
-        """Nodes that came or went, or whose GPU memory use changed, since the last call (for placement)."""
+        """Nodes whose GPU memory use changed since the last call (the placement snapshot refreshes them)."""
         moved, self._moved = self._moved, set()
         return moved

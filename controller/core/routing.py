@@ -7,7 +7,7 @@ no new requests before its agent stops it), and its node is alive.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from fleet.controller.core.replica_states import SERVING
@@ -33,7 +33,7 @@ class ReplicaView:
     api_key: str
 
 
-def routable(replicas: Iterable[ReplicaView], alive_nodes: set[str]) -> list[Target]:
+def routable(replicas: Iterable[ReplicaView], alive_nodes: Container[str]) -> list[Target]:
     return [Target(r.id, r.node, r.endpoint, r.api_key) for r in replicas
             if r.state == SERVING and r.desired == "run" and r.endpoint and r.node in alive_nodes]
 

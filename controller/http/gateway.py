@@ -5,7 +5,8 @@ healthy replica (least outstanding requests), swaps the client key for the repli
 streams the engine's answer back byte for byte (SSE included). A replica that refuses the connection is
 skipped for the next one; no routable replica is a 503 the OpenAI clients understand.
 
-Mounted by the HTTP app (fleet.controller.http.app) beside /metrics, the capacity page and the admin API.
+Mounted by the HTTP app (fleet.controller.http.app) beside /metrics and the capacity page. Bodies are read
+within the app's limits (fleet.controller.http.limits): size, total bytes held at once, time.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from fleet.controller.app import access
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.routing import ReplicaView, Target, pick, routable
 from fleet.controller.http import metrics
+from fleet.controller.http.limits import BodyBudget, BodyRefused
 
 log = logging.getLogger("fleet.controller.http.gateway")
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
-MAX_BODY = 64 * 1024 * 1024  # long contexts and embedding batches are large; aiohttp's default is 1 MiB
 UNKNOWN = "(unknown)"
 # RFC 9110 hop-by-hop headers are per connection; the rest go through unchanged.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -53,20 +54,25 @@ def bearer(request: web.Request) -> str:
 class Gateway:
     """Routing state of one controller: requests in flight and sent, per replica."""
 
-    def __init__(self, ctl: Controller, connect_timeout: float = 5.0, read_timeout: float = 600.0) -> None:
+    def __init__(self, ctl: Controller, budget: BodyBudget, connect_timeout: float = 5.0,
+                 read_timeout: float = 600.0) -> None:
         self.ctl = ctl
+        self.budget = budget
         self.outstanding: dict[str, int] = {}
         self.sent: dict[str, int] = {}
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self.session: aiohttp.ClientSession | None = None
-        # Client keys known good, by key -> checked-at (monotonic). Every store read takes SQLite's write
-        # lock (BEGIN IMMEDIATE), so the hot path reads the store once per request, not three times.
-        # Revocation goes through this app's admin API, which calls forget_keys(); the TTL bounds any other path.
+        # Client keys known good, by key -> checked-at (monotonic), so the hot path reads the store once per
+        # request, not twice. A revoke bumps ctl.keys_epoch and empties this at once; the TTL bounds any other path.
         self.key_ttl = 5.0
         self.good_keys: dict[str, float] = {}
+        self.keys_epoch = ctl.keys_epoch
 
-    def forget_keys(self) -> None:
-        self.good_keys.clear()
+    def setup(self, app: web.Application) -> None:
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/v1/models/{model}", self.model)
+        for path in ROUTES:
+            app.router.add_post(path, self.proxy)
 
     async def start(self, _app: web.Application) -> None:
         # auto_decompress off: bytes and Content-Encoding travel together, untouched
@@ -80,7 +86,7 @@ class Gateway:
     def targets(self, deployment: str) -> list[Target]:
         rows = self.ctl.store.replicas(deployment=deployment)
         views = (ReplicaView(r.id, r.node, r.state, r.desired, r.endpoint, r.api_key) for r in rows)
-        return routable(views, self.ctl.liveness.alive)
+        return routable(views, self.ctl.alive)
 
     def client_refusal(self, request: web.Request) -> web.Response | None:
         key = bearer(request)
@@ -89,6 +95,9 @@ class Gateway:
                                   "(an operator creates one with `fleet apikey create`)",
                                   "invalid_request_error", "invalid_api_key")
         now = time.monotonic()
+        if self.keys_epoch != self.ctl.keys_epoch:
+            self.good_keys.clear()
+            self.keys_epoch = self.ctl.keys_epoch
         if now - self.good_keys.get(key, -self.key_ttl) < self.key_ttl:
             return None
         if not access.apikey_valid(self.ctl, key):
@@ -124,10 +133,20 @@ class Gateway:
         started = time.monotonic()
         if (refused := self.client_refusal(request)) is not None:
             return refused
-        body = await request.read()
+        try:
+            body = await self.budget.read(request)
+        except BodyRefused as e:
+            return self._answer(UNKNOWN, started, error_response(
+                e.status, e.message, "invalid_request_error", "request_too_large" if e.status == 413 else "busy"))
+        try:
+            return await self._route(request, body, started)
+        finally:
+            self.budget.give(len(body))
+
+    async def _route(self, request: web.Request, body: bytes, started: float) -> web.StreamResponse:
         try:
             model = json.loads(body).get("model")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # RecursionError: nested deeper than json can go
             model = None
         if not isinstance(model, str) or not model:
             return self._answer(UNKNOWN, started, error_response(

@@ -19,6 +19,7 @@ from fleet.controller.app import capacity, observed
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.replica_states import STATES
 from fleet.controller.core.snapshot import NODE_STATES
+from fleet.controller.http.readers import readers
 
 REPLICA_STATES = STATES
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -107,14 +108,18 @@ class FleetCollector(Collector):
 METRICS_REGISTRY = web.AppKey("fleet.metrics.registry", CollectorRegistry)
 
 
-async def metrics_handler(request: web.Request) -> web.Response:
-    # The process-wide registry (gateway, placement, process_*) and this app's state collector.
-    body = generate_latest(REGISTRY) + generate_latest(request.app[METRICS_REGISTRY])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
-
-
 def setup(app: web.Application, ctl: Controller) -> None:
+    """`/metrics`, for the admin token or a viewer key only (Prometheus: `authorization` with a viewer key)."""
     registry = CollectorRegistry()
     registry.register(FleetCollector(ctl))
     app[METRICS_REGISTRY] = registry
+    who = readers(app, ctl)
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        if (refused := who.refusal(request)) is not None:
+            return refused
+        # The process-wide registry (gateway, placement, process_*) and this app's state collector.
+        body = generate_latest(REGISTRY) + generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
     app.router.add_get("/metrics", metrics_handler)

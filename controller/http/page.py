@@ -19,6 +19,7 @@ from fleet.controller.app import capacity, drain, events
 from fleet.controller.app.controller import Controller
 from fleet.controller.app.deployments import every
 from fleet.controller.core.events import event_type
+from fleet.controller.http.readers import readers
 
 ATTENTION = ("cordoned", "draining", "drained", "offline")
 RECENT_EVENTS = 100
@@ -97,13 +98,19 @@ def page_html() -> bytes:
 
 
 def setup(app: web.Application, ctl: Controller) -> None:
+    """`/` and `/api/capacity`, for the admin token or a viewer key only (fleet.controller.http.readers)."""
     html = page_html()  # read once: the page is static, the data comes from /api/capacity
+    who = readers(app, ctl)
 
-    async def index(_request: web.Request) -> web.Response:
+    async def index(request: web.Request) -> web.Response:
+        if (refused := who.refusal(request)) is not None:
+            return refused
         return web.Response(body=html, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-cache"})
 
-    async def capacity(_request: web.Request) -> web.Response:
+    async def capacity(request: web.Request) -> web.Response:
+        if (refused := who.refusal(request)) is not None:
+            return refused
         return web.json_response(capacity_view(ctl), headers={"Cache-Control": "no-store"})
 
     app.router.add_get("/", index)

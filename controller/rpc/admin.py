@@ -1,4 +1,5 @@
-"""The Admin service: join tokens (`fleet token ...`) and node removal (`fleet node remove`).
+"""The Admin service: join tokens (`fleet token`), API keys (`fleet apikey`), node removal and replacement
+(`fleet node remove|replace`).
 
 Authenticated with the admin token by the AuthInterceptor, like Fleet.
 """
@@ -17,6 +18,7 @@ from fleet.controller.app.controller import Controller
 from fleet.controller.core.errors import InvalidArgument
 from fleet.controller.rpc.status import rpc
 from fleet.controller.rpc.validate import NODE_NAME
+from fleet.controller.store.schema import ApiKeyRow
 from fleet.controller.store.tokens import TokenInfo
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
@@ -42,6 +44,10 @@ def bounded(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
 def token_message(t: TokenInfo) -> pb.JoinToken:
     return pb.JoinToken(id=t.id, kind=t.kind, description=t.description, created_at=t.created_at,
                         expires_at=t.expires_at or 0.0, revoked=t.revoked, state=t.state)
+
+
+def apikey_message(row: ApiKeyRow) -> pb.ApiKey:
+    return pb.ApiKey(id=row.id or 0, name=row.name, created_at=row.created_at, revoked=row.revoked, role=row.role)
 
 
 def validate_name(name: str) -> str:
@@ -81,3 +87,30 @@ class AdminService(pbg.AdminServicer):
         removed, closed = nodes.remove(self.ctl, validate_name(request.name), request.force)
         return pb.RemoveNodeResponse(name=removed.name, replicas_forgotten=len(removed.replicas),
                                      gpus_removed=len(removed.gpus), session_closed=closed)
+
+    @rpc
+    @bounded
+    async def ReplaceNode(self, request: pb.ReplaceNodeRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ReplaceNodeResponse:
+        name = validate_name(request.name)
+        token, expires = access.replace_node(self.ctl, name, request.ttl_seconds, time.time())
+        return pb.ReplaceNodeResponse(name=name, join_token=token, expires_at=expires)
+
+    @rpc
+    @bounded
+    async def CreateApiKey(self, request: pb.CreateApiKeyRequest,
+                           context: grpc.aio.ServicerContext) -> pb.CreateApiKeyResponse:
+        row, key = access.create_apikey(self.ctl, request.name, request.role or "client")
+        return pb.CreateApiKeyResponse(key=apikey_message(row), secret=key)
+
+    @rpc
+    @bounded
+    async def ListApiKeys(self, request: pb.ListApiKeysRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ListApiKeysResponse:
+        return pb.ListApiKeysResponse(keys=[apikey_message(r) for r in access.list_apikeys(self.ctl)])
+
+    @rpc
+    @bounded
+    async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest,
+                           context: grpc.aio.ServicerContext) -> pb.RevokeApiKeyResponse:
+        return pb.RevokeApiKeyResponse(keys=[apikey_message(r) for r in access.revoke_apikey(self.ctl, request.ref)])

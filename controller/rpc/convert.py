@@ -147,6 +147,14 @@ def deployment_message(d: DeploymentRows) -> pb.Deployment:
     )
 
 
+UINT64 = 2**64 - 1
+
+
+def _u64(n: int) -> int:
+    # Edge validation bounds every reported size; sums over a large fleet still must never break a reply.
+    return max(0, min(int(n), UINT64))
+
+
 _INVENTORIES: dict[str, tuple[str, pb.Inventory]] = {}  # node -> (inventory JSON, parsed): parse once per report
 
 
@@ -161,7 +169,7 @@ def inventory_message(name: str, inventory_json: str) -> pb.Inventory:
     return cached[1]
 
 
-def node_message(v: NodeView) -> pb.Node:
+def node_message(v: NodeView, events: list[EventRow] | None = None) -> pb.Node:
     inv = inventory_message(v.row.name, v.row.inventory)
     row = v.row
     return pb.Node(
@@ -175,6 +183,7 @@ def node_message(v: NodeView) -> pb.Node:
             memory_reserved=g.memory_reserved, memory_used_by_others=g.memory_used_by_others,
             memory_free=g.memory_free,
         ) for g in v.gpus],
+        events=[pb.NodeEvent(at=e.at, kind=e.kind, message=e.message) for e in events or []],
     )
 
 
@@ -182,8 +191,9 @@ def capacity_message(views: list[NodeView], t: Totals | None) -> pb.CapacityResp
     resp = pb.CapacityResponse(nodes=[node_message(v) for v in views])
     if t is not None:
         resp.MergeFrom(pb.CapacityResponse(
-            gpu_count=t.gpu_count, vram_total=t.vram_total, vram_reserved=t.vram_reserved, vram_free=t.vram_free,
-            ram_total=t.ram_total, disk_free=t.disk_free, nodes_total=t.nodes, nodes_ready=t.nodes_ready))
+            gpu_count=t.gpu_count, vram_total=_u64(t.vram_total), vram_reserved=_u64(t.vram_reserved),
+            vram_free=_u64(t.vram_free), ram_total=_u64(t.ram_total), disk_free=_u64(t.disk_free),
+            nodes_total=t.nodes, nodes_ready=t.nodes_ready))
     return resp
 
 

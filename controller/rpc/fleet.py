@@ -49,7 +49,8 @@ class FleetService(pbg.FleetServicer):
     @rpc
     async def DescribeNode(self, request: pb.DescribeNodeRequest,
                            context: grpc.aio.ServicerContext) -> pb.DescribeNodeResponse:
-        return pb.DescribeNodeResponse(node=convert.node_message(capacity.node_view(self.ctl, request.name)))
+        view = capacity.node_view(self.ctl, request.name[:MAX_STR])
+        return pb.DescribeNodeResponse(node=convert.node_message(view, self.ctl.store.node_events(view.name)))
 
     @rpc
     async def Capacity(self, request: pb.CapacityRequest, context: grpc.aio.ServicerContext) -> pb.CapacityResponse:
@@ -72,8 +73,9 @@ class FleetService(pbg.FleetServicer):
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
         lv = self.ctl.liveness
         return pb.StatsResponse(heartbeats_total=lv.beats_total, sessions_open=len(self.ctl.sessions),
-                                uptime=time.time() - self.ctl.started, nodes=len(self.ctl.creds.node_hashes),
-                                nodes_alive=len(lv.alive))
+                                uptime=time.time() - self.ctl.started, nodes=len(self.ctl.store.mirror.nodes),
+                                nodes_alive=len(self.ctl.alive), controller=self.ctl.id,
+                                duties=self.ctl.lease.held())
 
     @rpc
     async def ListDeployments(self, request: pb.ListDeploymentsRequest,

@@ -1,7 +1,8 @@
-"""The gRPC server: TLS, the auth interceptor, the three services, message limits and keepalive."""
+"""The gRPC server: TLS, the auth interceptor, the three services, message, connection and time limits."""
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import grpc
@@ -15,6 +16,14 @@ from fleet.controller.tls import TLSOptions, is_loopback, load_or_create
 from fleet.proto import fleet_pb2_grpc as pbg
 
 MAX_MESSAGE = 4 * 1024 * 1024
+HANDSHAKE_TIMEOUT_MS = 10_000  # a connection that has not finished TLS by then is dropped (default 120 s)
+
+
+def max_connections() -> int:
+    """gRPC connections allowed at once: half the open-file limit, so a flood of connections to this port
+    can never take the descriptors the database, the HTTP port and the engines' health checks need."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1_000_000 if soft == resource.RLIM_INFINITY else max(16, soft // 2)
 
 
 def check_plaintext(listen: str, opts: TLSOptions) -> None:
@@ -47,7 +56,9 @@ def build_server(ctl: Controller, listen: str, creds_tls: grpc.ServerCredentials
                  # agents ping every 10 s to notice a dead controller; do not punish them for it
                  ("grpc.keepalive_permit_without_calls", 1),
                  ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
-                 ("grpc.http2.max_ping_strikes", 0)],
+                 ("grpc.http2.max_ping_strikes", 0),
+                 ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+                 ("grpc.max_allowed_incoming_connections", max_connections())],
     )
     pbg.add_AgentServicer_to_server(AgentService(ctl), server)
     pbg.add_FleetServicer_to_server(FleetService(ctl), server)

@@ -1,11 +1,18 @@
-"""Opening the database: the SQLAlchemy engine, SQLite's pragmas, and the schema created at start."""
+"""Opening the database: the SQLAlchemy engine, SQLite's pragmas, and the schema brought up to date at start.
+
+Migrations are SQLModel's metadata plus versioned upgrade steps, not Alembic: the schema has one source
+(store/schema.py), `create_all` adds new tables, and each release that changes an existing table appends
+one idempotent step below. A `schema_version` row says which steps a database has had. Every controller
+runs this at start; on PostgreSQL under an advisory lock, so controllers starting together take turns.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, create_engine
 
 from fleet.controller.store import schema  # noqa: F401 - registers every table with SQLModel.metadata
@@ -30,25 +37,55 @@ def open_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     else:
-        engine = create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine)
-    upgrade(engine)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    migrate(engine)
     return engine
 
 
-# Columns added to existing tables after a release: (table, column, SQL type with its default).
-ADDED_COLUMNS = (("deployment", "launch", "VARCHAR NOT NULL DEFAULT '{}'"),
-                 ("event", "deployment", "VARCHAR NOT NULL DEFAULT ''"))
+def _add_launch(conn: Connection) -> None:
+    if "launch" not in {c["name"] for c in inspect(conn).get_columns("deployment")}:
+        conn.execute(text("ALTER TABLE deployment ADD COLUMN launch VARCHAR NOT NULL DEFAULT '{}'"))
 
 
-def upgrade(engine: Engine) -> None:
-    """Add the columns a database written by an older release lacks (idempotent; new tables come from
-    create_all)."""
-    have = inspect(engine)
-    for table, column, sql_type in ADDED_COLUMNS:
-        if column not in {c["name"] for c in have.get_columns(table)}:
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+def _add_apikey_role(conn: Connection) -> None:
+    if "role" not in {c["name"] for c in inspect(conn).get_columns("apikey")}:
+        conn.execute(text("ALTER TABLE apikey ADD COLUMN role VARCHAR NOT NULL DEFAULT 'client'"))
+
+
+def _add_event_deployment(conn: Connection) -> None:
+    if "deployment" not in {c["name"] for c in inspect(conn).get_columns("event")}:
+        conn.execute(text("ALTER TABLE event ADD COLUMN deployment VARCHAR NOT NULL DEFAULT ''"))
+
+
+# (version, what, step): release 0.1's schema is version 0; each step brings a database to its version.
+STEPS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
+    (1, "deployment.launch: how a replica is launched (rope scaling)", _add_launch),
+    (2, "apikey.role: client keys call the gateway, viewer keys read the page and /metrics", _add_apikey_role),
+    (3, "event.deployment: the deployment an event is about (fleet events --deployment)", _add_event_deployment),
+)
+VERSION = STEPS[-1][0]
+LOCK = 7_203_411  # the advisory lock controllers take turns on while migrating (PostgreSQL)
+
+
+def migrate(engine: Engine) -> int:
+    """Create missing tables, run the steps this database has not had; returns the version it is at."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK})
+        SQLModel.metadata.create_all(conn)
+        row = conn.execute(text("SELECT version FROM schema_version WHERE id = 1")).first()
+        current = int(row[0]) if row else 0
+        if current > VERSION:
+            raise RuntimeError(f"the database is at schema version {current}, newer than this fleet ({VERSION}): "
+                               "upgrade fleet on this controller")
+        for version, _what, step in STEPS:
+            if version > current:
+                step(conn)
+        if row is None:
+            conn.execute(text("INSERT INTO schema_version (id, version) VALUES (1, :v)"), {"v": VERSION})
+        elif current < VERSION:
+            conn.execute(text("UPDATE schema_version SET version = :v WHERE id = 1"), {"v": VERSION})
+    return VERSION
 
 
 def sqlite_url(data_dir: Path) -> str:

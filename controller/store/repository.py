@@ -16,10 +16,11 @@ import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, delete, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, func, select
 
 from fleet.controller.core.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -57,6 +58,75 @@ def _delete_referencing(s: Session, column: object, values: list[str], skip: set
                 s.execute(delete(table).where(fk.parent.in_(values)))
 
 
+@dataclass(frozen=True)
+class InventoryChange:
+    """What a node's new inventory changed besides its own row."""
+
+    foreign: dict[str, str] = field(default_factory=dict)  # GPU uuid -> the node that owns it (left out)
+    missing: list[str] = field(default_factory=list)  # GPUs the node no longer reports (forgotten)
+    failed: list[str] = field(default_factory=list)  # replicas that held a missing GPU (failed, rescheduled)
+    kept: list[str] = field(default_factory=list)  # the node's GPUs now
+
+
+def known_node(name: str) -> str:
+    return (f"node {name!r} is already registered; a join token cannot take over a known node. To replace it, an "
+            f"operator runs `fleet node replace {name}` and this agent joins with the token it prints "
+            f"(or `fleet node remove {name}` first); otherwise choose another --name")
+
+
+def _apply_inventory(s: Session, row: NodeRow, inventory_json: str, gpus: list[GpuRow],
+                     now: float) -> InventoryChange:
+    """Inside a transaction: the node's GPU rows become `gpus`, except those another node owns.
+
+    A GPU that is gone (fell off the bus, card pulled) takes its reservations with it; the replicas that
+    held it are failed with the reason and asked to stop, so the reconciler places them elsewhere, as it
+    does for the replicas of an offline node.
+    """
+    name = row.name
+    uuids = [g.uuid for g in gpus]
+    owners = dict(s.exec(select(GpuRow.uuid, GpuRow.node).where(col(GpuRow.uuid).in_(uuids))).all()) if uuids else {}
+    foreign = {u: n for u, n in owners.items() if n != name}
+    own = [g for g in gpus if g.uuid not in foreign]
+    seen = {g.uuid for g in own}
+    gone = [g for g in s.exec(select(GpuRow).where(GpuRow.node == name)).all() if g.uuid not in seen]
+    failed: list[str] = []
+    if gone:
+        lost = [g.uuid for g in gone]
+        held = list(s.exec(select(ReservationRow).where(col(ReservationRow.gpu_uuid).in_(lost))).all())
+        index = {g.uuid: g.index for g in gone}
+        for rid in sorted({x.replica for x in held}):
+            r = s.get(ReplicaRow, rid)
+            if r is None:
+                continue
+            which = ", ".join(f"{index[x.gpu_uuid]} ({x.gpu_uuid})" for x in held if x.replica == rid)
+            r.message = f"GPU {which} is no longer on node {name}: failed, rescheduled elsewhere"
+            r.desired, r.state, r.healthy_since = "stop", "failed", 0.0
+            s.add(r)
+            failed.append(rid)
+        s.execute(delete(ReservationRow).where(col(ReservationRow.gpu_uuid).in_(lost)))
+        _delete_referencing(s, GpuRow.__table__.c.uuid, lost, {"reservation"})  # type: ignore[attr-defined]
+        s.execute(delete(GpuRow).where(col(GpuRow.uuid).in_(lost)))
+        for g in gone:
+            users = sorted({x.replica for x in held if x.gpu_uuid == g.uuid})
+            s.add(EventRow(at=now, kind="gpu.missing", node=name, message=(
+                f"GPU {g.index} ({g.uuid}, {g.name}) is no longer reported"
+                + (f"; replica(s) {', '.join(users)} failed and will be placed elsewhere" if users else ""))))
+        if failed:
+            row.generation += 1
+        s.flush()
+    for g in own:
+        s.merge(g)
+    row.inventory = inventory_json
+    row.alive = True
+    row.last_heartbeat = now
+    s.add(row)
+    touch(s, NODE_GPUS, [name], now)  # the node row and its GPU rows
+    if failed:  # replica and reservation changes are changes of their deployments (the mirror reloads them)
+        touch(s, DEPLOYMENT, {r.deployment for r in (s.get(ReplicaRow, rid) for rid in failed) if r is not None},
+              now)
+    return InventoryChange(foreign=foreign, missing=[g.uuid for g in gone], failed=failed, kept=sorted(seen))
+
+
 def _check_capacity(s: Session, reservations: list[ReservationRow]) -> None:
     """Inside the transaction: the new reservations plus what is held never exceed a GPU's memory."""
     wanted: dict[str, int] = {}
@@ -64,7 +134,11 @@ def _check_capacity(s: Session, reservations: list[ReservationRow]) -> None:
         wanted[r.gpu_uuid] = wanted.get(r.gpu_uuid, 0) + r.bytes
     if not wanted:
         return
-    gpus = {g.uuid: g for g in s.exec(select(GpuRow).where(col(GpuRow.uuid).in_(wanted))).all()}
+    # Lock the GPU rows first (PostgreSQL: SELECT ... FOR UPDATE, in one order so two placements never deadlock):
+    # a concurrent placement on any of these GPUs waits here until this one commits, then sees its reservations.
+    # SQLite's BEGIN IMMEDIATE already holds the database's one write lock.
+    gpus = {g.uuid: g for g in s.exec(select(GpuRow).where(col(GpuRow.uuid).in_(sorted(wanted)))
+                                      .order_by(GpuRow.uuid).with_for_update()).all()}
     held = dict(s.exec(select(ReservationRow.gpu_uuid, func.sum(ReservationRow.bytes))
                        .where(col(ReservationRow.gpu_uuid).in_(wanted))
                        .group_by(ReservationRow.gpu_uuid)).all())
@@ -181,41 +255,65 @@ class Store:
         return {n.name: n.credential_hash for n in self.mirror.nodes.values()}
 
     @writes
-    def register_node(self, name: str, credential: str, inventory_json: str, now: float) -> None:
-        """Create the node, or give an existing (re-joining) node a new credential."""
-        with self.session() as s:
-            row = s.get(NodeRow, name)
-            if row is None:
-                row = NodeRow(name=name, credential_hash=token_hash(credential), registered_at=now)
-            else:
-                row.credential_hash = token_hash(credential)
-            row.inventory = inventory_json
-            row.last_heartbeat = now
-            s.add(row)
-            s.add(EventRow(at=now, kind="node.registered", node=name))
-            touch(s, NODE_GPUS, [name], now)
-            s.commit()
+    def register_node(self, name: str, credential: str, inventory_json: str, gpus: Iterable[GpuRow], now: float,
+                      takeover: bool = False, claim: Callable[[Session], None] | None = None,
+                      event: str = "node.registered") -> InventoryChange:
+        """Create the node with its inventory, all or nothing; a known name only with `takeover`.
+
+        `takeover`: the caller holds the node's credential, or `claim` consumes the one-time replacement
+        token (`fleet node replace`) inside this transaction, so a token is never used twice.
+        """
+        gpus = list(gpus)
+        try:
+            with self.session() as s:
+                row = s.get(NodeRow, name)
+                if row is not None and not takeover:
+                    raise AlreadyExists(known_node(name))
+                if claim is not None:
+                    claim(s)
+                if row is None:
+                    row = NodeRow(name=name, credential_hash=token_hash(credential), registered_at=now)
+                    s.add(row)
+                    s.flush()
+                else:
+                    row.credential_hash = token_hash(credential)
+                    row.registered_at = now
+                change = _apply_inventory(s, row, inventory_json, gpus, now)
+                if change.foreign:
+                    uuid, owner = next(iter(sorted(change.foreign.items())))
+                    raise AlreadyExists(f"GPU {uuid} belongs to node {owner!r}; a GPU belongs to the node that first "
+                                        f"reported it until `fleet node remove {owner}`")
+                s.add(EventRow(at=now, kind=event, node=name, message=f"{len(gpus)} GPU(s)"))
+                s.commit()
+        except IntegrityError:
+            # Another controller registered the same name between our read and our insert.
+            raise AlreadyExists(known_node(name)) from None
+        return change
 
     @writes
-    def save_inventory(self, name: str, inventory_json: str, gpus: Iterable[GpuRow], now: float) -> None:
-        """A node's fresh inventory (session start): replace its GPU rows, mark it alive."""
+    def save_inventory(self, name: str, inventory_json: str, gpus: Iterable[GpuRow], now: float) -> InventoryChange:
+        """A node's fresh inventory (session start): replace its GPU rows, mark it alive.
+
+        GPUs another node owns are left out (and recorded as an event); GPUs the node no longer reports
+        are forgotten, and replicas holding them fail and go elsewhere (`InventoryChange.failed`).
+        """
         gpus = list(gpus)
         with self.session() as s:
             row = s.get(NodeRow, name)
             if row is None:
-                return
-            row.inventory = inventory_json
-            row.alive = True
-            row.last_heartbeat = now
-            s.add(row)
-            seen = {g.uuid for g in gpus}
-            for old in s.exec(select(GpuRow).where(GpuRow.node == name)).all():
-                if old.uuid not in seen:
-                    s.delete(old)
-            for g in gpus:
-                s.merge(g)
-            touch(s, NODE_GPUS, [name], now)
+                return InventoryChange()
+            change = _apply_inventory(s, row, inventory_json, gpus, now)
+            for uuid, owner in sorted(change.foreign.items()):
+                s.add(EventRow(at=now, kind="gpu.refused", node=name,
+                               message=f"GPU {uuid} is reported by {name} but belongs to node {owner}: ignored"))
             s.commit()
+        return change
+
+    def node_events(self, node: str, limit: int = 20) -> list[EventRow]:
+        """A node's newest events first (`fleet node describe`)."""
+        with self.read() as s:
+            return list(s.exec(select(EventRow).where(EventRow.node == node)
+                               .order_by(col(EventRow.id).desc()).limit(limit)).all())
 
     def flush_heartbeats(self, beats: dict[str, float], usage: dict[str, tuple[int, int, int]]) -> None:
         """One transaction for a batch: node last_heartbeat and GPU usage (uuid -> used, util, temp).
@@ -255,22 +353,34 @@ class Store:
                 row.admin_state, row.cordon_reason, row.cordoned_by, row.cordoned_at = "ready", "", "", 0.0
             s.add(row)
             s.add(EventRow(at=now, kind="node.cordoned" if cordoned else "node.uncordoned", node=name,
-                           message=f"{reason} (by {by})" if cordoned else f"by {by}"))
+                           message=(f"{reason} (by {by})" if reason else f"by {by}") if cordoned else f"by {by}"))
             touch(s, NODE, [name], now)
             s.commit()
             return row
 
     @writes
-    def set_alive(self, name: str, alive: bool, now: float) -> None:
+    def set_alive(self, name: str, alive: bool, now: float, last_heartbeat: float | None = None) -> None:
+        """Online or offline, with an event; `last_heartbeat` records when the node was last heard from."""
         with self.session() as s:
             row = s.get(NodeRow, name)
             if row is None or row.alive == alive:
                 return
             row.alive = alive
+            if last_heartbeat is not None:
+                row.last_heartbeat = max(row.last_heartbeat, last_heartbeat)
             s.add(row)
             s.add(EventRow(at=now, kind="node.online" if alive else "node.offline", node=name))
             touch(s, NODE, [name], now)
             s.commit()
+
+    def heartbeats(self, names: Iterable[str] | None = None) -> dict[str, float]:
+        """Last heartbeat per node as every controller wrote it (not mirrored: it moves every second): the
+        nodes believed online, or these nodes."""
+        nodes = NodeRow.__table__  # type: ignore[attr-defined]
+        q = select(nodes.c.name, nodes.c.last_heartbeat)
+        q = q.where(nodes.c.alive) if names is None else q.where(nodes.c.name.in_(list(names)))
+        with self.reader.connect() as conn:
+            return {name: float(at) for name, at in conn.execute(q)}
 
     # ---- deployments, replicas, reservations
     def reserved_by_gpu(self) -> dict[str, int]:
@@ -308,9 +418,10 @@ class Store:
         The check inside the transaction (not the snapshot the plan was made from) is what makes
         concurrent placements safe: a plan made on stale state is refused, never double-booked.
         """
+        exists = AlreadyExists(f"deployment {dep.name!r} exists; pass --name, or `fleet remove {dep.name}`")
         with self.session() as s:
             if s.get(DeploymentRow, dep.name) is not None:
-                raise AlreadyExists(f"deployment {dep.name!r} exists; pass --name, or `fleet remove {dep.name}`")
+                raise exists
             _check_capacity(s, reservations)
             s.add(dep)  # one flush at commit: the unit of work inserts in foreign-key order
             s.add_all(replicas)
@@ -320,7 +431,11 @@ class Store:
             where = ", ".join(sorted({r.node for r in replicas}))
             s.add(EventRow(at=now, kind="deployment.placed", deployment=dep.name,
                            message=f"{len(replicas)} replica(s) on {where}: {dep.model} {dep.quant} on {dep.engine}"))
-            s.commit()
+            try:
+                s.commit()
+            except IntegrityError:
+                # another controller committed the same name (or replica id) between our check and our commit
+                raise exists from None
 
     @writes
     def mark_removing(self, name: str, now: float) -> tuple[DeploymentRow, set[str]]:

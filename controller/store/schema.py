@@ -1,11 +1,14 @@
 """The whole schema: every table the controller keeps, in one place (SQLModel; SQLite or PostgreSQL).
 
+Byte counts are BIGINT: PostgreSQL's INTEGER stops at 2 GiB, and a GPU holds 80.
+
 Rows are plain data moved in and out by the repository (fleet.controller.store.repository); nothing here
 decides. Every table is created when the store opens (fleet.controller.store.db), none lazily.
 """
 
 from __future__ import annotations
 
+from sqlalchemy import BigInteger
 from sqlmodel import Field, SQLModel
 
 
@@ -23,7 +26,7 @@ class NodeRow(SQLModel, table=True):
     cordon_reason: str = ""
     cordoned_by: str = ""
     cordoned_at: float = 0.0
-    generation: int = 0  # bumped whenever the node's desired replica set changes
+    generation: int = Field(default=0, sa_type=BigInteger)  # bumped whenever the node's desired replica set changes
 
 
 class GpuRow(SQLModel, table=True):
@@ -32,8 +35,8 @@ class GpuRow(SQLModel, table=True):
     node: str = Field(foreign_key="node.name", index=True)
     index: int = 0
     name: str = ""
-    memory_total: int = 0
-    memory_used: int = 0
+    memory_total: int = Field(default=0, sa_type=BigInteger)
+    memory_used: int = Field(default=0, sa_type=BigInteger)
     compute_capability: str = ""
     driver: str = ""
     utilization: int = 0
@@ -77,8 +80,8 @@ class ReplicaRow(SQLModel, table=True):
     api_key: str = ""
     gpu_memory_utilization: float = 0.0
     tp: int = 1
-    ram_bytes: int = 0
-    kv_cache_bytes: int = 0
+    ram_bytes: int = Field(default=0, sa_type=BigInteger)
+    kv_cache_bytes: int = Field(default=0, sa_type=BigInteger)
     message: str = ""
     restarts: int = 0
     created_at: float = 0.0
@@ -106,7 +109,7 @@ class ReservationRow(SQLModel, table=True):
     replica: str = Field(foreign_key="replica.id", index=True)
     gpu_uuid: str = Field(foreign_key="gpu.uuid", index=True)
     gpu_index: int = 0
-    bytes: int = 0
+    bytes: int = Field(default=0, sa_type=BigInteger)
 
 
 class TokenRow(SQLModel, table=True):
@@ -126,7 +129,7 @@ class EventRow(SQLModel, table=True):
     kind: str
     node: str = ""
     message: str = ""
-    deployment: str = ""  # added after the first release: fleet.controller.store.db.upgrade adds it to old files
+    deployment: str = ""  # upgrade step 3 (fleet.controller.store.db.STEPS) adds it to older databases
 
 
 class JoinTokenMeta(SQLModel, table=True):
@@ -142,6 +145,18 @@ class ApiKeyRow(SQLModel, table=True):
     key_hash: str = Field(index=True)
     created_at: float = 0.0
     revoked: bool = False
+    # client: calls the OpenAI gateway; viewer: reads the capacity page, /api/capacity and /metrics.
+    role: str = "client"
+
+
+class NodeReplacement(SQLModel, table=True):
+    """A one-time token that lets a new agent take over a known node's name (`fleet node replace NAME`)."""
+
+    __tablename__ = "node_replacement"
+    node: str = Field(primary_key=True, foreign_key="node.name")
+    token_hash: str = Field(index=True)
+    created_at: float = 0.0
+    expires_at: float = 0.0
 
 
 class ChangeRow(SQLModel, table=True):
@@ -175,13 +190,30 @@ class ObservationRow(SQLModel, table=True):
     tp: int = 1
     pp: int = 1
     context: int = 0
-    weights: int = 0
-    kv_cache: int = 0
-    activations: int = 0
-    runtime: int = 0
-    total: int = 0
-    ram: int = 0
+    weights: int = Field(default=0, sa_type=BigInteger)
+    kv_cache: int = Field(default=0, sa_type=BigInteger)
+    activations: int = Field(default=0, sa_type=BigInteger)
+    runtime: int = Field(default=0, sa_type=BigInteger)
+    total: int = Field(default=0, sa_type=BigInteger)
+    ram: int = Field(default=0, sa_type=BigInteger)
     gpus: str = "{}"  # JSON: GPU UUID -> bytes (NVML)
-    reserved: int = 0  # per GPU (or RAM) when measured
+    reserved: int = Field(default=0, sa_type=BigInteger)  # per GPU (or RAM) when measured
     over: bool = False  # used more than it reserved
     measured_at: float = 0.0
+
+
+class SchemaVersionRow(SQLModel, table=True):
+    """Which upgrade steps (fleet.controller.store.db.STEPS) this database has had: one row."""
+
+    __tablename__ = "schema_version"
+    id: int = Field(default=1, primary_key=True)
+    version: int = 0
+
+
+class LeaseRow(SQLModel, table=True):
+    """Who does the fleet-wide duties (fleet.controller.store.lease); expires_at is the database's clock."""
+
+    __tablename__ = "lease"
+    name: str = Field(primary_key=True)
+    holder: str = ""
+    expires_at: float = 0.0

@@ -18,14 +18,15 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from fleet.controller.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from fleet.controller.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 from fleet.controller.store.hashing import same_hash, token_hash
 from fleet.controller.store.repository import Store
-from fleet.controller.store.schema import JoinTokenMeta, TokenRow
+from fleet.controller.store.schema import JoinTokenMeta, NodeReplacement, NodeRow, TokenRow
 
 MAX_DESCRIPTION = 256
 MAX_TTL = 10 * 365 * 86400  # seconds; longer is "never", which is ttl 0
 MAX_ACTIVE = 1000  # usable join tokens at once: more is a script gone wrong, and Register scans them all
+REPLACE_TTL = 3600  # a replacement token's default lifetime (seconds)
 
 
 @dataclass(frozen=True)
@@ -138,3 +139,38 @@ def join_refusal(store: Store, secret: str, now: float) -> str | None:
         return f"join token {number} expired; create a new one with `fleet token create`"
     return None
 
+
+
+# ---------------------------------------------------------------- replacement tokens (`fleet node replace NAME`)
+# One per node name, one use: the agent that joins with it takes over the name (and the node's replicas)
+# and the node's old credential stops working. Issuing a new one replaces the previous one; removing the
+# node deletes it (the row points at the node).
+
+
+def create_replacement(store: Store, name: str, ttl_seconds: int, now: float) -> tuple[str, float]:
+    """A one-time token for the known node `name`; returns the secret (shown once) and when it expires."""
+    ttl_seconds = validate_ttl(ttl_seconds) or REPLACE_TTL
+    secret = secrets.token_urlsafe(32)
+    with store.session() as s:
+        if s.get(NodeRow, name) is None:
+            names = ", ".join(n.name for n in s.exec(select(NodeRow).limit(20)).all()) or "none"
+            raise NotFound(f"no node named {name!r} to replace; nodes: {names} (a new node joins with a join token)")
+        s.merge(NodeReplacement(node=name, token_hash=token_hash(secret), created_at=now, expires_at=now + ttl_seconds))
+        s.commit()
+    return secret, now + ttl_seconds
+
+
+def replacement_node(store: Store, secret: str, now: float) -> str | None:
+    """The node this secret may replace, when it is a live replacement token."""
+    with store.read() as s:
+        row = s.exec(select(NodeReplacement).where(NodeReplacement.token_hash == token_hash(secret))).first()
+    return row.node if row is not None and row.expires_at > now else None
+
+
+def claim_replacement(s: Session, name: str, secret: str, now: float) -> None:
+    """Inside the Register transaction: use up `name`'s replacement token, or refuse."""
+    row = s.get(NodeReplacement, name)
+    if row is None or not same_hash(row.token_hash, token_hash(secret)) or row.expires_at <= now:
+        raise Unauthenticated(f"the replacement token for node {name!r} was used or has expired; "
+                              f"ask for a new one (`fleet node replace {name}`)")
+    s.delete(row)

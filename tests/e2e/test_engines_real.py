@@ -58,14 +58,22 @@ def wait_healthy(proc: EngineProcess, base: str, timeout: float) -> float:
 StartEngine = Callable[..., EngineProcess]
 
 
+def secret_kept(proc: EngineProcess) -> None:
+    """The key is neither on the engine's command line (`ps`) nor in anything it logged."""
+    assert API_KEY not in Path(f"/proc/{proc.proc.pid}/cmdline").read_bytes().decode(errors="replace")
+    assert API_KEY not in proc.log.read_text(errors="replace")
+
+
 def test_llama_server_serves_chat_and_requires_the_key(
-    llama_server_path: Path, smollm2_gguf: Path, start_engine: StartEngine,
+    llama_server_path: Path, smollm2_gguf: Path, start_engine: StartEngine, tmp_path: Path,
 ) -> None:
     port = free_port()
     spec = ReplicaSpec(id="e2e-llama", engine="llama.cpp", served_name="smollm2-135m",
                        model_path=str(smollm2_gguf), port=port, api_key=API_KEY, quant="q4_1",
-                       context=512, device="cpu")
+                       context=512, device="cpu", api_key_file=str(tmp_path / "api-key"))
     ln = launch(spec, EngineConfig(llama_server=str(llama_server_path), host="127.0.0.1"))
+    for path, content in ln.files.items():  # as the supervisor does
+        Path(path).write_text(content)
     proc = start_engine(ln.argv, ln.env, "llama-server")
     base = f"http://127.0.0.1:{port}"
     seconds = wait_healthy(proc, base, timeout=60)
@@ -81,6 +89,7 @@ def test_llama_server_serves_chat_and_requires_the_key(
 
     assert _request(f"{base}/v1/chat/completions", chat)[0] == 401
     assert _request(f"{base}/v1/chat/completions", chat, key="wrong")[0] == 401
+    secret_kept(proc)
 
 
 def test_vllm_on_cpu_serves_completions_and_requires_the_key(
@@ -107,3 +116,4 @@ def test_vllm_on_cpu_serves_completions_and_requires_the_key(
 
     assert _request(f"{base}/v1/completions", req)[0] == 401
     assert _request(f"{base}/v1/completions", req, key="wrong")[0] == 401
+    secret_kept(proc)

@@ -1,6 +1,7 @@
 """The operator console in a real browser: headless Chromium (Debian's package) against the controller's HTTP
-app over a declared-GPU fleet; every node and GPU must be in the rendered DOM, a person's clicks lead to a node
-and to a deployment, and the screenshots are kept under test-artifacts/ for a person to look at."""
+app over a declared-GPU fleet, signed in with a viewer key; every node and GPU must be in the rendered DOM, a
+person's clicks lead to a node and to a deployment, and the screenshots are kept under test-artifacts/ for a
+person to look at."""
 
 from __future__ import annotations
 
@@ -61,10 +62,19 @@ def browse(browser: str, url: str, profile: Path, *extra: str) -> subprocess.Com
     return subprocess.run([browser, *flags, *extra, url], capture_output=True, text=True, timeout=120)
 
 
+def signed_in(hf: HttpFleet) -> str:
+    """The console is for readers only: a browser asks once (HTTP Basic), here the viewer key rides in the URL
+    and the page's own requests for /api/capacity reuse it."""
+    return f"http://viewer:{hf.viewer_key}@{hf.base.removeprefix('http://')}/"
+
+
 def test_page_shows_every_node_and_gpu(hf: HttpFleet, tmp_path: Path) -> None:
     browser = chromium()
     started = time.monotonic()
-    dom = browse(browser, hf.base + "/", tmp_path / "profile-dom", "--dump-dom")
+    url = signed_in(hf)
+    anonymous = browse(browser, hf.base + "/", tmp_path / "profile-anon", "--dump-dom")
+    assert 'data-node="' not in anonymous.stdout
+    dom = browse(browser, url, tmp_path / "profile-dom", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
     assert 'data-node="' in html, f"the page rendered no node; DOM:\n{html[:3000]}"
@@ -82,7 +92,7 @@ def test_page_shows_every_node_and_gpu(hf: HttpFleet, tmp_path: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "capacity-page.png"
     shot.unlink(missing_ok=True)
-    r = browse(browser, hf.base + "/", tmp_path / "profile-shot", f"--screenshot={shot}")
+    r = browse(browser, url, tmp_path / "profile-shot", f"--screenshot={shot}")
     assert r.returncode == 0 and shot.exists() and shot.stat().st_size > 10_000, r.stderr[-2000:]
     print(f"screenshot: {shot} ({shot.stat().st_size} bytes); both browser runs took "
           f"{time.monotonic() - started:.1f}s")
@@ -115,7 +125,7 @@ def test_console_click_through_to_a_node_and_a_deployment(hf: HttpFleet, tmp_pat
 
     async def visit() -> None:
         async with Browser(browser, tmp_path / "profile-cdp") as b:
-            await b.goto(hf.base + "/")
+            await b.goto(signed_in(hf))
             await b.wait("!!document.querySelector('#summary') && !!document.querySelector('[data-drain]')",
                          "the overview")
             drains = await b.text("[data-drain='gpu-03']")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -36,8 +37,9 @@ class Fleet:
     """One controller (restartable) and any number of agents, all real subprocesses."""
 
     def __init__(self, root: Path, heartbeat: float = 0.5, offline_after: float = 3.0,
-                 controller_args: tuple[str, ...] = ()) -> None:
+                 controller_args: tuple[str, ...] = (), controller_files: int | None = None) -> None:
         self.controller_args = controller_args
+        self.controller_files = controller_files  # RLIMIT_NOFILE (soft and hard) for the controller process
         self.root = root
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -50,17 +52,22 @@ class Fleet:
                     "FLEET_HTTP": f"http://{self.http}"}
         self.env.pop("FLEET_TOKEN", None)
 
-    def _spawn(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], log: Path, files: int | None = None) -> subprocess.Popen[bytes]:
         f = open(log, "ab")  # noqa: SIM115 - closed with the process
+
+        def limit() -> None:
+            if files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+
         return subprocess.Popen([*FLEET, *args], stdout=f, stderr=subprocess.STDOUT, env=self.env,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=limit if files is not None else None)
 
     def start_controller(self) -> None:
         self.controller = self._spawn(
             ["controller", "run", "--data-dir", str(self.data_dir), "--listen", self.address,
              "--heartbeat-interval", str(self.heartbeat), "--offline-after", str(self.offline_after),
              "--http-listen", self.http, *self.controller_args],
-            self.root / "controller.log")
+            self.root / "controller.log", self.controller_files)
         try:
             wait_for(lambda: (self.data_dir / "admin-token").exists()
                      and self.cli("nodes", "-o", "json").returncode == 0, 20, "the controller to answer")

@@ -9,11 +9,14 @@ clients (the official `openai` client, urllib, Chromium) exactly as outside call
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from pathlib import Path
@@ -180,6 +183,20 @@ class HttpFleet:
         self.runner: web.AppRunner = self.loop.run(self._start(connect_timeout))
         self.grpc: grpc.aio.Server | None = None
         self.client_key = apikeys.create(self.store.engine, "tests")[1]
+        self.viewer_key = apikeys.create(self.store.engine, "dashboards", role=apikeys.VIEWER)[1]
+
+    def get(self, path: str, key: str | None = None, basic: bool = False) -> tuple[int, dict[str, str], bytes]:
+        """GET as a reader: the viewer key by default, as a bearer token or as Basic auth's password."""
+        req = urllib.request.Request(self.base + path)
+        key = self.viewer_key if key is None else key
+        if key:
+            value = "Basic " + base64.b64encode(f"reader:{key}".encode()).decode() if basic else f"Bearer {key}"
+            req.add_header("Authorization", value)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
 
     async def _start(self, connect_timeout: float) -> web.AppRunner:
         runner = web.AppRunner(make_app(self.ctl, connect_timeout=connect_timeout), access_log=None)

@@ -1,13 +1,10 @@
 """The OpenAI gateway for real on loopback: the official `openai` client, a real Controller over SQLite,
-fake OpenAI-compatible engines that check their keys, and the `fleet apikey` CLI over HTTP."""
+fake OpenAI-compatible engines that check their keys."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -25,10 +22,6 @@ from tests.integration.harness import wait_for
 from tests.integration.http_harness import ADMIN_TOKEN, GIB, HttpFleet, free_port
 
 REPLY = "hello from the engine"
-# `fleet apikey ...` through the real CLI app; registers the area itself until cli/main.py lists it.
-CLI = ("from fleet.cli import apikeys, main\n"
-       "if 'apikeys' not in main.AREAS:\n    apikeys.register(main.app)\n"
-       "main.main()")
 
 
 @pytest.fixture
@@ -206,53 +199,20 @@ def test_engine_refusing_fleets_key_is_a_502_not_the_clients_fault(hf: HttpFleet
     assert status == 502 and json.loads(body)["error"]["code"] == "upstream_auth"
 
 
-def test_admin_api_requires_the_admin_token(hf: HttpFleet) -> None:
-    status, _, _ = raw(hf.base + "/admin/apikeys")
-    assert status == 401
-    status, _, _ = raw(hf.base + "/admin/apikeys", key=hf.client_key)
-    assert status == 401
-    status, _, body = raw(hf.base + "/admin/apikeys", key=ADMIN_TOKEN)
-    assert status == 200 and [k["name"] for k in json.loads(body)["keys"]] == ["tests"]
-    assert "sk-fleet-" not in body.decode() and "hash" not in body.decode()
-    status, _, body = raw(hf.base + "/admin/apikeys", {"name": "tests"}, ADMIN_TOKEN)
-    assert status == 409
-    status, _, body = raw(hf.base + "/admin/apikeys/nobody", key=ADMIN_TOKEN, method="DELETE")
-    assert status == 404 and "tests" in json.loads(body)["error"]["message"]
+def test_no_key_management_over_http(hf: HttpFleet) -> None:
+    # `fleet apikey` uses the Admin gRPC service (TLS-verified, like every verb); HTTP has no admin API.
+    for method in ("GET", "POST", "DELETE"):
+        status, _, _ = raw(hf.base + "/admin/apikeys" + ("/tests" if method == "DELETE" else ""),
+                           {"name": "x"} if method == "POST" else None, ADMIN_TOKEN, method=method)
+        assert status in (404, 405), method
 
 
-def test_apikey_cli_create_list_revoke(hf: HttpFleet, tmp_path: Path) -> None:
+def test_viewer_keys_do_not_call_the_gateway(hf: HttpFleet) -> None:
     e = hf.engine("e1", "k1")
     hf.add_replica("chat-0", "chat", "n1", endpoint=e.endpoint, api_key="k1")
-    data_dir = tmp_path / "cli-data"
-    data_dir.mkdir()
-    (data_dir / "admin-token").write_text(ADMIN_TOKEN + "\n")  # found as on the controller host
-    env = {**os.environ, "FLEET_HTTP": hf.base, "FLEET_DATA_DIR": str(data_dir)}
-    env.pop("FLEET_TOKEN", None)
-
-    def fleet(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", CLI, "apikey", *args], capture_output=True, text=True,
-                              env=env, timeout=60)
-
-    made = fleet("create", "--name", "app-1")
-    assert made.returncode == 0, made.stderr
-    key = made.stdout.strip()
-    assert key.startswith("sk-fleet-") and "cannot be shown again" in made.stderr
-    assert client(hf, key).chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
-
-    listed = fleet("list", "-o", "json")
-    assert listed.returncode == 0, listed.stderr
-    rows = json.loads(listed.stdout)
-    assert [(k["name"], k["revoked"]) for k in rows] == [("tests", False), ("app-1", False)]
-    assert key not in listed.stdout
-
-    assert fleet("revoke", "app-1").returncode == 0
     with pytest.raises(openai.AuthenticationError):
-        client(hf, key).chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
-    again = fleet("revoke", "app-1")
-    assert again.returncode == 2 and "no active API key" in again.stderr
-
-    env["FLEET_TOKEN"] = "wrong"
-    assert fleet("list").returncode == 3
+        client(hf, hf.viewer_key).chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+    assert not e.requests
 
 
 def test_draining_replica_gets_no_new_requests(hf: HttpFleet) -> None:

@@ -27,9 +27,10 @@ def hf(tmp_path: Path) -> Iterator[HttpFleet]:
 
 
 def scrape(hf: HttpFleet) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    with urllib.request.urlopen(hf.base + "/metrics", timeout=10) as resp:
-        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = resp.read().decode()
+    # As Prometheus scrapes: `authorization: {type: Bearer, credentials_file: ...}` holding a viewer key
+    status, headers, body = hf.get("/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = body.decode()
     out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -86,8 +87,9 @@ def test_placement_and_gateway_series(hf: HttpFleet) -> None:
 
 
 def test_capacity_json(hf: HttpFleet) -> None:
-    with urllib.request.urlopen(hf.base + "/api/capacity", timeout=10) as resp:
-        data = json.loads(resp.read())
+    status, _, body = hf.get("/api/capacity")
+    assert status == 200
+    data = json.loads(body)
     nodes = {n["name"]: n for n in data["nodes"]}
     assert {k: v["badges"] for k, v in nodes.items()} == {
         "cpu-01": [], "gpu-01": [], "gpu-02": ["cordoned"], "gpu-03": ["offline", "draining"]}

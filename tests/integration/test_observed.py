@@ -93,7 +93,9 @@ def test_observed_memory_is_shown_flagged_and_learned(fleet: Fleet) -> None:
         table = fleet.cli("deployment", "describe", "first")
         assert "OBSERVED" in table.stdout and "more memory than it reserved" in table.stdout
 
-        with urllib.request.urlopen(f"http://{fleet.http}/metrics", timeout=10) as resp:
+        admin = (fleet.data_dir / "admin-token").read_text().strip()  # /metrics is for readers only
+        req = urllib.request.Request(f"http://{fleet.http}/metrics", headers={"Authorization": f"Bearer {admin}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
             metrics = resp.read().decode()
         labels = f'deployment="first",gpu="{replica["gpus"][0]["uuid"]}",node="n1",replica="{replica["id"]}"'
         samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))

@@ -29,12 +29,15 @@ def test_overdue_is_strict_and_sorted() -> None:
     assert overdue(seen, {"a", "b"}, now=106.0, offline_after=15.0) == ["b"]
 
 
-def test_liveness_batches_and_reports_return() -> None:
+def test_liveness_batches_and_tells_placement_what_moved() -> None:
     lv = Liveness()
-    assert lv.beat("n1", 1.0, [("g1", 10, 5, 40)]) is True
-    assert lv.beat("n1", 2.0, [("g1", 10, 5, 40)]) is False
+    lv.beat("n1", 1.0, [("g1", 10, 5, 40)])
+    lv.beat("n1", 2.0, [("g1", 10, 6, 41)])  # utilization and temperature: not a placement matter
     beats, usage = lv.take_dirty()
-    assert beats == {"n1": 2.0} and usage == {"g1": (10, 5, 40)}
+    assert beats == {"n1": 2.0} and usage == {"g1": (10, 6, 41)}
     assert lv.take_dirty() == ({}, {})
-    assert lv.expire(20.0, 15.0) == ["n1"]
-    assert lv.beat("n1", 21.0) is True
+    assert lv.take_moved() == {"n1"} and lv.take_moved() == set()
+    lv.beat("n1", 3.0, [("g1", 20, 6, 41)])  # memory moved
+    assert lv.take_moved() == {"n1"} and lv.beats_total == 3
+    lv.forget("n1", ["g1"])
+    assert lv.last_seen == {} and lv.gpu_usage == {}

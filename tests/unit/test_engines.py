@@ -86,9 +86,8 @@ def test_vllm_qwen2_72b_awq_tp2_on_two_a100() -> None:
             "--max-model-len", "32768",
             "--gpu-memory-utilization", "0.8125",
             "--quantization", "awq_marlin",
-            "--api-key", "k-qwen",
         ],
-        env={"CUDA_VISIBLE_DEVICES": ",".join(A100_UUIDS)},
+        env={"CUDA_VISIBLE_DEVICES": ",".join(A100_UUIDS), "VLLM_API_KEY": "k-qwen"},
     )
 
 
@@ -102,9 +101,10 @@ def test_llama_server_llama31_70b_q4km_split_across_two_4090() -> None:
             "-ngl", "999",
             "--tensor-split", "0.5,0.5",
             "--alias", "llama3.1-70b",
-            "--api-key", "k-llama",
+            "--api-key-file", "api-key",
         ],
         env={"CUDA_VISIBLE_DEVICES": ",".join(RTX4090_UUIDS), "LLAMA_ARG_LOG_VERBOSITY": "4"},
+        files={"api-key": "k-llama\n"},
     )
 
 
@@ -113,9 +113,10 @@ def test_llama_server_on_cpu_offloads_nothing_and_hides_gpus() -> None:
         argv=[
             "/opt/llama/bin/llama-server", "-m", "/models/SmolLM2-135M-Instruct.Q4_1.gguf",
             "--host", "0.0.0.0", "--port", "8103", "-c", "512", "-ngl", "0",
-            "--alias", "smollm2-135m", "--api-key", "k-smol",
+            "--alias", "smollm2-135m", "--api-key-file", "api-key",
         ],
         env={"CUDA_VISIBLE_DEVICES": "", "LLAMA_ARG_LOG_VERBOSITY": "4"},
+        files={"api-key": "k-smol\n"},
     )
 
 
@@ -126,9 +127,10 @@ def test_vllm_on_cpu_gives_kv_size_runs_eager_in_one_process() -> None:
             "vllm", "serve", "/models/tiny-llama", "--host", "127.0.0.1", "--port", "8104",
             "--served-model-name", "tiny-llama", "--tensor-parallel-size", "1", "--max-model-len", "256",
             "--kv-cache-memory-bytes", "67108864", "--enforce-eager",
-            "--dtype", "bfloat16", "--api-key", "k-tiny",
+            "--dtype", "bfloat16",
         ],
         env={
+            "VLLM_API_KEY": "k-tiny",
             "CUDA_VISIBLE_DEVICES": "",
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
             "HF_HUB_OFFLINE": "1",
@@ -184,3 +186,12 @@ def test_specs_that_cannot_launch_say_why(spec: ReplicaSpec) -> None:
     with pytest.raises(LaunchError):
         launch(spec)
 
+
+
+@pytest.mark.parametrize("case", sorted(SPECS))
+def test_the_api_key_is_never_on_the_command_line(case: str) -> None:
+    spec = SPECS[case]
+    out = launch(spec, CONFIG)
+    assert spec.api_key not in " ".join(out.argv) and "--api-key" not in out.argv
+    # llama-server reads it from the file the supervisor writes; vLLM from its environment
+    assert [spec.api_key + "\n"] == list(out.files.values()) or out.env["VLLM_API_KEY"] == spec.api_key

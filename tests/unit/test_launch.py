@@ -23,6 +23,9 @@ def test_node_flags_gpu_pinning_and_weights(tmp_path: Path) -> None:
     argv = launch.argv
     assert argv[0] == "/opt/llama-server" and argv[argv.index("-m") + 1] == str(models / "m.Q4_K_M.gguf")
     assert argv[-2:] == ["--flash-attn", "on"]  # the node's extra flags come last
-    assert argv[argv.index("--tensor-split") + 1] == "0.5,0.5" and argv[argv.index("--api-key") + 1] == "k"
+    assert argv[argv.index("--tensor-split") + 1] == "0.5,0.5"
+    key_file = argv[argv.index("--api-key-file") + 1]
+    assert key_file == str(tmp_path / "replicas" / "r1" / "api-key") and launch.files == {key_file: "k\n"}
+    assert "k" not in argv
     assert launch.env["CUDA_VISIBLE_DEVICES"] == "GPU-a,GPU-b"
     assert "NOTIFY_SOCKET" not in launch.env and len(launch.env["TMPDIR"]) < 60  # vLLM IPC paths stay short

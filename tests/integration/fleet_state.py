@@ -21,8 +21,11 @@ from fleet.proto import fleet_pb2 as pb
 GIB = 1024**3
 
 
-def controller(tmp_path: Path, **settings: Any) -> Controller:
-    return Controller(Store(sqlite_url(tmp_path)), Settings(**settings), Credentials(), tmp_path)
+def controller(tmp_path: Path, url: str | None = None, **settings: Any) -> Controller:
+    """A Controller on `url` (default: a SQLite file in tmp_path), holding the duties lease as a lone one does."""
+    ctl = Controller(Store(url or sqlite_url(tmp_path)), Settings(**settings), Credentials(), tmp_path)
+    ctl.renew_lease()
+    return ctl
 
 
 def join(ctl: Controller, name: str, gpus: list[tuple[int, str]] | str = (), *,  # type: ignore[assignment]
@@ -47,9 +50,8 @@ def join(ctl: Controller, name: str, gpus: list[tuple[int, str]] | str = (), *, 
 
 def go_offline(ctl: Controller, name: str, since: float) -> None:
     """What the liveness job does when a node's heartbeats stop."""
-    ctl.liveness.alive.discard(name)
-    ctl.liveness.last_seen[name] = since
-    ctl.store.set_alive(name, False, since)
+    ctl.liveness.last_seen.pop(name, None)
+    ctl.store.set_alive(name, False, since, last_heartbeat=since)
 
 
 def report(ctl: Controller, node: str, state: str = "healthy", **only: str) -> None:

@@ -11,7 +11,7 @@ from fleet.controller.app.deployments import remove
 from fleet.controller.app.place import PlaceArgs, place_deployment
 from fleet.controller.store.mirror import Mirror
 from fleet.controller.store.repository import Store
-from tests.unit.fleet_state import controller, go_offline, join, report
+from tests.integration.fleet_state import controller, go_offline, join, report
 
 
 def picture(m: Mirror) -> dict[str, Any]:
@@ -35,8 +35,8 @@ def fresh(store: Store) -> dict[str, Any]:
     return picture(m)
 
 
-def test_mirror_equals_a_fresh_load_after_every_step(tmp_path: Path) -> None:
-    ctl = controller(tmp_path)
+def test_mirror_equals_a_fresh_load_after_every_step(tmp_path: Path, store_url: str) -> None:
+    ctl = controller(tmp_path, store_url)
     steps = []
 
     def check(what: str) -> None:
@@ -75,8 +75,8 @@ def test_mirror_equals_a_fresh_load_after_every_step(tmp_path: Path) -> None:
     assert len(steps) == 10
 
 
-def test_another_controller_s_write_reaches_the_mirror_on_sync(tmp_path: Path) -> None:
-    ctl = controller(tmp_path)
+def test_another_controller_s_write_reaches_the_mirror_on_sync(tmp_path: Path, store_url: str) -> None:
+    ctl = controller(tmp_path, store_url)
     join(ctl, "a", "1xA100-80GB")
     other = Store(ctl.store.url)  # a second controller on the same database
     pushed: list[set[str]] = []
@@ -100,5 +100,4 @@ def controller_on(store: Store, tmp_path: Path):  # type: ignore[no-untyped-def]
     from fleet.controller.app.credentials import Credentials
 
     ctl = Controller(store, Settings(), Credentials(), tmp_path)
-    ctl.liveness.alive.update(store.mirror.nodes)
     return ctl

@@ -14,11 +14,11 @@ from fleet.controller.app.reconcile import fence_offline, fill_missing
 from fleet.controller.store.mirror import DEPLOYMENT
 from fleet.controller.store.repository import touch
 from fleet.controller.store.schema import DeploymentRow
-from tests.unit.fleet_state import controller, go_offline, join, report
+from tests.integration.fleet_state import controller, go_offline, join, report
 
 
-def setup(tmp_path: Path, nodes: dict[str, str], **settings: Any):  # type: ignore[no-untyped-def]
-    ctl = controller(tmp_path, **settings)
+def setup(tmp_path: Path, url: str, nodes: dict[str, str], **settings: Any):  # type: ignore[no-untyped-def]
+    ctl = controller(tmp_path, url, **settings)
     for name, gpus in nodes.items():
         join(ctl, name, gpus)
     return ctl
@@ -45,8 +45,9 @@ OFFLINE = [
 
 
 @pytest.mark.parametrize("case,offline_for,expected", OFFLINE, ids=[row[0] for row in OFFLINE])
-def test_offline_node(tmp_path: Path, case: str, offline_for: float, expected: list[tuple[str, str]]) -> None:
-    ctl = setup(tmp_path, {"a": "1xA100-80GB", "b": "1xA100-80GB"}, reschedule_after=60, retry_every=0)
+def test_offline_node(tmp_path: Path, store_url: str, case: str, offline_for: float,
+                      expected: list[tuple[str, str]]) -> None:
+    ctl = setup(tmp_path, store_url, {"a": "1xA100-80GB", "b": "1xA100-80GB"}, reschedule_after=60, retry_every=0)
     old = place(ctl, "a")
     now = time.time()
     go_offline(ctl, "a", now)
@@ -59,8 +60,8 @@ def test_offline_node(tmp_path: Path, case: str, offline_for: float, expected: l
         assert fenced.desired == "stop" and "offline" in fenced.message
 
 
-def test_fill_missing_waits_retry_every_between_tries(tmp_path: Path) -> None:
-    ctl = setup(tmp_path, {"a": "1xL40S"}, retry_every=10)  # room for one replica only
+def test_fill_missing_waits_retry_every_between_tries(tmp_path: Path, store_url: str) -> None:
+    ctl = setup(tmp_path, store_url, {"a": "1xL40S"}, retry_every=10)  # room for one replica only
     place(ctl, "a", replicas=1)
     with ctl.store.session() as s:  # the operator wants two now, and there is room for none
         dep = s.get(DeploymentRow, "chat")
@@ -82,8 +83,8 @@ def test_fill_missing_waits_retry_every_between_tries(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- drains
 
-def test_drain_is_make_before_break(tmp_path: Path) -> None:
-    ctl = setup(tmp_path, {"a": "1xA100-80GB", "b": "1xA100-80GB"}, drain_min_healthy=5)
+def test_drain_is_make_before_break(tmp_path: Path, store_url: str) -> None:
+    ctl = setup(tmp_path, store_url, {"a": "1xA100-80GB", "b": "1xA100-80GB"}, drain_min_healthy=5)
     old = place(ctl, "a")
     now = time.time()
     views = drain.start(ctl, ["a"], now, who="tests")
@@ -103,9 +104,9 @@ def test_drain_is_make_before_break(tmp_path: Path) -> None:
     assert ctl.store.get_node("a").admin_state == "drained"  # type: ignore[union-attr]
 
 
-def test_driving_a_drain_twice_starts_one_replacement(tmp_path: Path) -> None:
+def test_driving_a_drain_twice_starts_one_replacement(tmp_path: Path, store_url: str) -> None:
     """What the Drain RPC and the reconcile job both do in the same second (they run on one loop, in turn)."""
-    ctl = setup(tmp_path, {"a": "1xA100-80GB", "b": "2xA100-80GB"})
+    ctl = setup(tmp_path, store_url, {"a": "1xA100-80GB", "b": "2xA100-80GB"})
     place(ctl, "a")
     now = time.time()
     drain.start(ctl, ["a"], now, who="tests")
@@ -122,9 +123,9 @@ BLOCKED = [
 
 
 @pytest.mark.parametrize("case,force,deadline,expected,words", BLOCKED, ids=[row[0] for row in BLOCKED])
-def test_drain_without_room(tmp_path: Path, case: str, force: bool, deadline: float,
+def test_drain_without_room(tmp_path: Path, store_url: str, case: str, force: bool, deadline: float,
                             expected: list[tuple[str, str]], words: str) -> None:
-    ctl = setup(tmp_path, {"a": "1xA100-80GB", "b": "1xL4"})
+    ctl = setup(tmp_path, store_url, {"a": "1xA100-80GB", "b": "1xL4"})
     place(ctl, "a")
     now = time.time()
     views = drain.start(ctl, ["a"], now, who="tests", force=force, deadline_seconds=deadline)
@@ -136,8 +137,8 @@ def test_drain_without_room(tmp_path: Path, case: str, force: bool, deadline: fl
     assert any(words in m for m in messages), messages
 
 
-def test_dry_run_plans_and_changes_nothing(tmp_path: Path) -> None:
-    ctl = setup(tmp_path, {"a": "1xA100-80GB", "b": "1xA100-80GB"})
+def test_dry_run_plans_and_changes_nothing(tmp_path: Path, store_url: str) -> None:
+    ctl = setup(tmp_path, store_url, {"a": "1xA100-80GB", "b": "1xA100-80GB"})
     place(ctl, "a")
     views = drain.start(ctl, ["a"], time.time(), who="tests", dry_run=True)
     assert views[0].state == "planned" and [m[2] for m in views[0].moves] == ["b"]

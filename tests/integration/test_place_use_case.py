@@ -15,7 +15,7 @@ from fleet.controller.app.place import PlaceArgs, decide, place_deployment
 from fleet.controller.core.errors import AlreadyExists, InvalidArgument, NotFound
 from fleet.controller.core.estimate import estimate
 from fleet.controller.rpc.convert import place_response
-from tests.unit.fleet_state import controller, join
+from tests.integration.fleet_state import controller, join
 
 Fleet = dict[str, Any]  # node name -> gpus ("2xA100-80GB" or [(index, type)]), or a dict of join() keywords
 
@@ -56,8 +56,8 @@ TABLE: list[tuple[str, Fleet, PlaceArgs, dict[str, Any]]] = [
 ]
 
 
-def build(tmp_path: Path, fleet: Fleet):  # type: ignore[no-untyped-def]
-    ctl = controller(tmp_path)
+def build(tmp_path: Path, fleet: Fleet, url: str):  # type: ignore[no-untyped-def]
+    ctl = controller(tmp_path, url)
     for name, spec in fleet.items():
         if isinstance(spec, dict):
             join(ctl, name, **spec)
@@ -67,8 +67,9 @@ def build(tmp_path: Path, fleet: Fleet):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("case,fleet,args,expect", TABLE, ids=[row[0] for row in TABLE])
-def test_place(tmp_path: Path, case: str, fleet: Fleet, args: PlaceArgs, expect: dict[str, Any]) -> None:
-    ctl = build(tmp_path, fleet)
+def test_place(tmp_path: Path, store_url: str, case: str, fleet: Fleet, args: PlaceArgs,
+               expect: dict[str, Any]) -> None:
+    ctl = build(tmp_path, fleet, store_url)
     outcome = place_deployment(ctl, args, time.time())
     assert outcome.placed == expect.get("placed", True), outcome.summary
     if "summary" in expect:
@@ -104,15 +105,15 @@ def test_place(tmp_path: Path, case: str, fleet: Fleet, args: PlaceArgs, expect:
         assert all(x.bytes >= want.total for x in reservations)
 
 
-def test_dry_run_decides_and_changes_nothing(tmp_path: Path) -> None:
-    ctl = build(tmp_path, {"a": "2xA100-80GB"})
+def test_dry_run_decides_and_changes_nothing(tmp_path: Path, store_url: str) -> None:
+    ctl = build(tmp_path, {"a": "2xA100-80GB"}, store_url)
     outcome = place_deployment(ctl, PlaceArgs("qwen2-72b", quant="awq", dry_run=True), time.time())
     assert outcome.placed and outcome.rows is not None
     assert ctl.store.deployments() == [] and ctl.store.reservations() == []
 
 
-def test_a_name_in_use_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    ctl = build(tmp_path, {"a": "2xA100-80GB"})
+def test_a_name_in_use_is_refused_before_anything_is_written(tmp_path: Path, store_url: str) -> None:
+    ctl = build(tmp_path, {"a": "2xA100-80GB"}, store_url)
     place_deployment(ctl, PlaceArgs("llama3.1-8b", quant="bf16", name="chat"), time.time())
     before = ctl.store.reservations()
     with pytest.raises(AlreadyExists, match="pass --name"):
@@ -125,15 +126,15 @@ def test_a_name_in_use_is_refused_before_anything_is_written(tmp_path: Path) -> 
     (PlaceArgs("llama3.1-8b", quant="awq-but-not-real"), InvalidArgument),
     (PlaceArgs("llama3.1-8b", quant="bf16", tp=3), InvalidArgument),
 ])
-def test_broken_requests_raise_and_write_nothing(tmp_path: Path, args: PlaceArgs, error: type) -> None:
-    ctl = build(tmp_path, {"a": "2xA100-80GB"})
+def test_broken_requests_raise_and_write_nothing(tmp_path: Path, store_url: str, args: PlaceArgs, error: type) -> None:
+    ctl = build(tmp_path, {"a": "2xA100-80GB"}, store_url)
     with pytest.raises(error):
         place_deployment(ctl, args, time.time())
     assert ctl.store.deployments() == []
 
 
-def test_verdicts_for_every_node_only_when_explaining_or_when_nothing_fits(tmp_path: Path) -> None:
-    ctl = build(tmp_path, {f"n{i}": "1xA100-80GB" for i in range(3)})
+def test_verdicts_for_every_node_only_when_explaining_or_when_nothing_fits(tmp_path: Path, store_url: str) -> None:
+    ctl = build(tmp_path, {f"n{i}": "1xA100-80GB" for i in range(3)}, store_url)
     args = PlaceArgs("llama3.1-8b", quant="bf16")
     quiet = place_response(decide(ctl, args, time.time()), explain=False, deployment=None)
     loud = place_response(decide(ctl, replace(args, explain=True), time.time()), explain=True, deployment=None)
