@@ -52,6 +52,14 @@ class Credential:
     secret: str
 
 
+def addresses(controllers: str) -> list[str]:
+    """'a:50051,b:50051' -> ['a:50051', 'b:50051'] (one address is a list of one)."""
+    found = [a.strip() for a in controllers.split(",") if a.strip()]
+    if not found:
+        raise AgentFatal("no controller address: pass --controller HOST:PORT (or several, comma-separated)", 2)
+    return found
+
+
 def credential_path(data_dir: Path) -> Path:
     return data_dir / "node-credential.json"
 
@@ -111,7 +119,10 @@ class Link:
                  version: str, usage: Callable[[], dict[str, tuple[int, int, int]]] | None = None,
                  labels: dict[str, str] | None = None, supervisor: Supervisor | None = None,
                  insecure: bool = False, ca_file: Path | None = None) -> None:
-        self.controller = controller
+        # Several controllers on one database are one control plane: any of them will do, the next one is tried
+        # when the current one cannot be reached.
+        self.controllers = addresses(controller)
+        self._at = 0
         self.data_dir = data_dir
         self.probe = probe
         self.name = name
@@ -132,6 +143,16 @@ class Link:
         self.connected = asyncio.Event()
         self.sessions_opened = 0
         self.ever_connected = False  # this process had a session: a later refusal is a removal, not a restart
+
+    @property
+    def controller(self) -> str:
+        return self.controllers[self._at]
+
+    def next_controller(self) -> None:
+        """Try the next controller address (after this one failed)."""
+        if len(self.controllers) > 1:
+            self._at = (self._at + 1) % len(self.controllers)
+            log.info("trying the controller at %s", self.controller)
 
     def _channel(self) -> grpc.aio.Channel:
         if self.insecure:
@@ -154,6 +175,7 @@ class Link:
                 break
             except OSError as e:
                 log.warning("cannot reach the controller at %s (%s); retrying in %.1fs", self.controller, e, delay)
+                self.next_controller()
                 await asyncio.sleep(delay)
             except TrustError as e:
                 raise AgentFatal(str(e), 3) from e
@@ -185,9 +207,10 @@ class Link:
                         raise AgentFatal(f"cannot join: {e.details()}", 2) from e
                     log.warning("cannot reach the controller at %s (%s); retrying in %.1fs",
                                 self.controller, e.code().name, delay)
+                    self.next_controller()
                     await asyncio.sleep(delay)
                     continue
-            cred = Credential(controller=self.controller, node=resp.node_name, secret=resp.credential)
+            cred = Credential(controller=",".join(self.controllers), node=resp.node_name, secret=resp.credential)
             save_credential(self.data_dir, cred)
             log.info("joined the fleet as node %s", cred.node)
             return cred
@@ -195,7 +218,7 @@ class Link:
 
     async def run(self) -> None:
         cred = load_credential(self.data_dir)
-        if cred is None or cred.controller != self.controller:
+        if cred is None or not set(addresses(cred.controller)) & set(self.controllers):
             cred = await self.register(held=cred if cred is not None and cred.node == self.name else None)
         self.name = cred.node
         delays = backoff_delays()
@@ -209,6 +232,8 @@ class Link:
                     continue
                 log.warning("session with the controller at %s failed (%s: %s)", self.controller,
                             e.code().name, e.details())
+                if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    self.next_controller()
             self.connected.clear()
             if self.sessions_opened:
                 delays = backoff_delays()  # a session that worked resets the backoff

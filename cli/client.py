@@ -76,10 +76,26 @@ class Client:
                  timeout: float = 30.0) -> None:
         from fleet.proto import fleet_pb2_grpc as pbg
 
-        self.address = controller or os.environ.get("FLEET_CONTROLLER") or DEFAULT_CONTROLLER
+        raw = controller or os.environ.get("FLEET_CONTROLLER") or DEFAULT_CONTROLLER
+        # several controllers on one database: any of them answers; the next is tried when one cannot be reached
+        self.addresses = [a.strip() for a in raw.split(",") if a.strip()] or [DEFAULT_CONTROLLER]
+        self._at = 0
+        self.data_dir = data_dir
         self.token = resolve_token(token, data_dir)
         self.timeout = timeout
         self.channel = open_channel(self.address, data_dir)
+        self.fleet = pbg.FleetStub(self.channel)
+
+    @property
+    def address(self) -> str:
+        return self.addresses[self._at]
+
+    def _next(self) -> None:
+        from fleet.proto import fleet_pb2_grpc as pbg
+
+        self.channel.close()
+        self._at = (self._at + 1) % len(self.addresses)
+        self.channel = open_channel(self.address, self.data_dir)
         self.fleet = pbg.FleetStub(self.channel)
 
     def pages(self, method: str, request: Any, page_size: int = PAGE_SIZE) -> Iterator[Any]:
@@ -97,11 +113,19 @@ class Client:
         md: tuple[tuple[str, str], ...] = (("x-fleet-user", _user()),)
         if self.token:
             md += (("authorization", f"Bearer {self.token}"),)
-        try:
-            return getattr(stub or self.fleet, method)(request, metadata=md, timeout=timeout or self.timeout)
-        except grpc.RpcError as e:
-            code = e.code()  # type: ignore[attr-defined]
-            if code == grpc.StatusCode.UNAVAILABLE:
-                fail(f"cannot reach the controller at {self.address}: is `fleet controller run` running there? "
-                     "(set --controller or FLEET_CONTROLLER)", EXIT_USAGE)
-            fail(e.details() or code.name, EXIT_FOR.get(code, EXIT_ERROR))  # type: ignore[attr-defined]
+        for attempt in range(len(self.addresses)):
+            # a stub made on an earlier channel is made again on the current one
+            target = self.fleet if stub is None else (stub if attempt == 0 else type(stub)(self.channel))
+            try:
+                return getattr(target, method)(request, metadata=md, timeout=timeout or self.timeout)
+            except grpc.RpcError as e:
+                code = e.code()  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.UNAVAILABLE and attempt + 1 < len(self.addresses):
+                    self._next()  # nothing reached that controller: the next one may answer
+                    continue
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    tried = ", ".join(self.addresses)
+                    fail(f"cannot reach the controller at {tried}: is `fleet controller run` running there? "
+                         "(set --controller or FLEET_CONTROLLER)", EXIT_USAGE)
+                fail(e.details() or code.name, EXIT_FOR.get(code, EXIT_ERROR))  # type: ignore[attr-defined]
+        raise AssertionError("unreachable")

@@ -29,6 +29,28 @@ def register(app: typer.Typer) -> None:
     app.add_typer(controller_app, name="controller")
     app.add_typer(agent_app, name="agent")
 
+    @controller_app.command("migrate")
+    def controller_migrate(
+        source: Annotated[str, typer.Option("--from", help="the database now, e.g. sqlite:////var/lib/fleet/fleet.db")],
+        target: Annotated[str, typer.Option("--to", help="the new one, e.g. postgresql+psycopg://fleet@db/fleet")],
+    ) -> None:
+        """Move a controller's state to another database (SQLite to PostgreSQL, for several controllers).
+
+        Stop the controller first; then run this; then start one or more controllers with --db TARGET
+        (each with its own --data-dir). Nodes, GPUs, deployments, replicas, reservations, drains, tokens,
+        API keys, events and the CA move; agents and the CLI keep working with the same tokens.
+        """
+        from fleet.controller.core.errors import FleetError
+        from fleet.controller.store.migrate import migrate
+
+        print(f"copying {source} -> {target}")
+        try:
+            copied = migrate(source, target)
+        except FleetError as e:
+            fail(e.message)
+        print(f"done: {sum(copied.values())} row(s) in {len(copied)} table(s); start the controllers with "
+              f"--db {target}")
+
     @controller_app.command("run")
     def controller_run(
         config: ControllerConfigOpt = None,
@@ -43,6 +65,9 @@ def register(app: typer.Typer) -> None:
         = 15.0,
         reschedule_after: Annotated[float, typer.Option(
             help="seconds a node may be offline before its replicas are placed elsewhere")] = 60.0,
+        lease_ttl: Annotated[float, typer.Option(
+            help="several controllers on one database: seconds before another takes over the fleet-wide duties "
+                 "(offline detection, rescheduling, drains) from one that died")] = 10.0,
         restart_grace: Annotated[float, typer.Option(
             help="after a restart, seconds a node that was online has to reconnect before it counts as offline "
                  "(agents retry with up to 10 s backoff)")] = 25.0,
@@ -85,7 +110,8 @@ def register(app: typer.Typer) -> None:
         run(data_dir.expanduser(), listen, db,
             Settings(heartbeat_interval=heartbeat_interval, offline_after=offline_after,
                      flush_interval=min(1.0, heartbeat_interval), reschedule_after=reschedule_after,
-                     drain_min_healthy=drain_min_healthy, restart_grace=restart_grace),
+                     drain_min_healthy=drain_min_healthy, restart_grace=restart_grace,
+                     lease_ttl=lease_ttl),
             TLSOptions(insecure=insecure, sans=tuple(tls_san), cert=tls_cert, key=tls_key, ca=tls_ca), http_listen,
             HttpLimits(max_connections=http_max_connections, header_timeout=http_header_timeout,
                        idle_timeout=http_idle_timeout, body_timeout=http_body_timeout,
@@ -94,7 +120,9 @@ def register(app: typer.Typer) -> None:
     @agent_app.command("run")
     def agent_run(
         config: AgentConfigOpt = None,
-        controller: Annotated[str, typer.Option(envvar="FLEET_CONTROLLER", help="controller HOST:PORT")]
+        controller: Annotated[str, typer.Option(
+            envvar="FLEET_CONTROLLER",
+            help="controller HOST:PORT; several on one database: HOST:PORT,HOST:PORT (any will do)")]
         = "127.0.0.1:50051",
         join_token: Annotated[str | None, typer.Option(
             envvar="FLEET_JOIN_TOKEN", help="the controller's DATA_DIR/join-token (first start)")] = None,

@@ -28,6 +28,7 @@ from fleet.controller.rpc.server import build_server, check_plaintext, server_cr
 from fleet.controller.store.db import sqlite_url
 from fleet.controller.store.hashing import token_hash
 from fleet.controller.store.repository import Store
+from fleet.controller.store.vault import DatabaseCA
 from fleet.controller.tls import TLSOptions
 
 log = logging.getLogger("fleet.controller")
@@ -71,6 +72,8 @@ def schedule_jobs(ctl: Controller, settings: Settings) -> AsyncIOScheduler:
                       max_instances=1, coalesce=True)
     scheduler.add_job(on_loop(ctl.renew_lease), "interval", seconds=max(0.5, settings.lease_ttl / 5),
                       id="duties-lease", max_instances=1, coalesce=True)
+    scheduler.add_job(on_loop(ctl.refresh_credentials), "interval", seconds=2.0, id="credentials",
+                      max_instances=1, coalesce=True)
     scheduler.add_job(on_loop(ctl.flush), "interval", seconds=settings.flush_interval, id="flush-heartbeats",
                       max_instances=1, coalesce=True)
     scheduler.add_job(on_loop(ctl.check_liveness), "interval", seconds=min(1.0, settings.heartbeat_interval),
@@ -86,12 +89,14 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
     check_plaintext(listen, tls)  # bad flags first, then ports, then anything written
     check_ports(listen, http_listen)
     secure_data_dir(data_dir, sqlite=db_url is None)
-    creds_tls, fingerprint = server_credentials(data_dir, listen, tls)
-    secure_data_dir(data_dir, sqlite=db_url is None)  # a TLS dir created just now
     store = Store(db_url or sqlite_url(data_dir))
+    # The CA lives in the database, so every controller on it is one control plane to agents and the CLI.
+    creds_tls, fingerprint = server_credentials(data_dir, listen, tls, DatabaseCA(store))
+    secure_data_dir(data_dir, sqlite=db_url is None)  # a TLS dir created just now
     ensure_token(store, data_dir, "join", fingerprint)
     admin = ensure_token(store, data_dir, "admin")
     ctl = Controller(store, settings, Credentials(admin_hashes={token_hash(admin)}), data_dir)
+    ctl.refresh_credentials()  # every admin token in the store, this controller's own file included
     ctl.renew_lease()  # alone on its database, a controller holds the duties from its first second
 
     # HTTP first: if its port was taken meanwhile, no gRPC server exists yet to be torn down (a grpc.aio

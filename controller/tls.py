@@ -13,8 +13,10 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -82,8 +84,8 @@ def _sans(extra: list[str]) -> list[x509.GeneralName]:
     return unique
 
 
-def create(tls_dir: Path, sans: list[str], days: int = 3650) -> None:
-    tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+def make_ca(days: int = 3650) -> tuple[bytes, bytes]:
+    """A new private CA: (certificate PEM, key PEM)."""
     now = dt.datetime.now(dt.UTC)
     ca_key = _key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleet CA")])
@@ -96,35 +98,79 @@ def create(tls_dir: Path, sans: list[str], days: int = 3650) -> None:
                                        crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
+    return ca.public_bytes(serialization.Encoding.PEM), _key_pem(ca_key)
+
+
+def issue_server(ca_pem: bytes, ca_key_pem: bytes, sans: list[str], days: int = 3650) -> tuple[bytes, bytes]:
+    """A server certificate for this controller signed by the CA: (certificate PEM, key PEM)."""
+    now = dt.datetime.now(dt.UTC)
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
     key = _key()
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAME)]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName(_sans(sans)), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    _write(tls_dir / "ca.key", _key_pem(ca_key), 0o600)
-    _write(tls_dir / "ca.crt", ca.public_bytes(serialization.Encoding.PEM), 0o644)
-    _write(tls_dir / "server.key", _key_pem(key), 0o600)
-    _write(tls_dir / "server.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),  # type: ignore[arg-type]
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def signed_by(cert_pem: bytes, ca_pem: bytes) -> bool:
+    try:
+        x509.load_pem_x509_certificate(cert_pem).verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+class SharedCA(Protocol):
+    """Where several controllers on one database keep their one CA (fleet.controller.store.vault)."""
+
+    def get(self) -> tuple[bytes, bytes] | None:
+        ...
+
+    def put_once(self, ca_pem: bytes, key_pem: bytes) -> tuple[bytes, bytes]:
+        """Store this CA unless one is there already; returns the one that is."""
+        ...
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def load_or_create(tls_dir: Path, sans: list[str], cert_file: Path | None = None, key_file: Path | None = None,
-                   ca_file: Path | None = None) -> ServerTLS:
-    """Given files win; otherwise DATA_DIR/tls, created on first start."""
+                   ca_file: Path | None = None, shared: SharedCA | None = None) -> ServerTLS:
+    """Given files win. Otherwise the CA is the database's when one is shared (so one join token's fingerprint
+    holds for every controller), else DATA_DIR/tls's, created on first start; the server certificate is this
+    controller's own, issued by that CA and kept in DATA_DIR/tls."""
     if cert_file or key_file or ca_file:
         if not (cert_file and key_file and ca_file):
             raise ValueError("--tls-cert, --tls-key and --tls-ca go together")
         ca, cert, key = ca_file.read_bytes(), cert_file.read_bytes(), key_file.read_bytes()
+        return ServerTLS(ca_pem=ca, cert_chain_pem=cert + ca, key_pem=key)
+    tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    local_ca, local_key = _read(tls_dir / "ca.crt"), _read(tls_dir / "ca.key")
+    local = (local_ca, local_key) if local_ca and local_key else None
+    if shared is not None:
+        ca, ca_key = shared.get() or shared.put_once(*(local or make_ca()))
     else:
-        if not (tls_dir / "server.crt").exists():
-            create(tls_dir, sans)
-        ca = (tls_dir / "ca.crt").read_bytes()
-        cert = (tls_dir / "server.crt").read_bytes()
-        key = (tls_dir / "server.key").read_bytes()
+        ca, ca_key = local or make_ca()
+    if (ca, ca_key) != local:
+        _write(tls_dir / "ca.key", ca_key, 0o600)
+        _write(tls_dir / "ca.crt", ca, 0o644)
+    cert, key = _read(tls_dir / "server.crt"), _read(tls_dir / "server.key")
+    if not cert or not key or not signed_by(cert, ca):
+        cert, key = issue_server(ca, ca_key, sans)
+        _write(tls_dir / "server.key", key, 0o600)
+        _write(tls_dir / "server.crt", cert, 0o644)
     return ServerTLS(ca_pem=ca, cert_chain_pem=cert + ca, key_pem=key)
 
 

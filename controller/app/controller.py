@@ -130,6 +130,7 @@ class Controller:
         # Whoever bumps a node's generation (this controller or another on the same database), the store's
         # change feed reports it and the node's session, if it is here, is sent the new set.
         store.on_generation = self.push
+        store.on_nodes = self._nodes_changed
         # The fleet-wide duties (offline detection, rescheduling, drains) run where this lease is held.
         self.lease = Lease(store, self.id, settings.lease_ttl)
         self.alive = AliveNodes(store)
@@ -141,6 +142,25 @@ class Controller:
         """Heartbeats and GPU usage reach the database in one transaction per batch."""
         beats, usage = self.liveness.take_dirty()
         self.store.flush_heartbeats(beats, usage)
+
+    def _nodes_changed(self, names: set[str]) -> None:
+        """A node joined, was replaced or removed (here or on another controller): its credential follows, and
+        a session opened with a credential that is no longer the node's is ended."""
+        for name in names:
+            row = self.store.mirror.nodes.get(name)
+            old = self.creds.node_hashes.get(name)
+            if row is None:
+                self.creds.node_hashes.pop(name, None)
+            else:
+                self.creds.node_hashes[name] = row.credential_hash
+            if old is not None and (row is None or row.credential_hash != old):
+                queue = self.sessions.get(name)
+                if queue is not None:
+                    queue.put_nowait(None)
+
+    def refresh_credentials(self) -> None:
+        """Admin tokens live in the store: one made on any controller works on every controller."""
+        self.creds.admin_hashes = self.store.valid_hashes("admin")
 
     def renew_lease(self) -> None:
         was = self.lease.held()

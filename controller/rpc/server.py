@@ -12,7 +12,7 @@ from fleet.controller.rpc.admin import AdminService
 from fleet.controller.rpc.agent import AgentService
 from fleet.controller.rpc.auth import AuthInterceptor
 from fleet.controller.rpc.fleet import FleetService
-from fleet.controller.tls import TLSOptions, is_loopback, load_or_create
+from fleet.controller.tls import SharedCA, TLSOptions, is_loopback, load_or_create
 from fleet.proto import fleet_pb2_grpc as pbg
 
 MAX_MESSAGE = 4 * 1024 * 1024
@@ -32,14 +32,15 @@ def check_plaintext(listen: str, opts: TLSOptions) -> None:
         raise SystemExit(f"error: --insecure (plaintext) is allowed only on a loopback address, not {listen}")
 
 
-def server_credentials(data_dir: Path, listen: str, opts: TLSOptions) -> tuple[grpc.ServerCredentials | None, str]:
+def server_credentials(data_dir: Path, listen: str, opts: TLSOptions,
+                       shared: SharedCA | None = None) -> tuple[grpc.ServerCredentials | None, str]:
     """The server's TLS credentials and CA fingerprint; (None, "") for plaintext, allowed only on loopback."""
     check_plaintext(listen, opts)
     if opts.insecure:
         return None, ""
     host = listen.rsplit(":", 1)[0].strip("[]")
     try:
-        tls = load_or_create(data_dir / "tls", [host, *opts.sans], opts.cert, opts.key, opts.ca)
+        tls = load_or_create(data_dir / "tls", [host, *opts.sans], opts.cert, opts.key, opts.ca, shared)
     except (ValueError, OSError) as e:
         raise SystemExit(f"error: TLS: {e}") from None
     return grpc.ssl_server_credentials([(tls.key_pem, tls.cert_chain_pem)]), tls.fingerprint

@@ -193,6 +193,8 @@ class Store:
             self.mirror.load(s)
         # Called with the nodes whose desired-set generation went up, whoever wrote it (the controller pushes).
         self.on_generation: Callable[[set[str]], None] | None = None
+        # Called with every node whose row changed (a join, a removal, a replacement), whoever wrote it.
+        self.on_nodes: Callable[[set[str]], None] | None = None
 
     def sync(self) -> set[str]:
         """Apply the change feed to the mirror; returns the nodes whose generation went up."""
@@ -206,6 +208,9 @@ class Store:
         bumped = {n for n, g in before.items() if n in self.mirror.nodes and self.mirror.nodes[n].generation > g}
         bumped |= {key for _, kind, key in changes
                    if kind in (NODE, NODE_GPUS) and key not in before and key in self.mirror.nodes}
+        nodes = {key for _, kind, key in changes if kind in (NODE, NODE_GPUS)}
+        if nodes and self.on_nodes is not None:
+            self.on_nodes(nodes)
         if bumped and self.on_generation is not None:
             self.on_generation(bumped)
         return bumped
@@ -231,6 +236,13 @@ class Store:
         with self.read() as s:
             rows = s.exec(select(TokenRow).where(TokenRow.kind == kind)).all()
         return any(same_hash(r.token_hash, wanted) for r in rows)
+
+    def valid_hashes(self, kind: str, now: float | None = None) -> set[str]:
+        """Hashes of the usable tokens of a kind (not revoked, not expired): every controller's admin tokens."""
+        now = time.time() if now is None else now
+        with self.read() as s:
+            rows = s.exec(select(TokenRow).where(TokenRow.kind == kind, TokenRow.revoked == False)).all()  # noqa: E712
+        return {r.token_hash for r in rows if r.expires_at is None or r.expires_at > now}
 
     def token_valid(self, kind: str, token: str, now: float | None = None) -> bool:
         now = time.time() if now is None else now

@@ -217,3 +217,12 @@ class LeaseRow(SQLModel, table=True):
     name: str = Field(primary_key=True)
     holder: str = ""
     expires_at: float = 0.0
+
+
+class SecretRow(SQLModel, table=True):
+    """What every controller on one database must share to be one control plane: the private CA (its key
+    included: whoever can read this database is trusted as a controller)."""
+
+    __tablename__ = "secret"
+    name: str = Field(primary_key=True)
+    value: str = ""

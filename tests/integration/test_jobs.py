@@ -22,7 +22,8 @@ from fleet.controller.store.repository import Store
 def test_every_job_is_a_coroutine(tmp_path: Path) -> None:
     ctl = Controller(Store(sqlite_url(tmp_path)), Settings(), Credentials())
     jobs = schedule_jobs(ctl, Settings()).get_jobs()
-    assert {j.id for j in jobs} == {"flush-heartbeats", "offline-nodes", "reconcile", "change-feed", "duties-lease"}
+    assert {j.id for j in jobs} == {"flush-heartbeats", "offline-nodes", "reconcile", "change-feed", "duties-lease",
+                                      "credentials"}
     assert all(inspect.iscoroutinefunction(j.func) for j in jobs)
 
 

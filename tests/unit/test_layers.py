@@ -34,7 +34,8 @@ RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("fleet.agent", ("fleet.agent", "fleet.common", "fleet.proto"), ()),
     # The entry point: starts either daemon; offline verbs use the pure core and the catalog files.
     ("fleet.cli", ("fleet.cli", "fleet.common", "fleet.proto", "fleet.controller.main", "fleet.controller.core",
-                   "fleet.controller.store.files", "fleet.controller.store.gguf_headers", "fleet.agent.main",
+                   "fleet.controller.store.files", "fleet.controller.store.migrate",
+                   "fleet.controller.store.gguf_headers", "fleet.agent.main",
                    "fleet.agent.probe", "fleet.agent.engine_install"), ()),
 ]
 
