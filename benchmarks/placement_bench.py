@@ -16,6 +16,9 @@ placements, each applied before the next like the controller does. Times are of 
 including regrouping the changed snapshot; `cold` is the first call on a freshly built snapshot.
 The optimum: one CP-SAT model per seed (maximise a placed prefix), 1.5 s on 2 workers; "bound" is
 the solver's proven upper bound, so a seed is proven when opt == bound.
+Hard instances (issue 13): two or three servers of mixed GPU sizes, a per-seed mix of one-GPU models and
+large ones that need an 80 GB GPU or TP 2-8, filled until the first rejection (70-95 % of VRAM reserved);
+the optimum as above with a longer limit, reported where CP-SAT proves it and first-fit misses it.
 Targets (issue 4): mean ratio to optimum ≥ 0.95, worst seed ≥ 0.85, p99 ≤ 15 ms at 10,000 nodes.
 """
 
@@ -183,14 +186,18 @@ def optimum(snap: Snapshot, seq: Sequence[Ask], lower: int, time_limit: float) -
         cap = snap.nodes[ni].gpus[gi].free // MIB
         load[(ni, gi)] = m.NewIntVar(0, cap, "")
         m.Add(load[(ni, gi)] == sum(need * y for need, y in items))  # type: ignore[misc]
-    # Symmetry breaking (the fleets start empty): identical GPUs of a node in decreasing load, and
+    # Symmetry breaking: identical GPUs of a node (same kind, same free memory) in decreasing load, and
     # identical nodes in decreasing total load. Any solution can be permuted into this order.
     node_load = {}
     for ni, node in enumerate(snap.nodes):
-        gl = [load[(ni, gi)] for gi in range(len(node.gpus)) if (ni, gi) in load]
-        for a, b in zip(gl, gl[1:], strict=False):
-            m.Add(a >= b)
-        node_load[ni] = sum(gl) if gl else 0
+        same_gpus: dict[tuple[int, str], list[object]] = {}
+        for gi, g in enumerate(node.gpus):
+            if (ni, gi) in load:
+                same_gpus.setdefault((g.free, g.compute_capability), []).append(load[(ni, gi)])
+        for gl in same_gpus.values():
+            for a, b in zip(gl, gl[1:], strict=False):
+                m.Add(a >= b)  # type: ignore[operator]
+        node_load[ni] = sum(load[(ni, gi)] for gi in range(len(node.gpus)) if (ni, gi) in load)
     by_kind: dict[tuple[object, ...], list[int]] = {}
     for ni, node in enumerate(snap.nodes):
         by_kind.setdefault((node.attr_key, node.free_key), []).append(ni)
@@ -272,6 +279,69 @@ def latency(rng: random.Random, asks: list[tuple[Ask, int]], n_nodes: int, fulln
     return p50, p99, cold, placed, groups
 
 
+# ---------------------------------------------------------------- hard instances
+
+# Small models (one GPU of any size) and large ones (one 80 GB GPU, or TP 2-8 on smaller ones), drawn in
+# a mix that changes per seed: the pattern where taking the wrong GPUs early strands the large requests.
+SMALL = ("llama3.1-8b:awq", "llama3.1-8b:bf16", "qwen2.5-7b:awq", "qwen3-8b:bf16", "mistral-7b:q4_k_m",
+         "qwen2.5-14b:awq", "gemma2-9b:bf16")
+LARGE = ("llama3.1-70b:awq", "qwen2.5-72b:awq", "llama3.3-70b:fp8", "gpt-oss-120b:mxfp4", "llama3.1-70b:bf16",
+         "mixtral-8x7b:awq", "qwen2.5-32b:awq", "gemma3-27b:bf16")
+
+
+def hard_instance(seed: int, asks: list[tuple[Ask, int]]) -> tuple[Snapshot, list[Ask]]:
+    """Two or three servers of mixed GPU sizes (24-80 GB) and 150 requests that only ask for what fits the
+    empty fleet somewhere (a request that fits nowhere says nothing about packing)."""
+    rng = random.Random(2000 + seed)
+    kinds = [rng.choice(list(NODE_TYPES)) for _ in range(rng.randint(2, 3))]
+    snap = Snapshot(tuple(make_node(f"n{i}", k) for i, k in enumerate(kinds)))
+    by_name = {a.name: a for a, _ in asks}
+    fits = [n for n in by_name if place(snap, PlacementRequest("probe", 1, by_name[n].options)).placements]
+    small = [n for n in SMALL if n in fits]
+    large = [n for n in LARGE if n in fits] or small
+    small = small or large
+    p_small = rng.uniform(0.4, 0.7)
+    return snap, [by_name[rng.choice(small if rng.random() < p_small else large)] for _ in range(150)] if small else []
+
+
+def reserved_share(snap: Snapshot, seq: Sequence[Ask], k: int) -> float:
+    """Share of the fleet's GPU memory reserved after pack placed the first k requests."""
+    for i, ask in enumerate(seq[:k]):
+        snap = apply(snap, place(snap, PlacementRequest(f"d{i}", 1, ask.options)))
+    gpus = [g for n in snap.nodes for g in n.gpus]
+    return sum(g.memory_reserved for g in gpus) / sum(g.memory_total for g in gpus)
+
+
+def hard_section(asks: list[tuple[Ask, int]], seeds: int, time_limit: float) -> None:
+    print(f"\nHard instances: mixed GPU sizes and TP, filled until the first rejection; CP-SAT {time_limit:g} s each")
+    print(f"{'seed':>4} {'nodes':<22} {'full':>5} {'pack':>5} {'ffit':>5} {'sprd':>5} {'opt':>5} {'bound':>5} "
+          f"{'solve s':>7}")
+    rows = []
+    for seed in range(seeds):
+        snap, seq = hard_instance(seed, asks)
+        if not seq:
+            continue
+        kp, kf, ks = run_place(snap, seq, "pack"), run_first_fit(snap, seq), run_place(snap, seq, "spread")
+        t0 = time.perf_counter()
+        opt, bound = optimum(snap, seq, max(kp, kf, ks), time_limit)
+        kinds = "+".join(next(k for k, v in NODE_TYPES.items() if v == (n.gpus[0].name, len(n.gpus)))
+                         for n in snap.nodes)
+        full = reserved_share(snap, seq, kp)
+        rows.append((seed, kp, kf, ks, opt, bound))
+        print(f"{seed:>4} {kinds:<22} {full:>5.0%} {kp:>5} {kf:>5} {ks:>5} {opt:>5} {bound:>5} "
+              f"{time.perf_counter() - t0:>7.1f}", flush=True)
+    proven = [r for r in rows if r[4] == r[5] and r[4] > 0]
+    hard = [r for r in proven if r[2] < r[4]]  # first-fit misses the proven optimum
+    print(f"\n{'ratio to the proven optimum':<48} {'mean':>6} {'worst':>6} {'seeds':>5}")
+    for label, subset in (("all proven", proven), ("where first-fit misses the optimum", hard)):
+        for name, col in (("pack", 1), ("first-fit", 2), ("spread", 3)):
+            ratios = [r[col] / r[4] for r in subset]
+            if ratios:
+                print(f"{name + ', ' + label:<48} {statistics.mean(ratios):>6.3f} {min(ratios):>6.3f} {len(ratios):>5}")
+    print(f"(unproven within the time limit: {len(rows) - len(proven)} of {len(rows)}; "
+          "target for pack where first-fit misses: mean >= 0.95, worst >= 0.85)")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -280,6 +350,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="fewer latency placements (smoke run)")
     ap.add_argument("--time-limit", type=float, default=1.5, help="CP-SAT seconds per instance")
+    ap.add_argument("--hard-seeds", type=int, default=40, help="hard instances (0: skip; needs OR-Tools)")
+    ap.add_argument("--hard-time-limit", type=float, default=10.0, help="CP-SAT seconds per hard instance")
+    ap.add_argument("--only-hard", action="store_true", help="run only the hard instances")
     args = ap.parse_args()
     started = time.perf_counter()
     asks = catalog_asks()
@@ -292,6 +365,10 @@ def main() -> None:
     except ImportError:
         have_ortools = False
         print("OR-Tools not installed (pip install '.[bench]'): optimum columns skipped")
+    if args.only_hard:
+        if have_ortools:
+            hard_section(asks, args.hard_seeds, args.hard_time_limit)
+        return
 
     rows = []
     for seed in range(args.seeds):
@@ -325,6 +402,10 @@ def main() -> None:
         ratios = [r[3] / r[col] for r in useful if r[col] > 0]
         print(f"{label:<34} {statistics.mean(ratios):>6.3f} {min(ratios):>6.3f} {len(ratios):>5}")
     print(f"(packing section: {time.perf_counter() - started:.1f} s)")
+
+    if have_ortools and args.hard_seeds:
+        hard_section(asks, args.hard_seeds, args.hard_time_limit)
+        print(f"(with the hard instances: {time.perf_counter() - started:.1f} s)")
 
     print("\nLatency of place() per placement (ms), each placement applied before the next")
     print(f"{'nodes':>6} {'full':>5} {'groups':>6} {'p50':>7} {'p99':>7} {'cold':>7} {'placed':>7}")

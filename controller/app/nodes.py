@@ -92,6 +92,11 @@ def connect(ctl: Controller, node: str, inventory_json: str, gpus: list[GpuRow],
     now = time.time()
     if not ctl.is_alive(node):
         ctl.store.set_alive(node, True, now)  # back online, with its event
+    if _unchanged(ctl, node, inventory_json, gpus):
+        # a reconnect with the same inventory (a controller restart: 10,000 of these at once) writes nothing
+        ctl.liveness.beat(node, now, [(g.uuid, g.memory_used, g.utilization, g.temperature) for g in gpus])
+        log.debug("node %s reconnected", node)
+        return
     change = ctl.store.save_inventory(node, inventory_json, gpus, now)
     _forget_usage(ctl, change)
     ctl.liveness.beat(node, now, [(g.uuid, g.memory_used, g.utilization, g.temperature)
@@ -102,6 +107,18 @@ def connect(ctl: Controller, node: str, inventory_json: str, gpus: list[GpuRow],
         log.warning("node %s came back without %d GPU(s); replica(s) %s failed and will be placed elsewhere",
                     node, len(change.missing), ", ".join(change.failed))
     log.info("node %s connected (%d GPUs, probe %s)", node, len(change.kept), probe or "?")
+
+
+_GPU_FIELDS = ("uuid", "node", "index", "name", "memory_total", "compute_capability", "driver", "declared")
+
+
+def _unchanged(ctl: Controller, node: str, inventory_json: str, gpus: list[GpuRow]) -> bool:
+    row = ctl.store.get_node(node)
+    if row is None or row.inventory != inventory_json:
+        return False
+    stored = ctl.store.gpus(node)
+    return len(stored) == len(gpus) and all(
+        all(getattr(a, f) == getattr(b, f) for f in _GPU_FIELDS) for a, b in zip(stored, gpus, strict=True))
 
 
 def heartbeat(ctl: Controller, node: str, usage: Iterable[GpuUsage]) -> None:

@@ -40,7 +40,7 @@ def summary(ctl: Controller, now: float | None = None) -> Summary:
     drains and warnings from their tables."""
     now = time.time() if now is None else now
     mirror = ctl.store.mirror
-    totals = capacity.fleet_totals(ctl)
+    totals = capacity.fleet_totals(ctl)()
     by_state: dict[str, int] = {}
     for state in ctl.states().values():
         by_state[state] = by_state.get(state, 0) + 1

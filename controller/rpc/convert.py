@@ -169,11 +169,34 @@ def inventory_message(name: str, inventory_json: str) -> pb.Inventory:
     return cached[1]
 
 
+# node -> (row, GPU views, state, message): a node whose row, GPU figures and state are the same objects as last
+# time gets its message again with a fresh heartbeat time, instead of being built anew.
+_NODES: dict[str, tuple[object, object, str, pb.Node]] = {}
+
+
 def node_message(v: NodeView, events: list[EventRow] | None = None) -> pb.Node:
+    cached = _NODES.get(v.row.name)
+    if cached is not None and cached[0] is v.row and cached[1] is v.gpus and cached[2] == v.state:
+        msg = pb.Node()
+        msg.CopyFrom(cached[3])
+    else:
+        msg = _node_message(v)
+        if len(_NODES) > 100_000:
+            _NODES.clear()
+        _NODES[v.row.name] = (v.row, v.gpus, v.state, msg)
+        msg = pb.Node()
+        msg.CopyFrom(_NODES[v.row.name][3])
+    msg.last_heartbeat = v.last_heartbeat
+    if events:
+        msg.events.extend(pb.NodeEvent(at=e.at, kind=e.kind, message=e.message) for e in events)
+    return msg
+
+
+def _node_message(v: NodeView) -> pb.Node:
     inv = inventory_message(v.row.name, v.row.inventory)
     row = v.row
     return pb.Node(
-        name=row.name, state=v.state, inventory=inv, last_heartbeat=v.last_heartbeat,
+        name=row.name, state=v.state, inventory=inv,
         registered_at=row.registered_at, cordon_reason=row.cordon_reason, cordoned_by=row.cordoned_by,
         cordoned_at=row.cordoned_at,
         gpus=[pb.GpuView(
@@ -183,7 +206,6 @@ def node_message(v: NodeView, events: list[EventRow] | None = None) -> pb.Node:
             memory_reserved=g.memory_reserved, memory_used_by_others=g.memory_used_by_others,
             memory_free=g.memory_free,
         ) for g in v.gpus],
-        events=[pb.NodeEvent(at=e.at, kind=e.kind, message=e.message) for e in events or []],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -56,7 +57,8 @@ class FleetService(pbg.FleetServicer):
     async def Capacity(self, request: pb.CapacityRequest, context: grpc.aio.ServicerContext) -> pb.CapacityResponse:
         size = _page_size(request.page_size)
         views = capacity.node_views(self.ctl, request.page_token[:MAX_STR], size)
-        totals = None if request.page_token else capacity.fleet_totals(self.ctl)  # with the first page only
+        # with the first page only; added up in a thread (80,000 GPUs at 10,000 nodes)
+        totals = None if request.page_token else await asyncio.to_thread(capacity.fleet_totals(self.ctl))
         resp = convert.capacity_message(views, totals)
         resp.next_page_token = self._next(views, size, self.ctl.store.mirror.nodes)
         return resp

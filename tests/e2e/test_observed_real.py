@@ -22,7 +22,9 @@ MIB = 2**20
 
 
 def metrics(f: Fleet) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://{f.http}/metrics", timeout=10) as resp:
+    admin = (f.data_dir / "admin-token").read_text().strip()  # /metrics is for readers only
+    req = urllib.request.Request(f"http://{f.http}/metrics", headers={"Authorization": f"Bearer {admin}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
         text = resp.read().decode()
     return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
                                      if line and not line.startswith("#"))}
