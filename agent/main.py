@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fleet.agent.footprint import Meter
 from fleet.agent.launch import NodeEngines, make_launcher
-from fleet.agent.link import AgentFatal, Link
+from fleet.agent.link import AgentFatal, Link, addresses
 from fleet.agent.probe import nvml_usage, probe
 from fleet.agent.supervisor import Supervisor
 from fleet.common import sdnotify
@@ -33,13 +33,31 @@ class AgentConfig:
     models_dir: Path | None = None
     labels: dict[str, str] = field(default_factory=dict)
     engine_host: str = "127.0.0.1"
-    advertise_host: str | None = None
+    advertise_host: str | None = None  # --advertise-address: endpoints and multi-node parts
+    allow_public_rpc: bool = False
     engine_ports: tuple[int, int] = (40000, 40999)
     engine_paths: dict[str, str] = field(default_factory=dict)
     insecure: bool = False
     ca_file: Path | None = None
     llama_extra_args: tuple[str, ...] = ()
     vllm_extra_args: tuple[str, ...] = ()
+
+
+def local_address_towards(controller: str) -> str:
+    """The local address of this node's connection to the controller (the first, when several are given): the
+    address its peers most likely reach it at. A UDP socket is "connected" only to ask the kernel for its route;
+    nothing is sent."""
+    host, _, port = addresses(controller)[0].rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((host, int(port) if port.isdigit() else 50051))
+            return str(s.getsockname()[0])
+    except OSError as e:
+        log.warning("cannot tell the local address towards the controller at %s (%s); parts of multi-node "
+                    "replicas cannot run here without --advertise-address", controller, e)
+        return ""
 
 
 async def serve(cfg: AgentConfig) -> None:
@@ -61,20 +79,24 @@ async def serve(cfg: AgentConfig) -> None:
             return nvml_usage(pynvml)
 
     advertise = cfg.advertise_host or (socket.gethostname() if cfg.engine_host == "0.0.0.0" else cfg.engine_host)
+    part_address = cfg.advertise_host or await asyncio.to_thread(local_address_towards, cfg.controller)
+    log.info("advertising %s to the other parts of multi-node replicas", part_address or "nothing")
     def progress(rid: str, message: str) -> None:
         supervisor.note(rid, message)
 
     launcher = make_launcher(NodeEngines(installed=found.engines, gpus=found.gpus, models_dir=models_dir,
                                          replicas_dir=data_dir / "replicas", llama_extra_args=cfg.llama_extra_args,
-                                         vllm_extra_args=cfg.vllm_extra_args), progress)
+                                         vllm_extra_args=cfg.vllm_extra_args, advertise_address=part_address,
+                                         allow_public_rpc=cfg.allow_public_rpc), progress)
     nvml = None
     if found.gpu_probe == "nvml":
         import pynvml as nvml
     meter = Meter(nvml=nvml, versions={e.name: e.version for e in found.engines})
     supervisor = Supervisor(data_dir, launcher, host=cfg.engine_host, advertise=advertise, ports=cfg.engine_ports,
-                            simulate=bool(cfg.simulate), meter=meter)
+                            simulate=bool(cfg.simulate), meter=meter, part_address=part_address)
     link = Link(cfg.controller, data_dir, found, node, cfg.join_token, VERSION, usage=usage, labels=cfg.labels,
-                supervisor=supervisor, insecure=cfg.insecure, ca_file=cfg.ca_file)
+                supervisor=supervisor, insecure=cfg.insecure, ca_file=cfg.ca_file, advertise_address=part_address,
+                allow_public_rpc=cfg.allow_public_rpc)
     task = asyncio.create_task(link.run())
     supervising = asyncio.create_task(supervisor.run())
     # Ready before the controller answers: an outage there must not make systemd restart the agent.

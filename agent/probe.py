@@ -42,6 +42,8 @@ class EngineInfo:
     name: str
     version: str
     path: str
+    multinode: bool = False  # can run a part of a replica over several nodes (rpc-server; vLLM >= 0.11.1)
+    rpc_server: str = ""  # llama.cpp: the rpc-server beside llama-server
 
 
 @dataclass(frozen=True)
@@ -184,16 +186,21 @@ def probe_engines(paths: dict[str, str] | None = None, declared: tuple[str, ...]
 
     `declared` engines (with declared GPUs, for capacity planning) are reported without a binary.
     """
-    from fleet.agent.engine_install import agent_engines_dir, find_engines
+    from fleet.agent.engine_install import agent_engines_dir, find_engines, rpc_server_beside
+    from fleet.agent.engines import vllm_multinode
 
     found: dict[str, EngineInfo] = {}
     own = [agent_engines_dir(data_dir)] if data_dir is not None else []
     for e in find_engines(extra_paths=[p for p in (paths or {}).values() if p], first=own):
         if (paths or {}).get(e.name) and str(e.path) != paths[e.name] and e.name not in found:
             continue  # an operator-configured path wins over the cache and PATH
-        found.setdefault(e.name, EngineInfo(name=e.name, version=e.version, path=str(e.path)))
+        rpc = rpc_server_beside(e.path) if e.name == "llama.cpp" else None
+        multinode = rpc is not None if e.name == "llama.cpp" else vllm_multinode(e.version) is None
+        found.setdefault(e.name, EngineInfo(name=e.name, version=e.version, path=str(e.path), multinode=multinode,
+                                            rpc_server=str(rpc or "")))
     for name in declared:
-        found.setdefault(name, EngineInfo(name=name, version="declared", path=""))
+        # Declared engines (capacity planning) can be planned as any part of a multi-node replica.
+        found.setdefault(name, EngineInfo(name=name, version="declared", path="", multinode=True))
     return tuple(found[n] for n in sorted(found))
 
 

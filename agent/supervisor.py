@@ -69,11 +69,25 @@ class Replica:
     health_failures: int = 0  # consecutive failed health checks of a healthy engine
     memory: pb.ReplicaMemory | None = None  # the last measurement of the running engine
     next_measure: float = 0.0
+    master_port: int = 0  # vLLM main of a multi-node replica: its rendezvous port (--master-port)
 
-    def status(self, host: str) -> pb.ReplicaStatus:
-        endpoint = f"http://{host}:{self.port}" if self.port and self.state in ("starting", "healthy") else ""
+    @property
+    def role(self) -> str:
+        """"" for a one-node replica; main, rpc or follower for a part of a multi-node one."""
+        return self.spec.part.role if self.spec.HasField("part") else ""
+
+    def status(self, host: str, part_address: str = "") -> pb.ReplicaStatus:
+        serves = self.role in ("", "main")
+        endpoint = (f"http://{host}:{self.port}" if serves and self.port and self.state in ("starting", "healthy")
+                    else "")
+        address, epoch = "", 0
+        if self.role:
+            epoch = self.spec.part.epoch
+            port = self.port if self.role == "rpc" else self.master_port
+            address = f"{part_address}:{port}" if port and part_address else ""
         return pb.ReplicaStatus(id=self.spec.id, state=self.state, endpoint=endpoint, pid=self.pid,
-                                message=self.message, restarts=self.restarts, memory=self.memory)
+                                message=self.message, restarts=self.restarts, memory=self.memory, address=address,
+                                epoch=epoch)
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> str:
@@ -109,12 +123,22 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def healthy(port: int, api_key: str, timeout: float = 5.0) -> bool:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/health", headers={"Authorization": f"Bearer {api_key}"})
+def healthy(port: int, api_key: str, timeout: float = 5.0, host: str = "127.0.0.1") -> bool:
+    req = urllib.request.Request(f"http://{host}:{port}/health", headers={"Authorization": f"Bearer {api_key}"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def listening(pid: int, port: int) -> bool:
+    """The process listens on `port` (rpc-server: ready). Looked up, not connected to: rpc-server serves one
+    client at a time with a backlog of one, so a probe connection would queue behind the main's."""
+    try:
+        return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in psutil.Process(pid).net_connections(kind="tcp"))
+    except psutil.Error:
         return False
 
 
@@ -130,7 +154,7 @@ class Supervisor:
     def __init__(self, data_dir: Path, launcher: Launcher, host: str = "127.0.0.1", advertise: str = "127.0.0.1",
                  ports: tuple[int, int] = (40000, 40999), policy: RestartPolicy | None = None,
                  stop_grace: float = 10.0, simulate: bool = False, meter: Meter | None = None,
-                 measure_every: float = 5.0) -> None:
+                 measure_every: float = 5.0, part_address: str = "") -> None:
         self.root = private_dir(data_dir / "replicas")
         # Files an older release wrote world-readable: engine keys (state.json), prompts in engine logs.
         for d in self.root.iterdir():
@@ -141,6 +165,9 @@ class Supervisor:
                         private_file(f)
         self.launcher = launcher
         self.host, self.advertise = host, advertise
+        # Where the other parts of a multi-node replica reach this node: rpc-servers bind to it, vLLM's
+        # rendezvous is advertised at it.
+        self.part_address = part_address
         self.ports = ports
         self.policy = policy or RestartPolicy()
         self.stop_grace = stop_grace
@@ -169,7 +196,7 @@ class Supervisor:
         private_dir(r.dir)
         write_private(r.dir / "state.json", json.dumps({
             "spec": r.spec.SerializeToString().hex(), "port": r.port, "pid": r.pid, "created": r.created,
-            "restarts": r.restarts}).encode())
+            "restarts": r.restarts, "master_port": r.master_port}).encode())
 
     def adopt(self) -> None:
         """Take over engines a previous agent started and that still run; forget the rest."""
@@ -185,7 +212,8 @@ class Supervisor:
                 continue
             if raw.get("pid") and alive(raw["pid"], raw.get("created", 0.0)):
                 r = Replica(spec=spec, dir=d, state="starting", port=raw["port"], pid=raw["pid"],
-                            created=raw["created"], restarts=raw.get("restarts", 0), started_at=time.time())
+                            created=raw["created"], restarts=raw.get("restarts", 0), started_at=time.time(),
+                            master_port=raw.get("master_port", 0))
                 self.replicas[spec.id] = r
                 log.info("adopted replica %s (pid %d, port %d)", spec.id, r.pid, r.port)
             else:
@@ -195,13 +223,23 @@ class Supervisor:
     def apply(self, desired: pb.DesiredReplicas) -> None:
         wanted = {s.id: s for s in desired.replicas}
         for rid, r in self.replicas.items():
-            if rid not in wanted and r.state not in ("stopping", "stopped"):
-                self._begin_stop(r)
+            if rid not in wanted:
+                r.restart_after_stop = False  # no longer wanted: a stop under way stays a stop
+                if r.state not in ("stopping", "stopped"):
+                    self._begin_stop(r)
         for rid, spec in wanted.items():
             r = self.replicas.get(rid)
-            if r is None or r.state == "stopped":
+            if r is None or (r.state == "stopped" and not r.restart_after_stop):
                 self.replicas[rid] = Replica(spec=spec, dir=self.root / rid)
-            elif r.spec.SerializeToString() != spec.SerializeToString() and r.state not in ("stopping",):
+            elif r.state in ("stopping", "stopped"):
+                # Still (or again) wanted while its engine stops: start it afterwards, on the newest spec.
+                r.spec, r.restart_after_stop = spec, True
+            elif r.spec.SerializeToString() != spec.SerializeToString():
+                if not r.pid and (r.state in ("pending", "failed") or self.simulate):
+                    # Nothing runs (a part held for its gang, or one waiting to restart): take the new spec as is;
+                    # a stop would only report a `stopped` that never happened.
+                    r.spec, r.state = spec, "pending"
+                    continue
                 r.spec = spec  # same id, new spec: restart it on the new spec
                 self._begin_stop(r, then_restart=True)
         self.generation = desired.generation
@@ -209,7 +247,7 @@ class Supervisor:
 
     def statuses(self) -> pb.ReplicaReport:
         return pb.ReplicaReport(applied_generation=self.generation,
-                                replicas=[r.status(self.advertise) for r in self.replicas.values()])
+                                replicas=[r.status(self.advertise, self.part_address) for r in self.replicas.values()])
 
     # ---- the loop
     async def run(self, interval: float = 0.5) -> None:
@@ -229,6 +267,13 @@ class Supervisor:
         now = time.time()
         for rid in list(self.replicas):
             r = self.replicas[rid]
+            if r.state == "pending" and r.role:
+                self._prepare(r)
+            if r.state == "pending" and r.role and r.spec.part.hold:
+                # A part waits for its gang: its ports are held and reported, its engine not started yet.
+                why = r.spec.part.waiting_for or "the other parts"
+                r.message = f"waiting for {why}"
+                continue
             if r.state == "pending" and now >= r.next_start:
                 self._start(r, now)
             elif r.state in ("starting", "healthy") and not (self.simulate and not r.pid):
@@ -248,18 +293,31 @@ class Supervisor:
         r.memory = self.meter.measure(r.spec.id, r.spec.engine, r.pid, r.spec.gpu_uuids, r.dir / "engine.log", now)
 
     def forget_stopped(self) -> None:
-        """After the controller has seen a stopped replica, drop it (and its files' state)."""
-        for rid in [rid for rid, r in self.replicas.items() if r.state == "stopped"]:
+        """After the controller has seen a stopped replica, drop it (and its files' state); not one that stopped
+        only to start again on a new spec."""
+        for rid in [rid for rid, r in self.replicas.items() if r.state == "stopped" and not r.restart_after_stop]:
             r = self.replicas.pop(rid)
             with contextlib.suppress(OSError):
                 (r.dir / "state.json").unlink()
 
-    def _pick_port(self) -> int:
-        used = {r.port for r in self.replicas.values() if r.port}
+    def _pick_port(self, host: str | None = None) -> int:
+        used = {r.port for r in self.replicas.values() if r.port} | {r.master_port for r in self.replicas.values()}
+        bind = host or (self.host if self.host != "0.0.0.0" else "127.0.0.1")
         for port in range(self.ports[0], self.ports[1] + 1):
-            if port not in used and port_free(port, self.host if self.host != "0.0.0.0" else "127.0.0.1"):
+            if port not in used and port_free(port, bind):
                 return port
         raise LaunchError(f"no free port in {self.ports[0]}-{self.ports[1]}; widen --engine-ports")
+
+    def _prepare(self, r: Replica) -> None:
+        """Ports of a part, chosen when it arrives (and kept): the rest of the gang is told them before it starts."""
+        try:
+            if r.role == "rpc" and not (r.port and port_free(r.port, self.part_address or "127.0.0.1")):
+                r.port = self._pick_port(self.part_address or None)
+            if r.role == "main" and r.spec.engine == "vllm" and not (r.master_port and port_free(r.master_port,
+                                                                                                  "0.0.0.0")):
+                r.master_port = self._pick_port("0.0.0.0")
+        except LaunchError as e:
+            r.state, r.message = "failed", str(e)
 
     def _start(self, r: Replica, now: float) -> None:
         if self.simulate:
@@ -267,8 +325,14 @@ class Supervisor:
             r.state, r.message = "declared", "declared node: accounted, engine not launched"
             return
         try:
-            r.port = r.port if r.port and port_free(r.port) else self._pick_port()
-            launch = self.launcher(r.spec, r.port, self.host)
+            if r.role != "rpc":
+                r.port = r.port if r.port and port_free(r.port) else self._pick_port()
+            spec = r.spec
+            if r.role == "main" and spec.engine == "vllm":
+                spec = pb.ReplicaSpec()
+                spec.CopyFrom(r.spec)
+                spec.part.master_address = f"{self.part_address}:{r.master_port}"
+            launch = self.launcher(spec, r.port, self.host)
         except LaunchError as e:
             r.state, r.message = "failed", str(e)
             log.error("replica %s cannot start: %s", r.spec.id, e)
@@ -322,7 +386,14 @@ class Supervisor:
                 log.warning("replica %s exited (%s); restarting in %.1fs", r.spec.id, code, decision.delay)
             self._record(r)
             return
-        ok = healthy(r.port, r.spec.api_key)
+        if r.role == "rpc":
+            ok = listening(r.pid, r.port)
+        elif r.role == "follower":
+            ok = True  # no HTTP of its own: it serves through the main, whose health is the replica's
+        else:
+            # An engine bound to one address answers there only; bound to all, loopback reaches it.
+            ok = healthy(r.port, r.spec.api_key, host=self.host if self.host not in ("0.0.0.0", "::", "") else
+                         "127.0.0.1")
         if ok:
             r.health_failures = 0
         if ok and r.state == "starting":

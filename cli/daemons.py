@@ -139,7 +139,14 @@ def register(app: typer.Typer) -> None:
         engine_host: Annotated[str, typer.Option(help="address engines listen on (they require their API key)")]
         = "127.0.0.1",
         advertise_host: Annotated[str | None, typer.Option(
-            help="host in replica endpoints [default: --engine-host, or the hostname for 0.0.0.0]")] = None,
+            "--advertise-address", "--advertise-host",
+            help="address the controller and other nodes reach this node at: the host in replica endpoints, and "
+                 "where parts of multi-node replicas (rpc-server, vLLM) bind and are dialled [default endpoints: "
+                 "--engine-host, or the hostname for 0.0.0.0; parts: the local address of the connection to the "
+                 "controller]")] = None,
+        allow_public_rpc: Annotated[bool, typer.Option(
+            "--allow-public-rpc", help="allow llama.cpp rpc-server parts on a public advertise address "
+                                       "(rpc-server has no authentication)")] = False,
         engine_ports: Annotated[str, typer.Option(help="port range for engines, FROM-TO")] = "40000-40999",
         llama_server: Annotated[str | None, typer.Option(help="llama-server binary [default: engine cache, PATH]")]
         = None,
@@ -175,7 +182,8 @@ def register(app: typer.Typer) -> None:
         code = run(AgentConfig(
             controller=controller, data_dir=data_dir.expanduser(), join_token=join_token, name=name,
             simulate=simulate_gpus, declare_engines=declared, models_dir=models_dir, labels=parse_labels(label),
-            engine_host=engine_host, advertise_host=advertise_host, engine_ports=(int(lo), int(hi)),
+            engine_host=engine_host, advertise_host=advertise_host, allow_public_rpc=allow_public_rpc,
+            engine_ports=(int(lo), int(hi)),
             engine_paths=paths, insecure=insecure, ca_file=ca_file,
             llama_extra_args=tuple(shlex.split(llama_server_args)), vllm_extra_args=tuple(shlex.split(vllm_args))))
         raise typer.Exit(code)

@@ -38,16 +38,26 @@ def memory_dict(m: pb.ReplicaMemory) -> dict[str, Any]:
             "engine_version": m.engine_version or None, "measured_at": m.measured_at or None}
 
 
+def _gpus(gpus: Any) -> list[dict[str, Any]]:
+    return [{"uuid": g.gpu_uuid, "index": g.gpu_index, "reserved": g.bytes} for g in gpus]
+
+
 def replica_dict(r: pb.Replica) -> dict[str, Any]:
-    return {
-        "id": r.id, "ordinal": r.ordinal, "node": r.node, "state": r.state, "endpoint": r.endpoint,
-        "api_key": r.api_key, "tp": r.tp,
-        "gpus": [{"uuid": g.gpu_uuid, "index": g.gpu_index, "reserved": g.bytes} for g in r.gpus],
+    """`node` and `gpus` are the main node's; `nodes` lists every node the replica runs on, the main first."""
+    out: dict[str, Any] = {
+        "id": r.id, "ordinal": r.ordinal, "node": r.node, "nodes": [p.node for p in r.parts] or [r.node],
+        "state": r.state, "endpoint": r.endpoint, "api_key": r.api_key, "tp": r.tp,
+        "gpus": _gpus(r.gpus),
         "gpu_memory_utilization": round(r.gpu_memory_utilization, 4) if r.gpu_memory_utilization else None,
         "ram_reserved": r.ram_bytes, "restarts": r.restarts, "message": r.message,
         "observed": memory_dict(r.observed) if r.HasField("observed") else None,
         "over_reservation": r.over_reservation,
     }
+    if r.parts:
+        out["parts"] = [{"rank": p.rank, "node": p.node, "role": p.role, "id": p.id, "state": p.state,
+                         "address": p.address, "gpus": _gpus(p.gpus), "ram_reserved": p.ram_bytes,
+                         "restarts": p.restarts, "message": p.message} for p in r.parts]
+    return out
 
 
 def deployment_dict(d: pb.Deployment) -> dict[str, Any]:
@@ -83,10 +93,14 @@ def observed_table(d: pb.Deployment) -> Table:
     return t
 
 
-def gpus_text(r: pb.Replica) -> str:
+def gpus_text(r: pb.Replica | pb.ReplicaPart) -> str:
     if not r.gpus:
         return f"cpu ({gib(r.ram_bytes)} GiB RAM)"
     return ", ".join(f"{g.gpu_index}:{g.gpu_uuid[:12]}… {gib(g.bytes)} GiB" for g in r.gpus)
+
+
+def _state(state: str) -> str:
+    return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
 
 
 def replicas_table(d: pb.Deployment, dry_run: bool = False) -> Table:
@@ -95,8 +109,15 @@ def replicas_table(d: pb.Deployment, dry_run: bool = False) -> Table:
     for col in ("#", "NODE", "GPUS (reserved)", "STATE", "ENDPOINT", "RESTARTS"):
         t.add_column(col)
     for r in d.replicas:
-        t.add_row(str(r.ordinal), r.node, gpus_text(r), f"[{STATE_STYLE.get(r.state, 'white')}]{r.state}[/]",
-                  plain(r.endpoint) or "-", str(r.restarts))
+        if not r.parts:
+            t.add_row(str(r.ordinal), r.node, gpus_text(r), _state(r.state), plain(r.endpoint) or "-",
+                      str(r.restarts))
+            continue
+        # A replica over several nodes: one row per part, the main first.
+        for p in r.parts:
+            where = f"{p.node} ({p.role})"
+            t.add_row(str(r.ordinal) if p.rank == 0 else "", where, gpus_text(p), _state(p.state),
+                      plain(r.endpoint or "-") if p.rank == 0 else plain(p.address or "-"), str(p.restarts))
     return t
 
 
@@ -181,6 +202,9 @@ def register(app: typer.Typer) -> None:
         = None,
         engine: Annotated[str | None, typer.Option(help="vllm or llama.cpp [default: the variant's]")] = None,
         replicas: Annotated[int, typer.Option(min=1, max=64)] = 1,
+        nodes: Annotated[int | None, typer.Option(
+            min=1, max=16, help="nodes each replica spans (TP inside a node, one part per node) "
+                                "[default: one, or the fewest that fit when none does]")] = None,
         context: Annotated[int | None, typer.Option(help="context length [default: the model's, capped]")] = None,
         tp: Annotated[int | None, typer.Option(help="tensor-parallel size [default: the fewest GPUs that fit]")] = None,
         node: Annotated[str | None, typer.Option(help="only this node (this placement; a drain may move it)")] = None,
@@ -214,7 +238,8 @@ def register(app: typer.Typer) -> None:
         req = pb.PlaceRequest(model=model, quant=quant or "", engine=engine or "", replicas=replicas,
                               context=context or 0, tp=tp or 0, node=node or "", gpu_type=gpu_type or "",
                               labels=parse_labels(label), device=device, strategy=strategy, name=name or "",
-                              dry_run=dry_run, max_moves=max_moves, explain=explain, trust_observed=trust_observed)
+                              dry_run=dry_run, max_moves=max_moves, explain=explain, trust_observed=trust_observed,
+                              nodes=nodes or 0)
         resp = client.call("Place", req)
         if output == Output.json and not wait:
             print_json({"placed": resp.placed, "dry_run": dry_run, "summary": resp.summary, "notes": list(resp.notes),
@@ -233,8 +258,11 @@ def register(app: typer.Typer) -> None:
             say.print(f"[dim]{note}[/]")
         e = d.estimate
         unit = "per GPU" if d.device == "gpu" else "of RAM"
+        spans = max((len(r.parts) for r in d.replicas), default=0)
+        shape = f"TP {d.tp}" + (f" × {spans} nodes" if spans > 1 else "")
+        per = f"{unit} per node" if spans > 1 and d.device == "cpu" else unit
         say.print(f"{'would place' if dry_run else 'placed'} [bold]{d.name}[/]: {d.model} {d.quant} on {d.engine}, "
-                  f"TP {d.tp}, context {d.context}; needs {gib(e.total)} GiB {unit} (weights {gib(e.weights)}, "
+                  f"{shape}, context {d.context}; needs {gib(e.total)} GiB {per} (weights {gib(e.weights)}, "
                   f"KV {gib(e.kv_cache)}, activations {gib(e.activations)}, runtime {gib(e.runtime)})"
                   + reserved_note(d), highlight=False)
         if d.observed_replicas and d.reserved and d.reserved != e.total:
@@ -269,7 +297,8 @@ def register(app: typer.Typer) -> None:
             declared = sum(r.state == DECLARED for r in d.replicas)
             t.add_row(d.name, d.model, d.quant, d.engine,
                       f"{ready}/{d.replicas_wanted}" + (f" ({declared} declared)" if declared else ""),
-                      "\n".join(f"{r.node}: [{STATE_STYLE.get(r.state, 'white')}]{r.state}[/] {r.endpoint}"
+                      "\n".join(f"{'+'.join(p.node for p in r.parts) or r.node}: "
+                                f"[{STATE_STYLE.get(r.state, 'white')}]{r.state}[/] {r.endpoint}"
                                 for r in d.replicas) or no_replicas(d))
         console.print(t)
 
@@ -303,6 +332,9 @@ def register(app: typer.Typer) -> None:
                               f"starve its neighbours[/]")
             if r.message:
                 console.print(f"replica {r.ordinal} ({r.node}): {plain(r.message)}")
+            for p in r.parts[1:]:
+                if p.message:
+                    console.print(f"replica {r.ordinal}, {p.role} on {p.node}: {plain(p.message)}")
 
     @app.command("remove")
     def remove(name: str,
@@ -337,6 +369,8 @@ def register_logs(app: typer.Typer) -> None:
     @app.command("logs")
     def logs(deployment: str,
              replica: Annotated[int, typer.Option(help="replica number (see `fleet deployment describe`)")] = -1,
+             node: Annotated[str | None, typer.Option(
+                 help="a replica spanning several nodes: the part on this node [default: the main]")] = None,
              follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
              lines: Annotated[int, typer.Option("--lines", "-n", help="how many last lines")] = 100,
              controller: ControllerOpt = None, token: TokenOpt = None, data_dir: DataDirOpt = None) -> None:
@@ -349,7 +383,7 @@ def register_logs(app: typer.Typer) -> None:
         md = (("authorization", f"Bearer {client.token}"),)
         try:
             for chunk in client.fleet.Logs(pb.LogsRequest(deployment=deployment, replica=replica, lines=lines,
-                                                          follow=follow), metadata=md):
+                                                          follow=follow, node=node or ""), metadata=md):
                 sys.stdout.buffer.write(chunk.data)
                 sys.stdout.flush()
         except KeyboardInterrupt:

@@ -16,7 +16,16 @@ from fleet.common.gpus import GpuType, gpu_type
 from fleet.controller.core.catalog import ENGINES, Catalog, Model, Quants, Variant
 from fleet.controller.core.catalog_import import model_from_gguf, model_from_hf_config
 from fleet.controller.core.errors import FleetError
-from fleet.controller.core.estimate import GIB, Estimate, estimate, fits, gguf_plan_for, incompatibility, min_gpus
+from fleet.controller.core.estimate import (
+    GIB,
+    Estimate,
+    estimate,
+    fits,
+    gguf_plan_for,
+    incompatibility,
+    min_gpus,
+    min_nodes,
+)
 from fleet.controller.core.estimate_explain import explain
 from fleet.controller.core.options import choose, options_for
 from fleet.controller.store.files import catalog_with, default_catalog_dir, read_gguf_header, write_model
@@ -59,13 +68,16 @@ def model_dict(m: Model) -> dict[str, Any]:
 
 
 def estimate_dict(e: Estimate) -> dict[str, Any]:
-    return {
+    out = {
         "model": e.model, "quant": e.quant, "engine": e.engine, "context": e.context, "tp": e.tp,
-        "device": e.device,
+        "device": e.device, "nodes": e.nodes,
         "per_gpu": {"weights": e.weights, "kv_cache": e.kv_cache, "activations": e.activations,
                     "runtime": e.runtime, "total": e.total},
         "notes": list(e.notes),
     }
+    if e.stage_totals:
+        out["stage_totals"] = list(e.stage_totals)  # vLLM over several nodes: per-GPU total of every stage
+    return out
 
 
 def _params(n: int) -> str:
@@ -178,7 +190,10 @@ def register(app: typer.Typer) -> None:
         = None,
         engine: Annotated[str | None, typer.Option("--engine", help="vllm or llama.cpp (default: the quant's)")] = None,
         context: Annotated[int | None, typer.Option("--context", "-c", help="context length in tokens")] = None,
-        tp: Annotated[int | None, typer.Option("--tp", help="GPUs per replica (tensor parallel size)")] = None,
+        tp: Annotated[int | None, typer.Option("--tp", help="GPUs per replica (tensor parallel size); per node "
+                                                            "with --nodes")] = None,
+        nodes: Annotated[int, typer.Option("--nodes", min=1, max=16, help="nodes one replica spans (vLLM: PP = "
+                                                                          "nodes; llama.cpp: rpc-server parts)")] = 1,
         gpu: Annotated[str | None, typer.Option("--gpu", help="GPU type, e.g. A100-80GB, L4, RTX4090")] = None,
         gpu_memory: Annotated[float | None, typer.Option("--gpu-memory", help="GPU memory in GiB")] = None,
         kv_cache_dtype: Annotated[str, typer.Option("--kv-cache-dtype", help="auto, fp8 (vLLM), q8_0 (llama.cpp)")]
@@ -203,7 +218,7 @@ def register(app: typer.Typer) -> None:
         """
         where = Where(models_dir, offline, controller, token, data_dir, explain)
         _guard(lambda: _estimate(model, quant, engine, context, tp, gpu, gpu_memory, kv_cache_dtype, device,
-                                 catalog_dir, output, where))
+                                 catalog_dir, output, where, nodes))
 
 
 def _guard(fn: Any) -> Any:
@@ -229,15 +244,16 @@ def _import(from_config: Path | None, from_gguf: Path | None, name: str | None, 
 
 
 def _chosen_variant(catalog: Catalog, m: Model, engine: str | None, context: int | None, tp: int | None,
-                    kind: GpuType | None, device: str) -> tuple[Variant, int | None, str]:
-    """No --quant: the variant (and TP) `fleet place` would pick on this GPU kind, and why."""
+                    kind: GpuType | None, device: str, nodes: int = 1) -> tuple[Variant, int | None, str]:
+    """No --quant: the variant (and TP) `fleet place` would pick on this GPU kind (over `nodes` nodes), and why."""
     try:
         options = options_for(m.name, None, engine, context, (kind,) if kind else _ALL_CAPABLE, tp, device=device,
-                              catalog=catalog)
+                              catalog=catalog, nodes=nodes)
     except FleetError as e:
         if kind is None or device == "cpu":
             raise
-        fail(f"{m.name}: no variant fits {kind.name} GPUs at TP {tp or '1-8'} in one node ({e.message}); "
+        where = "in one node" if nodes == 1 else f"over {nodes} nodes"
+        fail(f"{m.name}: no variant fits {kind.name} GPUs at TP {tp or '1-8'} {where} ({e.message}); "
              "pass --quant to see one variant's estimate")
     best, why = choose(options, kind if device == "gpu" else None)
     return catalog.variant(m, best.quant, best.engine), (tp or best.tp or None), why
@@ -301,7 +317,7 @@ def _observed(where: Where, m: Model, v: Variant, context: int, tp: int, gpu: st
 
 def _estimate(name: str, quant: str | None, engine: str | None, context: int | None, tp: int | None, gpu: str | None,
               gpu_memory: float | None, kv_cache_dtype: str, device: str, catalog_dir: Path | None,
-              output: Output, where: Where = Where(offline=True)) -> None:
+              output: Output, where: Where = Where(offline=True), nodes: int = 1) -> None:
     if engine is not None and engine not in ENGINES:
         fail(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
     if gpu and gpu_memory:
@@ -323,7 +339,7 @@ def _estimate(name: str, quant: str | None, engine: str | None, context: int | N
         kind = GpuType(f"{gpu_memory:g} GiB GPU", int(gpu_memory * GIB), "9.0", "nvidia")
     chosen = ""
     if quant is None:
-        v, tp, chosen = _chosen_variant(catalog, m, engine, context, tp, kind, device)
+        v, tp, chosen = _chosen_variant(catalog, m, engine, context, tp, kind, device, nodes)
         quant, engine = v.quant, v.engine
     v = catalog.variant(m, quant, engine)
     catalog, header_from = _exact_gguf(catalog, m, v, catalog_dir, where)
@@ -342,7 +358,7 @@ def _estimate(name: str, quant: str | None, engine: str | None, context: int | N
             fail("--gpu-memory must be positive (GiB)")
         memory = int(gpu_memory * GIB)
     e = estimate(m, v, engines=catalog.engines, context=context, tp=tp or 1, gpu_memory_bytes=memory,
-                 kv_cache_dtype=kv_cache_dtype, device=device)
+                 kv_cache_dtype=kv_cache_dtype, device=device, nodes=nodes)
     result = estimate_dict(e)
     if chosen:
         result["chosen"] = chosen
@@ -359,9 +375,14 @@ def _estimate(name: str, quant: str | None, engine: str | None, context: int | N
         result["gpu"] = gpu_name
         result["gpu_memory"] = memory
         result["fits"] = fits(e, memory)
-        if tp is None:
+        if tp is None and nodes == 1:
             result["min_gpus"] = min_gpus(m, v, engines=catalog.engines, context=e.context, gpu_memory_bytes=memory,
                                           kv_cache_dtype=kv_cache_dtype)
+        if tp is None and not result.get("min_gpus"):
+            # Fits no single 8-GPU node (or the asked node count): the fewest nodes, and the TP on each.
+            least = min_nodes(m, v, engines=catalog.engines, context=e.context, gpu_memory_bytes=memory,
+                              kv_cache_dtype=kv_cache_dtype)
+            result["min_nodes"] = {"nodes": least[0], "tp": least[1]} if least else None
         if v.engine == "vllm":
             result["gpu_memory_utilization"] = e.gpu_memory_utilization
     if output == Output.json:
@@ -384,7 +405,12 @@ def _render(e: Estimate, result: dict[str, Any]) -> None:
     if result.get("chosen"):
         console.print(f"[dim]no --quant: {result['chosen']}[/]", highlight=False)
     where = "per GPU" if e.device == "gpu" else "in RAM"
-    console.print(f"[bold]{e.model}[/] {e.quant} on {e.engine}, context {e.context}, TP {e.tp} ({where}, GiB)")
+    if e.nodes > 1:
+        shape = f"TP {e.tp} × PP {e.nodes}" if e.engine == "vllm" else f"TP {e.tp} on each of {e.nodes} nodes"
+        where += " of the largest stage" if e.stage_totals else " on each node"
+    else:
+        shape = f"TP {e.tp}"
+    console.print(f"[bold]{e.model}[/] {e.quant} on {e.engine}, context {e.context}, {shape} ({where}, GiB)")
     t = Table("WEIGHTS", "KV CACHE", "ACTIVATIONS", "RUNTIME", "TOTAL")
     t.add_row(gib(e.weights), gib(e.kv_cache), gib(e.activations), gib(e.runtime), f"[bold]{gib(e.total)}[/]")
     console.print(t)
@@ -410,7 +436,15 @@ def _render(e: Estimate, result: dict[str, Any]) -> None:
         console.print(f"{label}: {verdict}")
         if "min_gpus" in result:
             n = result["min_gpus"]
-            console.print(f"smallest TP that fits: {n}" if n else "no valid TP up to 8 fits")
+            console.print(f"smallest TP that fits: {n}" if n else "no valid TP up to 8 fits on one node")
+        if "min_nodes" in result:
+            least = result["min_nodes"]
+            if least and least["nodes"] > 1:
+                console.print(f"needs {least['nodes']} nodes: TP {least['tp']} on each "
+                              f"(`fleet estimate ... --nodes {least['nodes']}`, `fleet place ... --nodes "
+                              f"{least['nodes']}`)")
+            elif not least:
+                console.print("does not fit even across 16 nodes of 8 GPUs")
         if result["fits"] and result.get("gpu_memory_utilization"):
             console.print(f"launch vLLM with --gpu-memory-utilization {result['gpu_memory_utilization']:.2f}")
     for n in e.notes:

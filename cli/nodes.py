@@ -151,15 +151,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command("capacity")
     def capacity(output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
-                 data_dir: DataDirOpt = None) -> None:
+                 data_dir: DataDirOpt = None,
+                 largest: Annotated[bool, typer.Option(
+                     "--largest/--no-largest", help="also the largest catalog variant that fits now, on one node "
+                                                    "and across nodes")] = True) -> None:
         """Capacity per node and per GPU (total / reserved / free VRAM), RAM, disk, and cluster totals."""
-        pages = list(Client(controller, token, data_dir).pages("Capacity", pb.CapacityRequest()))
+        pages = list(Client(controller, token, data_dir).pages("Capacity", pb.CapacityRequest(largest=largest)))
         r, listed = pages[0], [n for page in pages for n in page.nodes]  # the first page carries the totals
         totals = {"nodes": r.nodes_total, "nodes_ready": r.nodes_ready,
                   "gpu_count": r.gpu_count, "vram_total": r.vram_total, "vram_reserved": r.vram_reserved,
                   "vram_free": r.vram_free, "ram_total": r.ram_total, "disk_free": r.disk_free}
+        fits = [{"scope": f.scope, "model": f.model, "quant": f.quant, "engine": f.engine, "tp": f.tp,
+                 "nodes": list(f.nodes), "weights": f.weights, "device": f.device} for f in r.largest]
         if output == Output.json:
-            print_json({"nodes": [node_dict(n) for n in listed], "totals": totals})
+            print_json({"nodes": [node_dict(n) for n in listed], "totals": totals,
+                        **({"largest": fits} if largest else {})})
             return
         t = Table(title="capacity (GiB)")
         for col in ("NODE", "STATE", "GPU", "UUID", "TOTAL", "RESERVED", "FREE", "RAM", "DISK FREE"):
@@ -178,3 +184,9 @@ def register(app: typer.Typer) -> None:
         console.print(f"cluster: {totals['nodes_ready']}/{totals['nodes']} nodes ready, {r.gpu_count} GPUs, "
                       f"VRAM {gib(r.vram_total)} GiB total, {gib(r.vram_reserved)} reserved, "
                       f"{gib(r.vram_free)} free; RAM {gib(r.ram_total)} GiB; disk free {gib(r.disk_free)} GiB")
+        for f in r.largest:
+            where = f"{f.device.upper()}, TP {f.tp}" if f.device == "gpu" else "RAM"
+            console.print(f"largest that fits now, {f.scope}: [bold]{f.model} {f.quant}[/] on {f.engine} "
+                          f"({gib(f.weights)} GiB of weights; {where} on {' + '.join(f.nodes)})", highlight=False)
+        if largest and not r.largest:
+            console.print("largest that fits now: no catalog variant fits the free capacity")

@@ -82,7 +82,9 @@ def render(result: Any) -> None:
                       row.reason)
         else:
             where = ",".join(str(g) for g in p.gpus) or "cpu"
-            t.add_row(str(row.request), str(row.replica), req.model, p.option.label, p.node, where,
+            if p.parts:  # one replica over several nodes: the GPUs of each part
+                where = " | ".join(",".join(str(g) for g in part.gpus) or "cpu" for part in p.parts)
+            t.add_row(str(row.request), str(row.replica), req.model, p.option.label, "+".join(p.nodes), where,
                       gib(p.per_gpu_bytes), "")
     console.print(t)
     summary = result.as_json()
@@ -104,7 +106,9 @@ def live(requests: Any, output: Output, controller: str | None, token: str | Non
     for col in ("REQ", "REPLICA", "NODE", "GPUS", "PER GPU (GiB)", "REASON"):
         t.add_column(col)
     for p in result["placements"]:
-        t.add_row(str(p["request"]), str(p["replica"]), p["node"], ",".join(map(str, p["gpus"])) or "cpu",
+        parts = p.get("parts") or [{"gpus": p["gpus"]}]
+        where = " | ".join(",".join(map(str, part["gpus"])) or "cpu" for part in parts)
+        t.add_row(str(p["request"]), str(p["replica"]), "+".join(p.get("nodes") or [p["node"]]), where,
                   gib(p["per_gpu_bytes"]), "")
     for r in result["rejected"]:
         t.add_row(str(r["request"]), str(r["replica"]), "[red]rejected[/]", "-", "-", r["reason"])

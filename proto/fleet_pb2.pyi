@@ -31,17 +31,19 @@ class Gpu(_message.Message):
     def __init__(self, uuid: _Optional[str] = ..., index: _Optional[int] = ..., name: _Optional[str] = ..., memory_total: _Optional[int] = ..., memory_used: _Optional[int] = ..., compute_capability: _Optional[str] = ..., driver: _Optional[str] = ..., utilization: _Optional[int] = ..., temperature: _Optional[int] = ..., declared: bool = ...) -> None: ...
 
 class Engine(_message.Message):
-    __slots__ = ("name", "version", "path")
+    __slots__ = ("name", "version", "path", "multinode")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    MULTINODE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     path: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+    multinode: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., path: _Optional[str] = ..., multinode: bool = ...) -> None: ...
 
 class Inventory(_message.Message):
-    __slots__ = ("hostname", "gpus", "cpu_count", "ram_total", "ram_available", "models_dir", "disk_total", "disk_free", "engines", "agent_version", "labels", "gpu_probe")
+    __slots__ = ("hostname", "gpus", "cpu_count", "ram_total", "ram_available", "models_dir", "disk_total", "disk_free", "engines", "agent_version", "labels", "gpu_probe", "advertise_address", "allow_public_rpc")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +63,8 @@ class Inventory(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     GPU_PROBE_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PUBLIC_RPC_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     gpus: _containers.RepeatedCompositeFieldContainer[Gpu]
     cpu_count: int
@@ -73,7 +77,9 @@ class Inventory(_message.Message):
     agent_version: str
     labels: _containers.ScalarMap[str, str]
     gpu_probe: str
-    def __init__(self, hostname: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., cpu_count: _Optional[int] = ..., ram_total: _Optional[int] = ..., ram_available: _Optional[int] = ..., models_dir: _Optional[str] = ..., disk_total: _Optional[int] = ..., disk_free: _Optional[int] = ..., engines: _Optional[_Iterable[_Union[Engine, _Mapping]]] = ..., agent_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., gpu_probe: _Optional[str] = ...) -> None: ...
+    advertise_address: str
+    allow_public_rpc: bool
+    def __init__(self, hostname: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., cpu_count: _Optional[int] = ..., ram_total: _Optional[int] = ..., ram_available: _Optional[int] = ..., models_dir: _Optional[str] = ..., disk_total: _Optional[int] = ..., disk_free: _Optional[int] = ..., engines: _Optional[_Iterable[_Union[Engine, _Mapping]]] = ..., agent_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., gpu_probe: _Optional[str] = ..., advertise_address: _Optional[str] = ..., allow_public_rpc: bool = ...) -> None: ...
 
 class GpuUsage(_message.Message):
     __slots__ = ("uuid", "memory_used", "utilization", "temperature")
@@ -88,7 +94,7 @@ class GpuUsage(_message.Message):
     def __init__(self, uuid: _Optional[str] = ..., memory_used: _Optional[int] = ..., utilization: _Optional[int] = ..., temperature: _Optional[int] = ...) -> None: ...
 
 class ReplicaSpec(_message.Message):
-    __slots__ = ("id", "deployment", "model", "quant", "engine", "gpu_uuids", "context", "tp", "reserved_bytes", "gpu_memory_utilization", "source", "api_key", "tensor_split", "kv_cache_bytes", "ram_bytes", "file", "device", "rope_scaling", "rope_factor", "rope_original_context", "rope_theta")
+    __slots__ = ("id", "deployment", "model", "quant", "engine", "gpu_uuids", "context", "tp", "reserved_bytes", "gpu_memory_utilization", "source", "api_key", "tensor_split", "kv_cache_bytes", "ram_bytes", "file", "device", "rope_scaling", "rope_factor", "rope_original_context", "rope_theta", "part")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +116,7 @@ class ReplicaSpec(_message.Message):
     ROPE_FACTOR_FIELD_NUMBER: _ClassVar[int]
     ROPE_ORIGINAL_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     ROPE_THETA_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
     id: str
     deployment: str
     model: str
@@ -131,7 +138,32 @@ class ReplicaSpec(_message.Message):
     rope_factor: float
     rope_original_context: int
     rope_theta: float
-    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., reserved_bytes: _Optional[_Iterable[int]] = ..., gpu_memory_utilization: _Optional[float] = ..., source: _Optional[str] = ..., api_key: _Optional[str] = ..., tensor_split: _Optional[_Iterable[float]] = ..., kv_cache_bytes: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., file: _Optional[str] = ..., device: _Optional[str] = ..., rope_scaling: _Optional[str] = ..., rope_factor: _Optional[float] = ..., rope_original_context: _Optional[int] = ..., rope_theta: _Optional[float] = ...) -> None: ...
+    part: PartSpec
+    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., reserved_bytes: _Optional[_Iterable[int]] = ..., gpu_memory_utilization: _Optional[float] = ..., source: _Optional[str] = ..., api_key: _Optional[str] = ..., tensor_split: _Optional[_Iterable[float]] = ..., kv_cache_bytes: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., file: _Optional[str] = ..., device: _Optional[str] = ..., rope_scaling: _Optional[str] = ..., rope_factor: _Optional[float] = ..., rope_original_context: _Optional[int] = ..., rope_theta: _Optional[float] = ..., part: _Optional[_Union[PartSpec, _Mapping]] = ...) -> None: ...
+
+class PartSpec(_message.Message):
+    __slots__ = ("replica_id", "rank", "role", "nnodes", "peers", "master_address", "hold", "epoch", "gpu_layers", "waiting_for")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NNODES_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    MASTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    GPU_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    rank: int
+    role: str
+    nnodes: int
+    peers: _containers.RepeatedScalarFieldContainer[str]
+    master_address: str
+    hold: bool
+    epoch: int
+    gpu_layers: int
+    waiting_for: str
+    def __init__(self, replica_id: _Optional[str] = ..., rank: _Optional[int] = ..., role: _Optional[str] = ..., nnodes: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., master_address: _Optional[str] = ..., hold: bool = ..., epoch: _Optional[int] = ..., gpu_layers: _Optional[int] = ..., waiting_for: _Optional[str] = ...) -> None: ...
 
 class GpuMemoryUse(_message.Message):
     __slots__ = ("uuid", "bytes")
@@ -164,7 +196,7 @@ class ReplicaMemory(_message.Message):
     def __init__(self, gpus: _Optional[_Iterable[_Union[GpuMemoryUse, _Mapping]]] = ..., ram: _Optional[int] = ..., weights: _Optional[int] = ..., kv_cache: _Optional[int] = ..., activations: _Optional[int] = ..., runtime: _Optional[int] = ..., total: _Optional[int] = ..., engine_version: _Optional[str] = ..., measured_at: _Optional[float] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("id", "state", "endpoint", "pid", "message", "restarts", "memory")
+    __slots__ = ("id", "state", "endpoint", "pid", "message", "restarts", "memory", "address", "epoch")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +204,8 @@ class ReplicaStatus(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: str
     endpoint: str
@@ -179,7 +213,9 @@ class ReplicaStatus(_message.Message):
     message: str
     restarts: int
     memory: ReplicaMemory
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., endpoint: _Optional[str] = ..., pid: _Optional[int] = ..., message: _Optional[str] = ..., restarts: _Optional[int] = ..., memory: _Optional[_Union[ReplicaMemory, _Mapping]] = ...) -> None: ...
+    address: str
+    epoch: int
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., endpoint: _Optional[str] = ..., pid: _Optional[int] = ..., message: _Optional[str] = ..., restarts: _Optional[int] = ..., memory: _Optional[_Union[ReplicaMemory, _Mapping]] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("join_token", "name", "inventory")
@@ -356,15 +392,37 @@ class DescribeNodeResponse(_message.Message):
     def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ...) -> None: ...
 
 class CapacityRequest(_message.Message):
-    __slots__ = ("page_size", "page_token")
+    __slots__ = ("page_size", "page_token", "largest")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LARGEST_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    largest: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., largest: bool = ...) -> None: ...
+
+class LargestFit(_message.Message):
+    __slots__ = ("scope", "model", "quant", "engine", "tp", "nodes", "weights", "device")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUANT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    TP_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    scope: str
+    model: str
+    quant: str
+    engine: str
+    tp: int
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    weights: int
+    device: str
+    def __init__(self, scope: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., tp: _Optional[int] = ..., nodes: _Optional[_Iterable[str]] = ..., weights: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
 
 class CapacityResponse(_message.Message):
-    __slots__ = ("nodes", "gpu_count", "vram_total", "vram_reserved", "vram_free", "ram_total", "disk_free", "next_page_token", "nodes_total", "nodes_ready")
+    __slots__ = ("nodes", "gpu_count", "vram_total", "vram_reserved", "vram_free", "ram_total", "disk_free", "next_page_token", "nodes_total", "nodes_ready", "largest")
     NODES_FIELD_NUMBER: _ClassVar[int]
     GPU_COUNT_FIELD_NUMBER: _ClassVar[int]
     VRAM_TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -375,6 +433,7 @@ class CapacityResponse(_message.Message):
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     NODES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     NODES_READY_FIELD_NUMBER: _ClassVar[int]
+    LARGEST_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[Node]
     gpu_count: int
     vram_total: int
@@ -385,7 +444,8 @@ class CapacityResponse(_message.Message):
     next_page_token: str
     nodes_total: int
     nodes_ready: int
-    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., gpu_count: _Optional[int] = ..., vram_total: _Optional[int] = ..., vram_reserved: _Optional[int] = ..., vram_free: _Optional[int] = ..., ram_total: _Optional[int] = ..., disk_free: _Optional[int] = ..., next_page_token: _Optional[str] = ..., nodes_total: _Optional[int] = ..., nodes_ready: _Optional[int] = ...) -> None: ...
+    largest: _containers.RepeatedCompositeFieldContainer[LargestFit]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., gpu_count: _Optional[int] = ..., vram_total: _Optional[int] = ..., vram_reserved: _Optional[int] = ..., vram_free: _Optional[int] = ..., ram_total: _Optional[int] = ..., disk_free: _Optional[int] = ..., next_page_token: _Optional[str] = ..., nodes_total: _Optional[int] = ..., nodes_ready: _Optional[int] = ..., largest: _Optional[_Iterable[_Union[LargestFit, _Mapping]]] = ...) -> None: ...
 
 class Reservation(_message.Message):
     __slots__ = ("gpu_uuid", "gpu_index", "bytes")
@@ -398,7 +458,7 @@ class Reservation(_message.Message):
     def __init__(self, gpu_uuid: _Optional[str] = ..., gpu_index: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class Replica(_message.Message):
-    __slots__ = ("id", "deployment", "ordinal", "node", "gpus", "state", "endpoint", "api_key", "gpu_memory_utilization", "tp", "message", "restarts", "ram_bytes", "generation", "observed", "over_reservation")
+    __slots__ = ("id", "deployment", "ordinal", "node", "gpus", "state", "endpoint", "api_key", "gpu_memory_utilization", "tp", "message", "restarts", "ram_bytes", "generation", "observed", "over_reservation", "parts")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     ORDINAL_FIELD_NUMBER: _ClassVar[int]
@@ -415,6 +475,7 @@ class Replica(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
     OVER_RESERVATION_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     deployment: str
     ordinal: int
@@ -431,7 +492,32 @@ class Replica(_message.Message):
     generation: int
     observed: ReplicaMemory
     over_reservation: bool
-    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., ordinal: _Optional[int] = ..., node: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., state: _Optional[str] = ..., endpoint: _Optional[str] = ..., api_key: _Optional[str] = ..., gpu_memory_utilization: _Optional[float] = ..., tp: _Optional[int] = ..., message: _Optional[str] = ..., restarts: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., generation: _Optional[int] = ..., observed: _Optional[_Union[ReplicaMemory, _Mapping]] = ..., over_reservation: bool = ...) -> None: ...
+    parts: _containers.RepeatedCompositeFieldContainer[ReplicaPart]
+    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., ordinal: _Optional[int] = ..., node: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., state: _Optional[str] = ..., endpoint: _Optional[str] = ..., api_key: _Optional[str] = ..., gpu_memory_utilization: _Optional[float] = ..., tp: _Optional[int] = ..., message: _Optional[str] = ..., restarts: _Optional[int] = ..., ram_bytes: _Optional[int] = ..., generation: _Optional[int] = ..., observed: _Optional[_Union[ReplicaMemory, _Mapping]] = ..., over_reservation: bool = ..., parts: _Optional[_Iterable[_Union[ReplicaPart, _Mapping]]] = ...) -> None: ...
+
+class ReplicaPart(_message.Message):
+    __slots__ = ("rank", "node", "role", "gpus", "ram_bytes", "state", "address", "message", "restarts", "id")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    RAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    node: str
+    role: str
+    gpus: _containers.RepeatedCompositeFieldContainer[Reservation]
+    ram_bytes: int
+    state: str
+    address: str
+    message: str
+    restarts: int
+    id: str
+    def __init__(self, rank: _Optional[int] = ..., node: _Optional[str] = ..., role: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., ram_bytes: _Optional[int] = ..., state: _Optional[str] = ..., address: _Optional[str] = ..., message: _Optional[str] = ..., restarts: _Optional[int] = ..., id: _Optional[str] = ...) -> None: ...
 
 class Estimate(_message.Message):
     __slots__ = ("weights", "kv_cache", "activations", "runtime", "total")
@@ -490,7 +576,7 @@ class Deployment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., context: _Optional[int] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., state: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., tp: _Optional[int] = ..., source: _Optional[str] = ..., why: _Optional[str] = ..., observed: _Optional[_Union[ReplicaMemory, _Mapping]] = ..., observed_replicas: _Optional[int] = ..., reserved: _Optional[int] = ..., launch_notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlaceRequest(_message.Message):
-    __slots__ = ("model", "quant", "engine", "replicas", "context", "tp", "node", "gpu_type", "labels", "device", "strategy", "name", "dry_run", "max_moves", "explain", "trust_observed")
+    __slots__ = ("model", "quant", "engine", "replicas", "context", "tp", "node", "gpu_type", "labels", "device", "strategy", "name", "dry_run", "max_moves", "explain", "trust_observed", "nodes")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -514,6 +600,7 @@ class PlaceRequest(_message.Message):
     MAX_MOVES_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     TRUST_OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
     model: str
     quant: str
     engine: str
@@ -530,7 +617,8 @@ class PlaceRequest(_message.Message):
     max_moves: int
     explain: bool
     trust_observed: bool
-    def __init__(self, model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., replicas: _Optional[int] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., node: _Optional[str] = ..., gpu_type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., name: _Optional[str] = ..., dry_run: bool = ..., max_moves: _Optional[int] = ..., explain: bool = ..., trust_observed: bool = ...) -> None: ...
+    nodes: int
+    def __init__(self, model: _Optional[str] = ..., quant: _Optional[str] = ..., engine: _Optional[str] = ..., replicas: _Optional[int] = ..., context: _Optional[int] = ..., tp: _Optional[int] = ..., node: _Optional[str] = ..., gpu_type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., device: _Optional[str] = ..., strategy: _Optional[str] = ..., name: _Optional[str] = ..., dry_run: bool = ..., max_moves: _Optional[int] = ..., explain: bool = ..., trust_observed: bool = ..., nodes: _Optional[int] = ...) -> None: ...
 
 class NodeVerdict(_message.Message):
     __slots__ = ("node", "feasible", "reason", "score", "gpus")
@@ -617,16 +705,18 @@ class CordonResponse(_message.Message):
     def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
-    __slots__ = ("deployment", "replica", "lines", "follow")
+    __slots__ = ("deployment", "replica", "lines", "follow", "node")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     replica: int
     lines: int
     follow: bool
-    def __init__(self, deployment: _Optional[str] = ..., replica: _Optional[int] = ..., lines: _Optional[int] = ..., follow: bool = ...) -> None: ...
+    node: str
+    def __init__(self, deployment: _Optional[str] = ..., replica: _Optional[int] = ..., lines: _Optional[int] = ..., follow: bool = ..., node: _Optional[str] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("replica_id", "node", "data")

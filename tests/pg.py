@@ -19,7 +19,18 @@ from pathlib import Path
 USER = "fleet"
 
 
+def _server_path() -> None:
+    """Debian keeps the server binaries in /usr/lib/postgresql/<version>/bin, off PATH: use the newest."""
+    if shutil.which("initdb"):
+        return
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+                   if p.parent.parent.name.isdigit() else 0)
+    if found:
+        os.environ["PATH"] = f"{found[-1].parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def binaries_present() -> bool:
+    _server_path()
     return all(shutil.which(b) for b in ("initdb", "pg_ctl", "postgres"))
 
 

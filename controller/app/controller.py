@@ -25,7 +25,7 @@ from fleet.controller.core.snapshot import Snapshot
 from fleet.controller.store.files import CatalogFiles, default_catalog_dir
 from fleet.controller.store.lease import Lease
 from fleet.controller.store.repository import Store
-from fleet.controller.store.schema import DeploymentRow, NodeRow, ReplicaRow, ReservationRow
+from fleet.controller.store.schema import DeploymentRow, NodeRow, PartRow, ReplicaRow, ReservationRow
 from fleet.controller.store.snapshot import SnapshotCache
 
 log = logging.getLogger("fleet.controller")
@@ -98,12 +98,19 @@ class RepairState:
 
 @dataclass(frozen=True)
 class DesiredRows:
-    """Everything a node is told to run, as rows (fleet.controller.rpc.convert builds the message)."""
+    """Everything a node is told to run, as rows (fleet.controller.rpc.convert builds the message).
+
+    `replicas` are those with a part on the node: its main here, or (multi-node) another part, with every
+    part of those in `parts` and the node of each reserved GPU in `gpu_nodes`.
+    """
 
     generation: int
     replicas: list[ReplicaRow]
     deployments: dict[str, DeploymentRow]
     reservations: list[ReservationRow]
+    node: str = ""
+    parts: list[PartRow] = field(default_factory=list)
+    gpu_nodes: dict[str, str] = field(default_factory=dict)
 
 
 class Controller:
@@ -223,10 +230,14 @@ class Controller:
 
     def desired_rows(self, node: str) -> DesiredRows:
         row = self.store.get_node(node)
-        replicas = self.store.replicas(node=node)
+        replicas = self.store.replicas_on(node)
         deployments = {r.deployment: d for r in replicas if (d := self.store.get_deployment(r.deployment))}
         reservations = self.store.reservations(r.id for r in replicas)
-        return DesiredRows(row.generation if row else 0, replicas, deployments, reservations)
+        gangs = [r.id for r in replicas if r.nodes > 1]
+        parts = [x for rid in gangs for x in self.store.parts(replica=rid)]
+        gpu_nodes = {g.uuid: g.node for n in {r.node for r in replicas} | {x.node for x in parts}
+                     for g in self.store.gpus(n)} if gangs else {}
+        return DesiredRows(row.generation if row else 0, replicas, deployments, reservations, node, parts, gpu_nodes)
 
     # ---- sessions
     def open_session(self, node: str) -> Outbox:

@@ -59,10 +59,11 @@ def plan(ctl: Controller, nodes: list[str], only: set[str] | None = None) -> Dra
     catalog = ctl.catalog()
     deps = {d.name: d for d in ctl.store.deployments()}
     movables = []
-    for r in ctl.store.replicas():
+    touching = {r.id: r for name in nodes for r in ctl.store.replicas_on(name)}  # a gang moves as a whole
+    for r in touching.values():
         if only is not None and r.id not in only:
             continue
-        if r.node in nodes and r.desired == "run" and r.deployment in deps and deps[r.deployment].state == "active":
+        if r.desired == "run" and r.deployment in deps and deps[r.deployment].state == "active":
             dep = deps[r.deployment]
             movables.append(Movable(r.id, r.deployment, deployment_request(
                 dep, catalog, snap, seen=observed.lookup(ctl, dep.model, dep.context))))
@@ -72,7 +73,7 @@ def plan(ctl: Controller, nodes: list[str], only: set[str] | None = None) -> Dra
 def blocked_now(ctl: Controller, node: str) -> list[tuple[str, str, str]]:
     """A drain in progress: its replicas with no replacement under way that cannot move now, and why."""
     started = {r.replaces for r in ctl.store.replicas() if r.replaces and r.desired == "run"}
-    waiting = {r.id for r in ctl.store.replicas(node=node) if r.desired == "run" and r.id not in started}
+    waiting = {r.id for r in ctl.store.replicas_on(node) if r.desired == "run" and r.id not in started}
     if not waiting:
         return []
     return [(b.replica, b.deployment, b.reason) for b in plan(ctl, [node], only=waiting).blocked]
@@ -91,16 +92,15 @@ def blocked_advice(drain: DrainRow, now: float) -> str:
 def status(ctl: Controller, nodes: list[str], drain_plan: DrainPlan | None = None,
            planned: bool = False) -> list[DrainView]:
     names = _check_nodes(ctl, nodes)
-    replicas = ctl.store.replicas()
-    node_of = {r.id: r.node for r in replicas}
     rows = {n.name: n for n in ctl.store.nodes()}
     out = []
     for name in names:
         drain = ctl.store.get_drain(name)
+        here = {r.id for r in ctl.store.replicas_on(name)}
         view = DrainView(
             node=name, state="planned" if planned else (drain.state if drain else "none"),
             message="" if planned or drain is None else drain.message,
-            remaining=sum(1 for r in replicas if r.node == name),
+            remaining=len(here),
             node_state=ctl.node_state(rows[name]) if name in rows else "",
             deadline=drain.deadline if drain and not planned else 0.0,
             started_at=drain.started_at if drain and not planned else 0.0,
@@ -108,10 +108,10 @@ def status(ctl: Controller, nodes: list[str], drain_plan: DrainPlan | None = Non
         if drain_plan is None and drain is not None and drain.state == "active":
             view.blocked.extend(blocked_now(ctl, name))  # the same list the text shows, for -o json too
         if drain_plan is not None:
-            view.moves.extend((m.replica, m.deployment, m.placement.node, m.placement.gpus)
-                              for m in drain_plan.moves if node_of.get(m.replica) == name)
+            view.moves.extend((m.replica, m.deployment, "+".join(m.placement.nodes), m.placement.gpus)
+                              for m in drain_plan.moves if m.replica in here)
             view.blocked.extend((b.replica, b.deployment, b.reason)
-                                for b in drain_plan.blocked if node_of.get(b.replica) == name)
+                                for b in drain_plan.blocked if b.replica in here)
         out.append(view)
     return out
 
@@ -155,7 +155,7 @@ def drive(ctl: Controller, drain: DrainRow, now: float) -> None:
     """One step of a drain: stop replaced replicas, start replacements, or say what blocks it."""
     store = ctl.store
     min_healthy = ctl.settings.drain_min_healthy
-    running = [r for r in store.replicas(node=drain.node) if r.desired == "run"]
+    running = [r for r in store.replicas_on(drain.node) if r.desired == "run"]
     replacement = {r.replaces: r for r in store.replicas() if r.replaces and r.desired == "run"}
     deps = {d.name: d for d in store.deployments()}
     in_flight: dict[str, int] = {}
@@ -193,7 +193,7 @@ def drive(ctl: Controller, drain: DrainRow, now: float) -> None:
             notes.append(f"{old.deployment}: stopped without a replacement ({why})")
         else:
             notes.append(f"{old.deployment}: blocked: {why} ({blocked_advice(drain, now)})")
-    left = store.replicas(node=drain.node)
+    left = store.replicas_on(drain.node)
     if not left:
         store.set_admin_state(drain.node, "drained", now)
         drain.state, drain.message = "done", "drained"

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fleet.controller.app import observed
+from fleet.controller.app import gang, observed
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 from fleet.controller.core.observed import Memory
@@ -35,6 +35,8 @@ class ReplicaStatus:
     message: str = ""
     restarts: int = 0
     memory: Memory | None = None  # what the engine really uses, as its agent measured it
+    address: str = ""  # multi-node parts: where it listens (rpc-server, vLLM rendezvous)
+    epoch: int = 0  # multi-node parts: the gang epoch it runs
 
 
 def admit(ctl: Controller, secret: str) -> str | None:
@@ -131,16 +133,38 @@ def heartbeat(ctl: Controller, node: str, usage: Iterable[GpuUsage]) -> None:
 
 
 def report(ctl: Controller, node: str, statuses: list[ReplicaStatus], applied_generation: int) -> None:
-    """An agent's replica states; replicas it was told to stop and no longer runs are forgotten."""
-    observed.record(ctl, node, [observed.Measured(s.id, s.memory) for s in statuses if s.memory is not None])
-    done = set(ctl.store.update_replicas(node, [(s.id, s.state, s.endpoint, s.message, s.restarts)
-                                                for s in statuses]))
+    """An agent's replica states; replicas it was told to stop and no longer runs are forgotten.
+
+    Parts of multi-node replicas report under their own ids; a gang is forgotten once every part stopped.
+    """
+    parts_here = {p.id: p for p in ctl.store.parts(node=node)}
+    mains = [s for s in statuses if s.id not in parts_here]
+    theirs = [s for s in statuses if s.id in parts_here]
+    touched = {parts_here[s.id].replica for s in theirs} | {s.id for s in mains}
+    before = gang.load(ctl, touched)
+    observed.record(ctl, node, [observed.Measured(s.id, s.memory) for s in mains if s.memory is not None])
+    done = set(ctl.store.update_replicas(node, [(s.id, s.state, s.endpoint, s.message, s.restarts) for s in mains],
+                                         {s.id: (s.address, s.epoch) for s in mains if s.id in before}))
+    ctl.store.update_parts(node, [(s.id, s.state, s.address, s.message, s.restarts, s.epoch) for s in theirs])
     row = ctl.store.get_node(node)
+    stopped_parts: set[str] = {parts_here[s.id].replica for s in theirs if s.state == "stopped"}
     if row is not None and applied_generation >= row.generation:
         # The agent has applied the newest set: whatever it was told to stop and no longer runs is gone.
         running = {s.id for s in statuses if s.state != "stopped"}
         done |= {r.id for r in ctl.store.replicas(node=node) if r.desired == "stop" and r.id not in running}
-    ctl.store.forget_replicas(sorted(done))
+        wanted = {r.id for r in ctl.store.replicas_on(node) if r.desired == "run"}
+        gone = [p for p in parts_here.values() if p.replica not in wanted and p.id not in running]
+        ctl.store.stop_parts(node, [p.id for p in gone])
+        stopped_parts |= {p.replica for p in gone}
+    gang.after_report(ctl, before)
+    # A multi-node replica goes once every part has stopped (gang.forget_stopped); until then its main's stop
+    # frees only what it held on this node.
+    gangs = {r.id for r in ctl.store.replicas(node=node) if r.id in done and r.nodes > 1}
+    for rid in sorted(gangs):
+        ctl.store.set_replica_state([rid], "stopped")
+        ctl.store.release(rid, node)
+    ctl.store.forget_replicas(sorted(done - gangs))
+    gang.forget_stopped(ctl, gangs | set(before) | stopped_parts)
 
 
 def cordon(ctl: Controller, name: str, cordoned: bool, reason: str, who: str) -> NodeRow:
@@ -157,7 +181,7 @@ def remove(ctl: Controller, name: str, force: bool) -> tuple[Removed, bool]:
         names = [n.name for n in ctl.store.nodes()]
         listed = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "") if names else "none"
         raise NotFound(f"no node named {name!r}; nodes: {listed}")
-    replicas = ctl.store.replicas(node=name)
+    replicas = ctl.store.replicas_on(name)  # a part of a multi-node replica counts too
     if replicas and not force:
         deps = ", ".join(sorted({r.deployment for r in replicas}))
         raise FailedPrecondition(f"node {name} still has {len(replicas)} replica(s) of {deps}: drain it first, "

@@ -58,14 +58,15 @@ def record(ctl: Controller, node: str, measured: Iterable[Measured]) -> None:
         dep = deps.setdefault(r.deployment, ctl.store.get_deployment(r.deployment))
         if dep is None:
             continue
-        reserved = {x.gpu_uuid: x.bytes for x in reservations if x.replica == r.id}
+        # this node's GPUs only: a multi-node replica reserves on its other parts' nodes too
+        reserved = {x.gpu_uuid: x.bytes for x in reservations if x.replica == r.id and x.gpu_uuid in names}
         first_gpu = min(reserved, key=lambda u: next(x.gpu_index for x in reservations if x.gpu_uuid == u),
                         default=None)
         over = over_reservation(m.memory, reserved, r.ram_bytes)
         row = ObservationRow(
             replica=r.id, deployment=dep.name, node=node, model=dep.model, quant=dep.quant, engine=dep.engine,
             engine_version=m.memory.engine_version, gpu_type=names.get(first_gpu, "") if first_gpu else "cpu",
-            tp=r.tp if reserved else 1, pp=1, context=dep.context, weights=m.memory.weights,
+            tp=r.tp if reserved else 1, pp=max(1, r.nodes), context=dep.context, weights=m.memory.weights,
             kv_cache=m.memory.kv_cache, activations=m.memory.activations, runtime=m.memory.runtime,
             total=m.memory.total, ram=m.memory.ram, gpus=json.dumps(dict(m.memory.gpus), sort_keys=True),
             reserved=max(reserved.values(), default=r.ram_bytes), over=bool(over), measured_at=m.memory.measured_at)

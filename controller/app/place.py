@@ -12,24 +12,27 @@ import logging
 import math
 import re
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 
 from prometheus_client import Histogram
 
+from fleet.common.gpus import GpuType
 from fleet.controller.app import observed
 from fleet.controller.app.controller import Controller
 from fleet.controller.core.catalog import Catalog, Model
 from fleet.controller.core.drain_plan import Movable, plan_drain
-from fleet.controller.core.errors import AlreadyExists
+from fleet.controller.core.errors import AlreadyExists, FleetError
 from fleet.controller.core.estimate import Estimate, default_context, rope_launch
 from fleet.controller.core.gpus import fleet_gpu_types
+from fleet.controller.core.largest import Fit, largest_fits
 from fleet.controller.core.options import ObservedLookup, options_for
+from fleet.controller.core.parts import offloaded_layers, role
 from fleet.controller.core.placement import Option, Placement, PlacementRequest, Plan, place
 from fleet.controller.core.snapshot import NodeState, Snapshot
 from fleet.controller.core.whatif import Request, WhatIf
 from fleet.controller.core.whatif import what_if as what_if_core
-from fleet.controller.store.schema import DeploymentRow, ReplicaRow, ReservationRow
+from fleet.controller.store.schema import DeploymentRow, PartRow, ReplicaRow, ReservationRow
 
 log = logging.getLogger("fleet.controller")
 
@@ -61,9 +64,10 @@ class PlaceArgs:
     dry_run: bool = False
     explain: bool = False
     trust_observed: bool = False  # reserve observed + margin even below the estimate
+    nodes: int = 0  # nodes each replica spans: 0 = one, or the fewest that fit when none does
 
 
-Rows = tuple[DeploymentRow, list[ReplicaRow], list[ReservationRow]]
+Rows = tuple[DeploymentRow, list[ReplicaRow], list[ReservationRow], list[PartRow]]
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,8 @@ def place_deployment(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutco
         outcome = decide(ctl, args, now)
         if outcome.rows is None or args.dry_run:
             return outcome
-        dep, replicas, reservations = outcome.rows
-        ctl.store.commit_placement(dep, replicas, reservations, now)
+        dep, replicas, reservations, parts = outcome.rows
+        ctl.store.commit_placement(dep, replicas, reservations, now, parts)
     log.info("placed %s: %s", dep.name, outcome.summary)
     return outcome
 
@@ -111,7 +115,8 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
     context = args.context or default_context(model)
     options = options_for(model.name, args.quant or None, args.engine or None, context, types,
                           args.tp or None, device=args.device, catalog=catalog,
-                          observed=observed.lookup(ctl, model.name, context), trust_observed=args.trust_observed)
+                          observed=observed.lookup(ctl, model.name, context), trust_observed=args.trust_observed,
+                          nodes=args.nodes or None)
     name = args.name or default_name(model, args.quant or "auto")
     request = PlacementRequest(deployment=name, replicas=args.replicas, options=options, node=args.node or None,
                                gpu_type=args.gpu_type or None, labels=args.labels, device=args.device,  # type: ignore[arg-type]
@@ -122,9 +127,10 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
         if plan.placements:  # some fit: say how many and where, so the operator can ask for that many
             n = len(plan.placements)
             return PlaceOutcome(False, f"{model.name}: only {n} of {args.replicas} replicas fit (on "
-                                f"{', '.join(p.node for p in plan.placements)}); replica {n + 1}: {why}. Nothing "
-                                f"was placed: ask for --replicas {n}, or free capacity", plan=plan)
-        return PlaceOutcome(False, f"{model.name}: nothing fits {args.replicas} replica(s): {why}", plan=plan)
+                                f"{', '.join('+'.join(p.nodes) for p in plan.placements)}); replica {n + 1}: {why}. "
+                                f"Nothing was placed: ask for --replicas {n}, or free capacity", plan=plan)
+        return PlaceOutcome(False, f"{model.name}: nothing fits {args.replicas} replica(s): {why}"
+                            + _across_hint(args, request, snap, catalog, types), plan=plan)
     option = plan.option
     if not args.name:
         name = default_name(model, option.quant)
@@ -141,21 +147,47 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
         estimate=json.dumps({k: int(getattr(est, k)) for k in ESTIMATE_TERMS}), launch=json.dumps(launch),
         request=json.dumps({"model": args.model, "quant": args.quant, "engine": args.engine, "context": args.context,
                             "tp": args.tp, "node": args.node, "gpu_type": args.gpu_type, "labels": dict(args.labels),
-                            "device": args.device, "strategy": args.strategy, "trust_observed": args.trust_observed}),
+                            "device": args.device, "strategy": args.strategy, "trust_observed": args.trust_observed,
+                            "nodes": args.nodes}),
     )
     rows: list[ReplicaRow] = []
     reservations: list[ReservationRow] = []
+    parts: list[PartRow] = []
     for p in plan.placements:
-        row, res = replica_rows(name, p, option, snap.by_name[p.node], int(est.kv_cache), now)
+        row, res, more = replica_rows(name, p, option, snap, int(est.kv_cache), now, layers=model.arch.layers)
         rows.append(row)
         reservations += res
-    notes = ((f"chosen: {plan.why}",) if plan.why and not args.quant else ()) + tuple(launch.get("notes", ()))
-    declared = sorted({p.node for p in plan.placements if snap.by_name[p.node].declared})
+        parts += more
+    spans = len(plan.placements[0].nodes) > 1
+    notes = ((f"chosen: {plan.why}",) if plan.why and (not args.quant or spans) else ()) + tuple(
+        launch.get("notes", ()))
+    declared = sorted({n for p in plan.placements for n in p.nodes if snap.by_name[n].declared})
     if declared:
         notes += (f"on declared node(s) {', '.join(declared)}: accounted for planning, never launched "
                   "(no real node fits)",)
-    summary = f"{name}: {args.replicas} replica(s) on {', '.join(p.node for p in plan.placements)}"
-    return PlaceOutcome(True, summary, notes, plan, (dep, rows, reservations))
+    where = ", ".join("+".join(p.nodes) for p in plan.placements)
+    summary = f"{name}: {args.replicas} replica(s) on {where}"
+    return PlaceOutcome(True, summary, notes, plan, (dep, rows, reservations, parts))
+
+
+def _across_hint(args: PlaceArgs, request: PlacementRequest, snap: Snapshot, catalog: Catalog,
+                 types: tuple[GpuType, ...]) -> str:
+    """With --nodes 1 (or a count too small): would the replicas fit over more nodes? Say how many."""
+    if not args.nodes:
+        return ""  # without --nodes placement already tried every node count
+    try:
+        options = options_for(args.model, args.quant or None, args.engine or None, args.context or None, types,
+                              args.tp or None, device=args.device, catalog=catalog, nodes=None)
+    except FleetError:
+        return ""
+    more = tuple(o for o in options if o.nodes > args.nodes)
+    if not more:
+        return ""
+    plan = place(snap, replace(request, options=more, explain=False), catalog.workload)
+    if not plan.complete:
+        return ""
+    k = max(len(p.nodes) for p in plan.placements)
+    return f"; it fits across {k} nodes: pass --nodes {k}, or leave --nodes out"
 
 
 def _check_free(ctl: Controller, name: str) -> None:
@@ -174,11 +206,14 @@ def chosen_estimate(option: Option, node: NodeState, placement: Placement) -> Es
     return est
 
 
-def replica_rows(deployment: str, p: Placement, option: Option, node: NodeState, kv_cache_bytes: int, now: float,
-                 ordinal: int | None = None, replaces: str = "") -> tuple[ReplicaRow, list[ReservationRow]]:
-    """The rows one placed replica becomes: a fresh id and engine API key, its GPU reservations."""
+def replica_rows(deployment: str, p: Placement, option: Option, snap: Snapshot, kv_cache_bytes: int, now: float,
+                 ordinal: int | None = None, replaces: str = "", layers: int = 0
+                 ) -> tuple[ReplicaRow, list[ReservationRow], list[PartRow]]:
+    """The rows one placed replica becomes: a fresh id and engine API key, its GPU reservations on every node,
+    and (multi-node) a part row per node other than the main's."""
     ordinal = p.replica if ordinal is None else ordinal
     rid = f"{deployment}-{ordinal}-{secrets.token_hex(3)}"
+    node = snap.by_name[p.node]
     gpus = {g.uuid: g for g in node.gpus}
     chosen = [gpus[u] for u in p.gpu_uuids]
     util = 0.0
@@ -190,12 +225,23 @@ def replica_rows(deployment: str, p: Placement, option: Option, node: NodeState,
     if option.engine == "vllm" and not chosen:
         # vLLM on CPU must be given its KV pool; it rounds to whole blocks, so never hand it less than 64 MiB
         kv_cache_bytes = max(kv_cache_bytes, 64 * 2**20)
+    parts: list[PartRow] = []
+    res = [ReservationRow(replica=rid, gpu_uuid=g.uuid, gpu_index=g.index, bytes=p.per_gpu_bytes) for g in chosen]
+    for rank, part in enumerate(p.parts[1:], start=1):
+        parts.append(PartRow(id=f"{rid}-part{rank}", replica=rid, rank=rank, node=part.node,
+                             role=role(option.engine, rank), ram_bytes=part.ram_bytes))
+        there = {g.uuid: g for g in snap.by_name[part.node].gpus}
+        res += [ReservationRow(replica=rid, gpu_uuid=u, gpu_index=there[u].index, bytes=p.per_gpu_bytes)
+                for u in part.gpu_uuids]
+    gpu_layers = 0
+    if parts and option.engine == "llama.cpp" and not chosen and layers:
+        # The main llama-server keeps its share of the layers in its own RAM; the rpc-servers take the rest.
+        gpu_layers = offloaded_layers(layers, option.ram_bytes, [x.ram_bytes for x in parts])
     row = ReplicaRow(id=rid, deployment=deployment, ordinal=ordinal, node=p.node, tp=max(1, option.tp),
                      api_key=secrets.token_urlsafe(24), gpu_memory_utilization=util,
                      ram_bytes=option.ram_bytes if not chosen else 0, kv_cache_bytes=kv_cache_bytes,
-                     created_at=now, replaces=replaces)
-    res = [ReservationRow(replica=rid, gpu_uuid=g.uuid, gpu_index=g.index, bytes=p.per_gpu_bytes) for g in chosen]
-    return row, res
+                     created_at=now, replaces=replaces, nodes=1 + len(parts), gpu_layers=gpu_layers)
+    return row, res, parts
 
 
 def deployment_request(dep: DeploymentRow, catalog: Catalog, snap: Snapshot, replicas: int = 1,
@@ -209,7 +255,7 @@ def deployment_request(dep: DeploymentRow, catalog: Catalog, snap: Snapshot, rep
     types = fleet_gpu_types(snap) if dep.device == "gpu" else ()
     options = options_for(dep.model, dep.quant, dep.engine, dep.context, types, dep.tp if dep.device == "gpu" else None,
                           device=dep.device, catalog=catalog, observed=seen,
-                          trust_observed=bool(asked.get("trust_observed")))
+                          trust_observed=bool(asked.get("trust_observed")), nodes=int(asked.get("nodes") or 0) or None)
     return PlacementRequest(deployment=dep.name, replicas=replicas, options=options,
                             gpu_type=asked.get("gpu_type") or None,
                             labels=tuple(sorted((asked.get("labels") or {}).items())), device=dep.device,  # type: ignore[arg-type]
@@ -228,10 +274,19 @@ def place_one(ctl: Controller, dep: DeploymentRow, ordinal: int, now: float, rep
         return why
     p = plan.moves[0].placement
     kv = int(json.loads(dep.estimate or "{}").get("kv_cache", 0))
-    row, res = replica_rows(dep.name, p, p.option, snap.by_name[p.node], kv, now, ordinal=ordinal, replaces=replaces)
-    ctl.store.add_replicas([row], res, now, f"{row.id} on {p.node}" + (f" replacing {replaces}" if replaces else ""))
-    log.info("placed replica %s of %s on %s%s", row.id, dep.name, p.node, f" (replaces {replaces})" if replaces else "")
+    row, res, parts = replica_rows(dep.name, p, p.option, snap, kv, now, ordinal=ordinal, replaces=replaces,
+                                   layers=catalog.get(dep.model).arch.layers)
+    where = "+".join(p.nodes)
+    ctl.store.add_replicas([row], res, now, f"{row.id} on {where}" + (f" replacing {replaces}" if replaces else ""),
+                           parts)
+    log.info("placed replica %s of %s on %s%s", row.id, dep.name, where, f" (replaces {replaces})" if replaces else "")
     return None
+
+
+def largest(ctl: Controller) -> list[Fit]:
+    """`fleet capacity`: the largest catalog variant that fits now, on one node and across nodes (nothing reserved)."""
+    catalog = ctl.catalog()
+    return largest_fits(snapshot(ctl), catalog, partial(options_for, catalog=catalog))
 
 
 def what_if(ctl: Controller, requests: tuple[Request, ...]) -> WhatIf:

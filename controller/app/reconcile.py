@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from fleet.controller.app import drain
+from fleet.controller.app import drain, gang
 from fleet.controller.app.controller import Controller
 from fleet.controller.app.place import place_one
 from fleet.controller.core.errors import FleetError
@@ -27,13 +27,17 @@ def tick(ctl: Controller) -> None:
         fence_offline(ctl, now)
         for row in ctl.store.drains():
             drain.drive(ctl, row, now)
+        gang.tick(ctl, now)
         fill_missing(ctl, now)
     except FleetError as e:
         log.warning("reconcile: %s", e.message)
 
 
 def fence_offline(ctl: Controller, now: float) -> None:
-    """An offline node's replicas become `unknown`; after the grace they are fenced and placed elsewhere."""
+    """An offline node's replicas become `unknown`; after the grace they are fenced and placed elsewhere.
+
+    A multi-node replica with any part on that node moves as a whole: its other parts stop with it.
+    """
     store, offline_since = ctl.store, ctl.repair.offline_since
     for name in list(offline_since):
         if ctl.is_alive(name):
@@ -43,10 +47,10 @@ def fence_offline(ctl: Controller, now: float) -> None:
             continue
         # offline since it was last heard from (the row records it when it is marked offline)
         since = offline_since.setdefault(node.name, node.last_heartbeat or now)
-        replicas = [r for r in store.replicas(node=node.name) if r.desired == "run"]
+        replicas = [r for r in store.replicas_on(node.name) if r.desired == "run"]  # a gang with a part there too
         if not replicas:
             continue  # a node without replicas has nothing to fence (most offline nodes at scale)
-        stale = [r.id for r in replicas if r.state != "unknown"]
+        stale = [r.id for r in replicas if r.state != "unknown" and r.node == node.name]
         if stale:
             store.set_replica_state(stale, "unknown")
         if replicas and now - since >= ctl.settings.reschedule_after:

@@ -43,8 +43,8 @@ class DrainPlan:
 
 def difficulty(m: Movable) -> tuple[int, int, str]:
     """Bigger first: the smallest total GPU memory any of its options needs, then RAM; ties by id."""
-    need = min((o.per_gpu_bytes * max(o.tp, 1) for o in m.request.options), default=0)
-    ram = min((o.ram_bytes for o in m.request.options), default=0)
+    need = min((o.per_gpu_bytes * max(o.tp, 1) * o.nodes for o in m.request.options), default=0)
+    ram = min((o.ram_bytes * o.nodes for o in m.request.options), default=0)
     return (-need, -ram, m.replica)
 
 

@@ -10,6 +10,11 @@ A model of what the engines actually allocate (measured facts cited in data/engi
   sampler's logits); llama.cpp's compute buffer (one micro-batch of logits or MLP temporaries);
 - runtime: CUDA context, non-torch allocations, NCCL buffers at TP >= 2, CUDA graphs.
 
+A replica spanning `nodes` nodes (multi-node): vLLM runs pipeline stages (PP = nodes; vLLM's own split of
+the decoder layers, embeddings on the first stage, lm_head on the last), each with its layers' weights and
+KV cache, and the estimate is the largest stage's; llama.cpp splits layers over every device of every
+part (its local GPUs, or its RAM on CPU) like over several local GPUs.
+
 Pure: standard library and the catalog only; the engine constants (data/engines.toml) come in as
 `engines` (Catalog.engines).
 """
@@ -53,6 +58,8 @@ class Estimate:
     total: int
     gpu_memory_utilization: float | None  # vLLM only, when a GPU size was given
     notes: tuple[str, ...]
+    nodes: int = 1                   # parts on that many nodes (vLLM: pipeline stages); figures are per GPU
+    stage_totals: tuple[int, ...] = ()  # vLLM over several nodes: per-GPU total of every stage (the max is `total`)
 
 
 def _mib(engines: EngineConstants, section: str, key: str) -> int:
@@ -136,6 +143,44 @@ def total_weight_bytes(model: Model, variant: Variant, engines: EngineConstants 
     else:
         bits += p.embed * variant.embed_bits + p.output * variant.output_bits
     return int(bits / 8)
+
+
+@dataclass(frozen=True)
+class WeightGroups:
+    """Bytes of the whole model's weights by where a pipeline stage keeps them."""
+
+    embed: int    # token embeddings (first stage; also the last when tied)
+    output: int   # lm_head when not tied (last stage)
+    dense: int    # decoder layers without the routed experts: spread evenly over the layers
+    experts: int  # routed experts: spread over the MoE layers (the last `moe_layers` ones)
+
+
+def weight_groups(model: Model, variant: Variant) -> WeightGroups:
+    """total_weight_bytes split into embeddings, lm_head, dense layer weights and routed experts."""
+    p = param_split(model, variant)
+    total = total_weight_bytes(model, variant)
+    if variant.engine == LLAMA_CPP and model.arch.tied_embeddings:
+        embed_bits, output_bits = p.embed * variant.output_bits, 0.0
+    else:
+        embed_bits, output_bits = p.embed * variant.embed_bits, p.output * variant.output_bits
+    embed, output = int(embed_bits / 8), int(output_bits / 8)
+    experts = int(p.experts * variant.bits_per_weight / 8)
+    if variant.size_bytes:
+        # An exact artifact size: keep the proportions of the computed groups, scaled to the real total.
+        raw = total_weight_bytes(model, replace(variant, size_bytes=None))
+        scale = total / raw if raw else 1.0
+        embed, output, experts = int(embed * scale), int(output * scale), int(experts * scale)
+    experts = min(experts, max(0, total - embed - output))
+    return WeightGroups(embed, output, max(0, total - embed - output - experts), experts)
+
+
+def pp_layers(layers: int, pp: int) -> list[int]:
+    """Decoder layers per pipeline stage, as vLLM splits them (get_pp_indices): even, the remainder going to
+    the stages before the last (which also holds the final norm and lm_head)."""
+    parts = [layers // pp] * pp
+    for i in range(2, layers % pp + 2):
+        parts[-i] += 1
+    return parts
 
 
 def _kv_heads_per_gpu(arch: Architecture, tp: int) -> int:
@@ -293,7 +338,25 @@ def default_context(model: Model) -> int:
     return min(model.arch.max_context, DEFAULT_CONTEXT_CAP)
 
 
-def _check(model: Model, variant: Variant, context: int, tp: int, device: str) -> None:
+MAX_NODES = 16  # parts of one replica; beyond this the network is the bottleneck, not memory
+
+
+def nodes_problem(model: Model, variant: Variant, nodes: int, device: str = "gpu") -> str | None:
+    """Why one replica of this variant cannot span `nodes` nodes, or None."""
+    if nodes < 1:
+        return "a replica runs on at least 1 node"
+    if nodes == 1:
+        return None
+    if nodes > MAX_NODES:
+        return f"a replica spans at most {MAX_NODES} nodes"
+    if nodes > model.arch.layers:
+        return f"{model.name} has only {model.arch.layers} layers to split over {nodes} nodes"
+    if variant.engine == VLLM and device == "cpu":
+        return "vLLM's CPU build runs a replica on one node; use llama.cpp (rpc-server) across nodes"
+    return None
+
+
+def _check(model: Model, variant: Variant, context: int, tp: int, device: str, nodes: int = 1) -> None:
     if device not in ("gpu", "cpu"):
         raise InvalidArgument(f"device must be gpu or cpu, not {device!r}")
     if context < 1:
@@ -307,7 +370,12 @@ def _check(model: Model, variant: Variant, context: int, tp: int, device: str) -
     if problem:
         raise InvalidArgument(f"{problem}; valid TP sizes: {valid_tps(model, variant)}")
     if device == "cpu" and tp != 1:
-        raise InvalidArgument("a CPU replica runs in one process: TP must be 1")
+        raise InvalidArgument("a CPU replica runs in one process per node: TP must be 1")
+    problem = nodes_problem(model, variant, nodes, device)
+    if problem:
+        raise InvalidArgument(problem)
+    if variant.engine == LLAMA_CPP and tp * nodes > model.arch.layers:
+        raise InvalidArgument(f"{model.name} has only {model.arch.layers} layers to split over {tp * nodes} devices")
 
 
 @dataclass(frozen=True)
@@ -334,14 +402,19 @@ def rope_launch(model: Model, context: int) -> RopeLaunch | None:
 
 
 def estimate(model: Model, variant: Variant, *, engines: EngineConstants, context: int | None = None, tp: int = 1,
-             gpu_memory_bytes: int | None = None, kv_cache_dtype: str = "auto", device: str = "gpu") -> Estimate:
+             gpu_memory_bytes: int | None = None, kv_cache_dtype: str = "auto", device: str = "gpu",
+             nodes: int = 1) -> Estimate:
+    """Per-GPU (device cpu: per node's RAM) bytes of one replica at TP `tp` on each of `nodes` nodes."""
     ctx = default_context(model) if context is None else context
-    _check(model, variant, ctx, tp, device)
+    _check(model, variant, ctx, tp, device, nodes)
     kv_bytes = kv_dtype_bytes(variant.engine, kv_cache_dtype)
-    if variant.engine == VLLM:
+    stages: tuple[int, ...] = ()
+    if variant.engine == VLLM and nodes > 1:
+        parts, notes, stages = _vllm_stages(engines, model, variant, ctx, tp, nodes, kv_bytes, gpu_memory_bytes)
+    elif variant.engine == VLLM:
         parts, notes = _vllm(engines, model, variant, ctx, tp, kv_bytes, device, gpu_memory_bytes)
     else:
-        parts, notes = _llamacpp(engines, model, variant, ctx, tp, kv_bytes, device)
+        parts, notes = _llamacpp(engines, model, variant, ctx, tp, kv_bytes, device, nodes)
     weights, kv, act, runtime = parts
     rope = rope_launch(model, ctx)
     if rope is not None:
@@ -349,7 +422,7 @@ def estimate(model: Model, variant: Variant, *, engines: EngineConstants, contex
     total = weights + kv + act + runtime
     util = None
     est = Estimate(model.name, variant.quant, variant.engine, ctx, tp, device, weights, kv, act, runtime,
-                   total, None, tuple(notes))
+                   total, None, tuple(notes), nodes, stages)
     if variant.engine == VLLM and device == "gpu" and gpu_memory_bytes:
         util = gpu_memory_utilization(est, gpu_memory_bytes)
         est = replace(est, gpu_memory_utilization=util)
@@ -379,20 +452,68 @@ def _vllm(engines: EngineConstants, model: Model, variant: Variant, ctx: int, tp
     return (weights, kv, act, runtime), notes
 
 
+def _vllm_stages(engines: EngineConstants, model: Model, variant: Variant, ctx: int, tp: int, pp: int,
+                 kv_bytes: float, gpu_memory_bytes: int | None
+                 ) -> tuple[tuple[int, int, int, int], list[str], tuple[int, ...]]:
+    """vLLM over `pp` nodes: TP `tp` inside each node, one pipeline stage per node; the largest stage's GPU."""
+    a = model.arch
+    g = weight_groups(model, variant)
+    per_layer_replicated = weight_bytes(model, variant, tp) - total_weight_bytes(model, variant) // tp \
+        if tp > 1 else 0
+    batched, seqs = vllm_scheduler_defaults(engines, gpu_memory_bytes)
+    kv_all = kv_bytes_per_token(a, VLLM, tp, kv_bytes, batched, ctx)
+    act_all = vllm_activation_bytes(engines, a, tp, ctx, gpu_memory_bytes)
+    sampler = int(seqs * a.vocab * engines["vllm"]["sampler_bytes_per_logit"])
+    nccl = _mib(engines, "vllm", "nccl_mib")  # PP sends activations between stages over NCCL even at TP 1
+    base_runtime = (_mib(engines, "vllm", "cuda_context_mib") + _mib(engines, "vllm", "non_torch_mib") + nccl
+                    + _mib(engines, "vllm", "cuda_graph_base_mib"))
+    moe_first = a.layers - a.routed_moe_layers  # routed experts live in the last `moe_layers` layers
+    rows: list[tuple[int, int, int, int]] = []
+    start = 0
+    layer_counts = pp_layers(a.layers, pp)
+    for i, n in enumerate(layer_counts):
+        end = start + n
+        moe_here = max(0, end - max(start, moe_first)) if a.routed_moe_layers else 0
+        body = g.dense * n / a.layers + (g.experts * moe_here / a.routed_moe_layers if a.routed_moe_layers else 0)
+        edges = (g.embed if i == 0 else 0) + ((g.output or (g.embed if a.tied_embeddings else 0)) if i == pp - 1
+                                               else 0)
+        weights = int((body + edges) / tp + per_layer_replicated * n / a.layers)
+        kv = int(kv_all * n / a.layers)
+        act = act_all - (sampler if i < pp - 1 else 0)  # only the last stage samples
+        runtime = base_runtime + n * _mib(engines, "vllm", "cuda_graph_per_layer_mib")
+        rows.append((weights, kv, act, runtime))
+        start = end
+    totals = tuple(sum(r) for r in rows)
+    worst = max(range(pp), key=lambda i: (totals[i], -i))
+    notes = [f"TP {tp} × PP {pp}: {pp} nodes with {tp} GPU{'s' if tp > 1 else ''} each; stage layers "
+             f"{'+'.join(map(str, layer_counts))} (embeddings on the first, lm_head on the last); "
+             f"figures are stage {worst}'s, the largest",
+             f"KV pool sized for one {ctx}-token sequence, each stage caching its own layers",
+             "includes NCCL buffers per GPU (pipeline sends between nodes)"]
+    if a.attention == "mla":
+        notes.append("MLA: the compressed KV latent is replicated on every GPU of a stage")
+    return rows[worst], notes, totals
+
+
 def _llamacpp(engines: EngineConstants, model: Model, variant: Variant, ctx: int, tp: int, kv_bytes: float,
-              device: str) -> tuple[tuple[int, int, int, int], list[str]]:
+              device: str, nodes: int = 1) -> tuple[tuple[int, int, int, int], list[str]]:
     a = model.arch
     c = engines["llamacpp"]
     n_ctx = math.ceil(ctx / c["ctx_pad"]) * c["ctx_pad"]
-    weights = weight_bytes(model, variant, tp, engines)
+    # Over several nodes llama.cpp splits layers over every device of every part, like over local GPUs.
+    split = tp * nodes
+    weights = weight_bytes(model, variant, split, engines)
     # llama.cpp's SWA cache holds the window plus one batch (swa_full off).
-    kv = int(kv_bytes_per_token(a, LLAMA_CPP, tp, kv_bytes, c["ubatch"], n_ctx))
+    kv = int(kv_bytes_per_token(a, LLAMA_CPP, split, kv_bytes, c["ubatch"], n_ctx))
     act = llamacpp_compute_bytes(engines, a, n_ctx)
     notes = [f"-c {n_ctx} is shared by all of llama-server's parallel slots"]
     if ctx > a.context_limit:
         notes.append(f"context beyond the model's {a.context_limit} trained tokens: only as several parallel slots")
     if kv_bytes < 2:
         notes.append("a quantized V cache needs flash attention (-fa on)")
+    if nodes > 1:
+        notes.append(f"layers split over {nodes} nodes (the main llama-server and {nodes - 1} rpc-server "
+                     f"part{'s' if nodes > 2 else ''}); figures are one {'node' if device == 'cpu' else 'GPU'}'s share")
     if device == "cpu":
         return (weights, kv, act, _mib(engines, "llamacpp", "cpu_runtime_mib")), \
             notes + ["CPU placement: weights are mmapped from the GGUF file (page cache), all in RAM"]
@@ -424,4 +545,20 @@ def min_gpus(model: Model, variant: Variant, *, engines: EngineConstants, contex
                        kv_cache_dtype=kv_cache_dtype)
         if fits(est, gpu_memory_bytes):
             return tp
+    return None
+
+
+def min_nodes(model: Model, variant: Variant, *, engines: EngineConstants, context: int, gpu_memory_bytes: int,
+              gpus_per_node: int = 8, kv_cache_dtype: str = "auto") -> tuple[int, int] | None:
+    """Fewest nodes (then the smallest TP per node, at most `gpus_per_node`) whose per-GPU estimate fits, or None."""
+    for nodes in range(1, MAX_NODES + 1):
+        if nodes_problem(model, variant, nodes):
+            continue
+        for tp in valid_tps(model, variant, max_tp=gpus_per_node):
+            if variant.engine == LLAMA_CPP and tp * nodes > model.arch.layers:
+                continue
+            est = estimate(model, variant, engines=engines, context=context, tp=tp, nodes=nodes,
+                           gpu_memory_bytes=gpu_memory_bytes, kv_cache_dtype=kv_cache_dtype)
+            if fits(est, gpu_memory_bytes):
+                return nodes, tp
     return None

@@ -62,8 +62,13 @@ class Option:
     min_compute_capability: str = ""
     quality: int = 0  # higher is better; options of one quality level compete on score
     disk_bytes: int = 0  # weights to download unless `source` is already cached on the node
-    ram_bytes: int = 0
+    ram_bytes: int = 0  # device cpu: RAM of the replica (across nodes: of each part)
     source: str = ""
+    # A replica over several nodes (multi-node): one part per node, each with `tp` GPUs of per_gpu_bytes (or
+    # ram_bytes on CPU). The main part needs disk_bytes; the others part_disk_bytes (vLLM followers load their
+    # own copy; llama.cpp's rpc-server parts receive tensors from the main and need none).
+    nodes: int = 1
+    part_disk_bytes: int = 0
     # The estimates this option was made from, by GPU kind (name, memory bytes; ("cpu", 0) in RAM), so the
     # caller records the estimate of the GPUs placement chose without estimating again. Not part of
     # equality or hashing: placement memoises on options.
@@ -91,6 +96,8 @@ class Option:
     @property
     def label(self) -> str:
         where = "cpu" if self.tp == 0 else f"tp{self.tp}"
+        if self.nodes > 1:
+            where += f" × {self.nodes} nodes" if self.engine != "vllm" or self.tp == 0 else f" pp{self.nodes}"
         return f"{self.quant}/{self.engine} {where}"
 
     @property
@@ -147,14 +154,30 @@ class NodeVerdict:
 
 
 @dataclass(frozen=True)
+class Part:
+    """The piece of a multi-node replica on one node; part 0 is the main (serves HTTP)."""
+
+    node: str
+    gpus: tuple[int, ...]
+    gpu_uuids: tuple[str, ...]
+    ram_bytes: int = 0
+    disk_bytes: int = 0  # weights this part downloads (0: none, or already cached)
+
+
+@dataclass(frozen=True)
 class Placement:
     replica: int
-    node: str
-    gpus: tuple[int, ...]  # GPU indexes as the agent reports them
+    node: str  # the main node (the only one for a one-node replica)
+    gpus: tuple[int, ...]  # GPU indexes as the agent reports them (the main node's)
     gpu_uuids: tuple[str, ...]
     per_gpu_bytes: int
     option: Option
     score: int
+    parts: tuple[Part, ...] = ()  # multi-node: every part, the main first; () for a one-node replica
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(p.node for p in self.parts) if self.parts else (self.node,)
 
 
 @dataclass(frozen=True)
@@ -250,6 +273,17 @@ def compute_capability_ok(node: NodeState, request: PlacementRequest, option: Op
                      f"{option.quant} needs compute capability ≥ {option.min_compute_capability}, GPUs have {have}")
 
 
+def parts_supported(node: NodeState, request: PlacementRequest, option: Option) -> Shortfall | None:
+    # A part of a multi-node replica needs the engine's distributed runtime here (llama.cpp's rpc-server,
+    # vLLM >= 0.11.1) and an address the other parts can reach that is not public (rpc-server has no auth).
+    if option.nodes <= 1 or option.engine in node.multinode:
+        return None
+    return Shortfall("multinode", option.engine, ", ".join(sorted(node.multinode)) or "none",
+                     f"cannot run a part of a multi-node {option.engine} replica (no "
+                     f"{'rpc-server' if option.engine == 'llama.cpp' else 'vLLM >= 0.11.1'}, no advertised "
+                     "address, or a public one without the operator's opt-in)")
+
+
 def not_hosting(node: NodeState, request: PlacementRequest, option: Option) -> Shortfall | None:
     if request.anti_affinity and request.deployment in node.deployments:
         return Shortfall("anti_affinity", request.deployment, request.deployment,
@@ -276,7 +310,7 @@ def disk_enough(node: NodeState, request: PlacementRequest, option: Option) -> S
 
 # Once per group of identical nodes; cheapest and most selective first (state rejects whole racks).
 ATTR_FILTERS: tuple[Filter, ...] = (state_ready, labels_match, gpu_type_match, engine_installed,
-                                    compute_capability_ok)
+                                    compute_capability_ok, parts_supported)
 # Once per node, in name order, only in groups that fit: these numbers differ on every node.
 NODE_FILTERS: tuple[Filter, ...] = (not_hosting, ram_enough, disk_enough)
 
@@ -798,10 +832,37 @@ def place(snapshot: Snapshot, request: PlacementRequest, workload: Workload) -> 
 
     When the request offers options of several quality levels (the operator gave no --quant), the
     best quality level that places every replica wins; failing that, the level that places most.
+    Fewer nodes come first: options over several nodes (multi-node) are tried only when no quality level
+    places every replica on one node each.
     """
     if request.replicas < 1 or not request.options:
         why = "no options to place (the estimator offered none)" if not request.options else "no replicas requested"
         return Plan(request.deployment, request.replicas, (), None, why, why)
+    single = tuple(o for o in request.options if o.nodes == 1)
+    if single and len(single) < len(request.options):
+        plan = _place_levels(snapshot, replace(request, options=single), workload)
+        if plan.complete:
+            return _better_across(snapshot, request, plan, workload)
+    return _place_levels(snapshot, request, workload)
+
+
+def _better_across(snapshot: Snapshot, request: PlacementRequest, plan: Plan, workload: Workload) -> Plan:
+    """One node each won with a lower quality: say whether a better one fits over several nodes (not chosen)."""
+    assert plan.option is not None
+    better = tuple(o for o in request.options if o.nodes > 1 and o.quality > plan.option.quality)
+    if not better:
+        return plan
+    across = _place_levels(snapshot, replace(request, options=better, explain=False), workload)
+    if not across.complete or across.option is None:
+        return plan
+    o = across.option
+    k = max(len(p.nodes) for p in across.placements)
+    note = (f"{o.quant}/{o.engine} (quality {o.quality}) fits across {k} nodes; fewer nodes won: "
+            f"pass --quant {o.quant} to span them")
+    return replace(plan, why=f"{plan.why}; {note}" if plan.why else note)
+
+
+def _place_levels(snapshot: Snapshot, request: PlacementRequest, workload: Workload) -> Plan:
     levels = sorted({o.quality for o in request.options}, reverse=True)
     tried: list[tuple[int, Plan]] = []
     for quality in levels:
@@ -824,6 +885,8 @@ def _with_why(plan: Plan, worse: list[tuple[int, Plan]], request: PlacementReque
         why = f"{chosen}, the best quality that fits now: " + "; ".join(reasons)
     else:
         why = f"{chosen}, the best quality offered"
+    if plan.why:  # why it spans several nodes
+        why += "; " + plan.why
     return replace(plan, why=why)
 
 
@@ -834,30 +897,51 @@ def _level_name(quality: int, request: PlacementRequest) -> str:
 
 def _place_level(snapshot: Snapshot, request: PlacementRequest, options: tuple[Option, ...],
                  workload: Workload) -> Plan:
+    """Every replica at one quality level: on one node if any fits, else over the fewest nodes that do."""
     placements: list[Placement] = []
     shown: _Pass | None = None
     closest = ""
+    spans = ""  # why the first replica spans several nodes, and which
     snap = snapshot
     for replica in range(request.replicas):
-        ev = _place_one(snap, request, options, workload)
-        if ev.best is None and placements:
+        single = tuple(o for o in options if o.nodes == 1)
+        counts = sorted({o.nodes for o in options if o.nodes > 1})
+        ev = _place_one(snap, request, single, workload) if single or not counts else None
+        if ev is not None and ev.best is None and placements:
             _own_replicas(ev, placements)
-        if replica == 0 or ev.best is None:
+        if ev is not None and (replica == 0 or ev.best is None or shown is None):
             shown = ev
-        if ev.best is None:
-            closest = _closest_words(ev, request, options)
-            break
-        _, _, opt, fit, node = ev.best
-        assert fit is not None
-        placement = Placement(replica, node.name, tuple(node.gpus[i].index for i in fit.positions),
-                              tuple(node.gpus[i].uuid for i in fit.positions), opt.per_gpu_bytes, opt, fit.score)
+        placement: Placement | None = None
+        if ev is not None and ev.best is not None:
+            _, _, opt, fit, node = ev.best
+            placement = Placement(replica, node.name, tuple(node.gpus[i].index for i in fit.positions),
+                                  tuple(node.gpus[i].uuid for i in fit.positions), opt.per_gpu_bytes, opt, fit.score)
+        else:
+            from fleet.controller.core import gang  # gang placement builds on this module's filters and fit
+
+            one = _closest_words(ev, request, single) if ev is not None else ""
+            misses: list[str] = []
+            for k in counts:
+                found = gang.place_gang(snap, request, tuple(o for o in options if o.nodes == k), workload, replica)
+                if ev is None and (replica == 0 or shown is None):
+                    shown = found.verdicts
+                if found.placement is not None:
+                    placement = found.placement
+                    if replica == 0:
+                        spans = gang.why_spans(one, misses, found)
+                    break
+                misses.append(found.miss)
+            if placement is None:
+                closest = gang.why_not(one, misses) if counts else one
+                break
         placements.append(placement)
         if replica + 1 < request.replicas:  # the last replica's snapshot would only be thrown away
-            snap = snap.with_nodes([_reserved(node, placement, request)])
-        # One deployment runs one quantization on one engine; TP may differ between replicas.
+            snap = snap.with_nodes(reserved_nodes(snap, placement, request).values())
+        # One deployment runs one quantization on one engine; TP and nodes may differ between replicas.
+        opt = placement.option
         options = tuple(o for o in options if (o.quant, o.engine) == (opt.quant, opt.engine))
     option = placements[0].option if placements else None
-    why = "" if len(placements) == request.replicas else (
+    why = spans if len(placements) == request.replicas else (
         f"placed {len(placements)} of {request.replicas} replicas: {closest}")
     assert shown is not None
     return Plan(request.deployment, request.replicas, tuple(placements), option, why, closest,
@@ -890,22 +974,36 @@ def _closest_words(ev: _Pass, request: PlacementRequest, options: Sequence[Optio
     return "no node fits: " + "; ".join(f"{n} node{'s' if n != 1 else ''}: {m}" for m, n in top)
 
 
-def _reserved(node: NodeState, placement: Placement, request: PlacementRequest) -> NodeState:
+def _reserved(node: NodeState, placement: Placement, request: PlacementRequest, part: Part | None = None) -> NodeState:
+    """`node` after the placement (or, multi-node, its `part` on this node) reserves its share."""
     pos = {g.uuid: i for i, g in enumerate(node.gpus)}
     opt = placement.option
-    return reserve(node, {pos[u]: placement.per_gpu_bytes for u in placement.gpu_uuids},
-                   deployment=request.deployment, ram=opt.ram_bytes, disk=opt.disk_bytes, source=opt.source)
+    if part is None:
+        return reserve(node, {pos[u]: placement.per_gpu_bytes for u in placement.gpu_uuids},
+                       deployment=request.deployment, ram=opt.ram_bytes, disk=opt.disk_bytes, source=opt.source)
+    return reserve(node, {pos[u]: placement.per_gpu_bytes for u in part.gpu_uuids}, deployment=request.deployment,
+                   ram=part.ram_bytes, disk=part.disk_bytes, source=opt.source if part.disk_bytes else "")
+
+
+def reserved_nodes(snapshot: Snapshot, placement: Placement, request: PlacementRequest,
+                   changed: dict[str, NodeState] | None = None) -> dict[str, NodeState]:
+    """Every node the placement touches, after it reserves there (added to `changed`, which it returns)."""
+    changed = {} if changed is None else changed
+    for part in placement.parts or (None,):
+        name = part.node if part is not None else placement.node
+        # Look nodes up by position rather than through `by_name`: building (and then carrying into every
+        # derived snapshot) a 10,000-entry name map per placement only feeds the cyclic GC.
+        node = changed.get(name) or snapshot.nodes[snapshot.positions[name]]
+        changed[name] = _reserved(node, placement, request, part)
+    return changed
 
 
 def apply(snapshot: Snapshot, plan: Plan) -> Snapshot:
     """The snapshot after committing `plan` (what the store's transaction does, for what-if and drain)."""
-    # Look nodes up by position rather than through `by_name`: building (and then carrying into every
-    # derived snapshot) a 10,000-entry name map per placement only feeds the cyclic GC.
     request = PlacementRequest(plan.deployment)
     changed: dict[str, NodeState] = {}
     for p in plan.placements:
-        node = changed.get(p.node) or snapshot.nodes[snapshot.positions[p.node]]
-        changed[p.node] = _reserved(node, p, request)
+        reserved_nodes(snapshot, p, request, changed)
     return snapshot.with_nodes(changed.values())
 
 

@@ -7,6 +7,7 @@ reads the files and renders; this module parses plain JSON-shaped data and retur
 FLEET:    {"nodes": [{"name": "n1", "gpus": [{"type": "A100-80GB", "count": 8}], "ram_gib": 1024,
            "disk_gib": 4000, "labels": {"rack": "a"}}]}   (a GPU may give memory_gib + compute_capability)
 REQUESTS: {"requests": [{"model": "qwen2-72b", "quant": "awq", "context": 8192, "replicas": 1}]}
+          ("nodes": N spans each replica over N nodes; without it, over the fewest that fit when one does not)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fleet.controller.core.placement import Option, Placement, PlacementRequest,
 from fleet.controller.core.snapshot import NODE_STATES, GpuState, NodeState, Snapshot
 from fleet.controller.core.workload import GIB, Workload
 
-# options_for(model, quant, engine, context, gpu_types, tp, device=...) -> Options (fleet.controller.core.options)
+# options_for(model, quant, engine, context, gpu_types, tp, device=..., nodes=...) -> Options (core/options.py)
 OptionsFor = Callable[..., tuple[Option, ...]]
 
 DEFAULT_ENGINES = frozenset({"vllm", "llama.cpp"})
@@ -43,6 +44,7 @@ class Request:
     device: str = "gpu"
     strategy: str = "pack"
     name: str | None = None
+    nodes: int | None = None  # nodes each replica spans; None: one, or the fewest that fit when none does
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,11 @@ class WhatIf:
         """The documented `fleet plan -o json` shape (placements, rejected, counts, reserved fraction)."""
         return {
             "placements": [{"request": r.request, "replica": r.replica, "node": r.placement.node,
-                            "gpus": list(r.placement.gpus), "per_gpu_bytes": r.placement.per_gpu_bytes}
+                            "gpus": list(r.placement.gpus), "per_gpu_bytes": r.placement.per_gpu_bytes,
+                            # a replica over several nodes also says where each part goes (the main first)
+                            **({"nodes": list(r.placement.nodes),
+                                "parts": [{"node": p.node, "gpus": list(p.gpus)} for p in r.placement.parts]}
+                               if r.placement.parts else {})}
                            for r in self.rows if r.placement is not None],
             "rejected": [{"request": r.request, "replica": r.replica, "reason": r.reason}
                          for r in self.rows if r.placement is None],
@@ -201,8 +207,9 @@ def parse_fleet(data: Any, source: str = "FLEET.json") -> Snapshot:
         disk = _num(spec, "disk_gib", where)
         ram_b = UNLIMITED if ram is None else int(ram * GIB)
         disk_b = UNLIMITED if disk is None else int(disk * GIB)
+        # A planned node can hold a part of a multi-node replica on any engine it has.
         nodes.append(NodeState(name, state, tuple(gpus), ram_b, ram_b, disk_b, engines,
-                               _labels(spec.get("labels"), f"{where}.labels")))
+                               _labels(spec.get("labels"), f"{where}.labels"), multinode=engines))
     if not nodes:
         raise InvalidArgument(f"{source}: nodes: the fleet has no nodes")
     return Snapshot(tuple(nodes))
@@ -229,7 +236,7 @@ def parse_requests(data: Any, source: str = "REQUESTS.json") -> tuple[Request, .
                            _int(spec, "context", where), replicas, _int(spec, "tp", where),
                            _str(spec, "gpu_type", where), _str(spec, "node", where),
                            _labels(spec.get("labels"), f"{where}.labels"), device, strategy,
-                           _str(spec, "name", where)))
+                           _str(spec, "name", where), _int(spec, "nodes", where)))
     return tuple(out)
 
 
@@ -248,7 +255,8 @@ def what_if(snapshot: Snapshot, requests: Sequence[Request], options_for: Option
     for i, req in enumerate(requests):
         deployment = req.name or f"{req.model}#{i}"
         try:
-            options = options_for(req.model, req.quant, req.engine, req.context, types, req.tp, device=req.device)
+            options = options_for(req.model, req.quant, req.engine, req.context, types, req.tp, device=req.device,
+                                  nodes=req.nodes)
         except FleetError as e:
             rows.extend(Row(i, j, None, e.message) for j in range(req.replicas))
             continue

@@ -24,6 +24,7 @@ from fleet.controller.app.controller import Controller
 from fleet.controller.core.routing import ReplicaView, Target, pick, routable
 from fleet.controller.http import metrics
 from fleet.controller.http.limits import BodyBudget, BodyRefused
+from fleet.controller.store.schema import ReplicaRow
 
 log = logging.getLogger("fleet.controller.http.gateway")
 
@@ -85,8 +86,20 @@ class Gateway:
 
     def targets(self, deployment: str) -> list[Target]:
         rows = self.ctl.store.replicas(deployment=deployment)
-        views = (ReplicaView(r.id, r.node, r.state, r.desired, r.endpoint, r.api_key) for r in rows)
+        views = (ReplicaView(r.id, r.node, self._gang_state(r) if r.nodes > 1 else r.state, r.desired, r.endpoint,
+                             r.api_key) for r in rows)
         return routable(views, self.ctl.alive)
+
+    def _gang_state(self, r: ReplicaRow) -> str:
+        """A replica over several nodes serves only while every part runs on a live node: the main alone would
+        fail the request (its rpc-servers or followers hold the other layers)."""
+        alive = self.ctl.alive
+        for p in self.ctl.store.parts(replica=r.id):
+            if p.node not in alive:
+                return "unknown"
+            if p.state not in ("starting", "healthy"):
+                return "starting"
+        return r.state
 
     def client_refusal(self, request: web.Request) -> web.Response | None:
         key = bearer(request)

@@ -17,14 +17,25 @@ from fleet.controller.app.nodes import ReplicaStatus
 from fleet.controller.app.place import ESTIMATE_TERMS, PlaceArgs, PlaceOutcome
 from fleet.controller.app.status import Summary
 from fleet.controller.core.events import event_type
+from fleet.controller.core.largest import Fit
 from fleet.controller.core.observed import Memory, Observed
+from fleet.controller.core.parts import PartState, launches, role, tensor_split
 from fleet.controller.core.placement import Plan
 from fleet.controller.rpc.validate import MAX_GPUS, MAX_STR
-from fleet.controller.store.schema import DeploymentRow, EventRow, GpuRow, ObservationRow, ReplicaRow, ReservationRow
+from fleet.controller.store.schema import (
+    DeploymentRow,
+    EventRow,
+    GpuRow,
+    ObservationRow,
+    PartRow,
+    ReplicaRow,
+    ReservationRow,
+)
 from fleet.proto import fleet_pb2 as pb
 
 MAX_REPORTED_REPLICAS = 256
 MAX_MESSAGE_TEXT = 4000
+MAX_ADDRESS = 300  # host:port; a DNS name is at most 253 characters
 
 
 # ---------------------------------------------------------------- agent -> controller
@@ -52,7 +63,8 @@ def memory(m: pb.ReplicaMemory) -> Memory:
 
 def replica_statuses(report: pb.ReplicaReport) -> list[ReplicaStatus]:
     return [ReplicaStatus(r.id, r.state, r.endpoint, r.message[:MAX_MESSAGE_TEXT], r.restarts,
-                          memory(r.memory) if r.HasField("memory") else None)
+                          memory(r.memory) if r.HasField("memory") else None, address=r.address[:MAX_ADDRESS],
+                          epoch=r.epoch)
             for r in report.replicas[:MAX_REPORTED_REPLICAS]]
 
 
@@ -80,12 +92,68 @@ def replica_spec(r: ReplicaRow, dep: DeploymentRow, res: list[ReservationRow]) -
     )
 
 
+def gang_specs(r: ReplicaRow, dep: DeploymentRow, res: list[ReservationRow], parts: list[PartRow],
+               gpu_nodes: dict[str, str], node: str) -> list[pb.ReplicaSpec]:
+    """The specs `node` runs of a multi-node replica: its main (with the rpc-servers' addresses once they listen)
+    or another part; who holds and who is told which address comes from the pure core (core/parts.py)."""
+    mine = sorted(parts, key=lambda p: p.rank)
+    on: dict[str, list[ReservationRow]] = {}
+    for x in sorted(res, key=lambda x: x.gpu_index):
+        on.setdefault(gpu_nodes.get(x.gpu_uuid, ""), []).append(x)
+    cpu = dep.device == "cpu"
+    states = [PartState(0, r.node, r.state, r.address, r.reported_epoch, r.restarts, len(on.get(r.node, [])) or 1)]
+    states += [PartState(p.rank, p.node, p.state, p.address, p.epoch, p.restarts, len(on.get(p.node, [])) or 1)
+               for p in mine]
+    plan = {x.rank: x for x in launches(dep.engine, r.epoch, states)}
+    nnodes = 1 + len(mine)
+    out = []
+    if r.node == node:
+        spec = replica_spec(r, dep, on.get(r.node, []))
+        launch = plan[0]
+        if dep.engine == "llama.cpp":
+            # llama.cpp puts the rpc-servers' devices first (by --rpc order), then its own GPUs.
+            split = tensor_split([] if cpu else [x.bytes for x in on.get(r.node, [])],
+                                 [[p.ram_bytes] if cpu else [x.bytes for x in on.get(p.node, [])] for p in mine])
+            spec.tensor_split[:] = list(split) if len(split) > 1 else []
+        spec.part.CopyFrom(pb.PartSpec(replica_id=r.id, rank=0, role="main", nnodes=nnodes, peers=list(launch.peers),
+                                       hold=launch.hold, epoch=r.epoch, gpu_layers=r.gpu_layers,
+                                       waiting_for=launch.waiting_for))
+        out.append(spec)
+    for p in mine:
+        if p.node != node:
+            continue
+        launch = plan[p.rank]
+        here = on.get(p.node, [])
+        follower = dep.engine == "vllm"
+        out.append(pb.ReplicaSpec(
+            id=p.id, deployment=dep.name, model=dep.model, quant=dep.quant, engine=dep.engine,
+            gpu_uuids=[x.gpu_uuid for x in here], context=dep.context, tp=r.tp, reserved_bytes=[x.bytes for x in here],
+            gpu_memory_utilization=r.gpu_memory_utilization,
+            # vLLM followers load their stage from their own copy; rpc-servers get tensors from the main.
+            source=dep.source if follower else "", file=dep.file if follower else "",
+            kv_cache_bytes=r.kv_cache_bytes if follower else 0, ram_bytes=p.ram_bytes, device=dep.device,
+            part=pb.PartSpec(replica_id=r.id, rank=p.rank, role=role(dep.engine, p.rank), nnodes=nnodes,
+                             master_address=launch.master_address, hold=launch.hold, epoch=r.epoch,
+                             waiting_for=launch.waiting_for)))
+    return out
+
+
 def desired_set(rows: DesiredRows) -> pb.DesiredReplicas:
     by_replica: dict[str, list[ReservationRow]] = {}
     for x in rows.reservations:
         by_replica.setdefault(x.replica, []).append(x)
-    specs = [replica_spec(r, rows.deployments[r.deployment], by_replica.get(r.id, []))
-             for r in rows.replicas if r.desired == "run" and r.deployment in rows.deployments]
+    parts: dict[str, list[PartRow]] = {}
+    for p in rows.parts:
+        parts.setdefault(p.replica, []).append(p)
+    specs = []
+    for r in rows.replicas:
+        if r.desired != "run" or r.deployment not in rows.deployments:
+            continue
+        dep = rows.deployments[r.deployment]
+        if r.nodes > 1:
+            specs += gang_specs(r, dep, by_replica.get(r.id, []), parts.get(r.id, []), rows.gpu_nodes, rows.node)
+        elif r.node == rows.node or not rows.node:
+            specs.append(replica_spec(r, dep, by_replica.get(r.id, [])))
     return pb.DesiredReplicas(generation=rows.generation, replicas=specs)
 
 
@@ -123,27 +191,51 @@ def observation_message(o: ObservationRow | None) -> pb.ReplicaMemory | None:
                             total=o.total, engine_version=o.engine_version, measured_at=o.measured_at)
 
 
+def _part_messages(r: ReplicaRow, engine: str, res: list[ReservationRow], parts: list[PartRow],
+                   gpu_nodes: dict[str, str]) -> list[pb.ReplicaPart]:
+    """Every part of a multi-node replica, the main first; a part's GPUs are the reserved ones on its node."""
+    on: dict[str, list[pb.Reservation]] = {}
+    for x in sorted(res, key=lambda x: x.gpu_index):
+        on.setdefault(gpu_nodes.get(x.gpu_uuid, ""), []).append(
+            pb.Reservation(gpu_uuid=x.gpu_uuid, gpu_index=x.gpu_index, bytes=x.bytes))
+    main = pb.ReplicaPart(rank=0, node=r.node, role="main", gpus=on.get(r.node, []), ram_bytes=r.ram_bytes,
+                          state=r.state, address=r.address, message=r.message, restarts=r.restarts, id=r.id)
+    return [main] + [pb.ReplicaPart(rank=p.rank, node=p.node, role=role(engine, p.rank), gpus=on.get(p.node, []),
+                                    ram_bytes=p.ram_bytes, state=p.state, address=p.address, message=p.message,
+                                    restarts=p.restarts, id=p.id) for p in sorted(parts, key=lambda p: p.rank)]
+
+
 def deployment_message(d: DeploymentRows) -> pb.Deployment:
     dep = d.deployment
     by_replica: dict[str, list[ReservationRow]] = {}
     for x in d.reservations:
         by_replica.setdefault(x.replica, []).append(x)
     reserved = max((x.bytes for x in d.reservations), default=max((r.ram_bytes for r in d.replicas), default=0))
+    parts: dict[str, list[PartRow]] = {}
+    for p in d.parts:
+        parts.setdefault(p.replica, []).append(p)
+
+    def replica(r: ReplicaRow) -> pb.Replica:
+        res = by_replica.get(r.id, [])
+        gang = r.nodes > 1
+        main = [x for x in res if d.gpu_nodes.get(x.gpu_uuid, r.node) == r.node] if gang else res
+        return pb.Replica(
+            id=r.id, deployment=r.deployment, ordinal=r.ordinal, node=r.node,
+            gpus=[pb.Reservation(gpu_uuid=x.gpu_uuid, gpu_index=x.gpu_index, bytes=x.bytes)
+                  for x in sorted(main, key=lambda x: x.gpu_index)],
+            state=r.state, endpoint=r.endpoint, api_key=r.api_key, gpu_memory_utilization=r.gpu_memory_utilization,
+            tp=r.tp, message=r.message, restarts=r.restarts, ram_bytes=r.ram_bytes,
+            observed=observation_message(d.observed.get(r.id)),
+            over_reservation=bool(d.observed.get(r.id) and d.observed[r.id].over),
+            parts=_part_messages(r, dep.engine, res, parts.get(r.id, []), d.gpu_nodes) if gang else [])
+
     return pb.Deployment(
         name=dep.name, model=dep.model, quant=dep.quant, engine=dep.engine, context=dep.context,
         replicas_wanted=dep.replicas_wanted, created_at=dep.created_at, device=dep.device, strategy=dep.strategy,
         state=dep.state, estimate=estimate_message(dep.estimate), tp=dep.tp, source=dep.source, why=dep.why,
         observed=observed_message(d.learned), observed_replicas=d.learned.replicas if d.learned else 0,
         reserved=reserved, launch_notes=list(json.loads(dep.launch or "{}").get("notes", [])),
-        replicas=[pb.Replica(
-            id=r.id, deployment=r.deployment, ordinal=r.ordinal, node=r.node,
-            gpus=[pb.Reservation(gpu_uuid=x.gpu_uuid, gpu_index=x.gpu_index, bytes=x.bytes)
-                  for x in sorted(by_replica.get(r.id, []), key=lambda x: x.gpu_index)],
-            state=r.state, endpoint=r.endpoint, api_key=r.api_key, gpu_memory_utilization=r.gpu_memory_utilization,
-            tp=r.tp, message=r.message, restarts=r.restarts, ram_bytes=r.ram_bytes,
-            observed=observation_message(d.observed.get(r.id)),
-            over_reservation=bool(d.observed.get(r.id) and d.observed[r.id].over),
-        ) for r in d.replicas],
+        replicas=[replica(r) for r in d.replicas],
     )
 
 
@@ -209,13 +301,17 @@ def _node_message(v: NodeView) -> pb.Node:
     )
 
 
-def capacity_message(views: list[NodeView], t: Totals | None) -> pb.CapacityResponse:
+def capacity_message(views: list[NodeView], t: Totals | None,
+                     largest: list[Fit] | None = None) -> pb.CapacityResponse:
     resp = pb.CapacityResponse(nodes=[node_message(v) for v in views])
     if t is not None:
         resp.MergeFrom(pb.CapacityResponse(
             gpu_count=t.gpu_count, vram_total=_u64(t.vram_total), vram_reserved=_u64(t.vram_reserved),
             vram_free=_u64(t.vram_free), ram_total=_u64(t.ram_total), disk_free=_u64(t.disk_free),
             nodes_total=t.nodes, nodes_ready=t.nodes_ready))
+    resp.largest.extend(pb.LargestFit(scope=f.scope, model=f.model, quant=f.quant, engine=f.engine,
+                                      tp=f.placement.option.tp, nodes=list(f.placement.nodes), weights=_u64(f.weights),
+                                      device=f.device) for f in largest or [])
     return resp
 
 
@@ -224,7 +320,8 @@ def place_args(req: pb.PlaceRequest) -> PlaceArgs:
                      context=req.context, tp=req.tp, node=req.node, gpu_type=req.gpu_type,
                      labels=tuple(sorted(req.labels.items())), device=req.device or "gpu",
                      strategy=req.strategy or "pack", name=req.name, max_moves=max(1, req.max_moves or 1),
-                     dry_run=req.dry_run, explain=req.explain, trust_observed=req.trust_observed)
+                     dry_run=req.dry_run, explain=req.explain, trust_observed=req.trust_observed,
+                     nodes=req.nodes)
 
 
 def verdict_messages(plan: Plan) -> list[pb.NodeVerdict]:

@@ -59,7 +59,9 @@ class FleetService(pbg.FleetServicer):
         views = capacity.node_views(self.ctl, request.page_token[:MAX_STR], size)
         # with the first page only; added up in a thread (80,000 GPUs at 10,000 nodes)
         totals = None if request.page_token else await asyncio.to_thread(capacity.fleet_totals(self.ctl))
-        resp = convert.capacity_message(views, totals)
+        # the largest variant that fits: planned once, with the first page (it reads the whole fleet)
+        fits = place.largest(self.ctl) if request.largest and not request.page_token else []
+        resp = convert.capacity_message(views, totals, fits)
         resp.next_page_token = self._next(views, size, self.ctl.store.mirror.nodes)
         return resp
 
@@ -107,9 +109,9 @@ class FleetService(pbg.FleetServicer):
 
     async def Logs(self, request: pb.LogsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.LogChunk]:
         try:
-            replica = logs.pick_replica(self.ctl, request.deployment, request.replica)
-            async for data in logs.stream(self.ctl, replica, request.lines, request.follow):
-                yield pb.LogChunk(replica_id=replica.id, node=replica.node, data=data)
+            source = logs.pick_replica(self.ctl, request.deployment, request.replica, request.node[:MAX_STR])
+            async for data in logs.stream(self.ctl, source, request.lines, request.follow):
+                yield pb.LogChunk(replica_id=source.id, node=source.node, data=data)
         except FleetError as e:
             await context.abort(status_of(e), e.message)
 
@@ -119,9 +121,11 @@ class FleetService(pbg.FleetServicer):
         outcome = place.place_deployment(self.ctl, convert.place_args(request), time.time())
         shown = None
         if outcome.rows is not None:
-            dep, replicas, reservations = outcome.rows
-            shown = (deployments.DeploymentRows(dep, replicas, reservations) if request.dry_run
-                     else deployments.get(self.ctl, dep.name))
+            dep, replicas, reservations, parts = outcome.rows
+            where = {r.node for r in replicas} | {p.node for p in parts}
+            shown = (deployments.DeploymentRows(dep, replicas, reservations, parts=parts,
+                                                gpu_nodes=deployments.gpu_nodes(self.ctl, where) if parts else {})
+                     if request.dry_run else deployments.get(self.ctl, dep.name))
         return convert.place_response(outcome, request.explain, shown)
 
     @rpc

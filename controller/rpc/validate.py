@@ -15,6 +15,9 @@ from fleet.controller.core.replica_states import STATES
 from fleet.proto import fleet_pb2 as pb
 
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+# An IPv4/IPv6 address or a DNS name: what other nodes dial to reach a part of a multi-node replica.
+ADDRESS = re.compile(r"^[A-Za-z0-9.:%_-]{1,253}$")
+MAX_NODES = 16
 DEPLOYMENT_NAME = NODE_NAME
 # NVML: GPU-<uuid>, MIG-<uuid> or MIG-GPU-<uuid>/<gi>/<ci>; declared GPUs: GPU-<uuid5>.
 GPU_UUID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
@@ -22,6 +25,7 @@ LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
 COMPUTE_CAPABILITY = re.compile(r"^(\d{1,2}\.\d{1,2})?$")
 WORD = re.compile(r"^[a-z0-9._-]{0,32}$")  # gpu_probe, engine names
 ENDPOINT = re.compile(r"^https?://[A-Za-z0-9._\[\]:-]{1,255}:\d{1,5}$")
+PART_ADDRESS = re.compile(r"^[A-Za-z0-9._\[\]:%-]{1,255}:\d{1,5}$")  # where a part of a multi-node replica listens
 REPLICA_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,127}$")
 
 MAX_GPUS = 64
@@ -119,6 +123,9 @@ def validate_inventory(inv: pb.Inventory) -> None:
         if not LABEL_KEY.match(k):
             raise InvalidArgument(f"inventory: label key {k[:80]!r}: 1-63 letters, digits, '.', '_', '/' or '-'")
         _text(f"label {k}", v, 253)
+    if inv.advertise_address and not ADDRESS.match(inv.advertise_address):
+        raise InvalidArgument(f"inventory: advertise address {inv.advertise_address[:64]!r} is not an IP address "
+                              "or host name")
 
 
 def validate_heartbeat(hb: pb.Heartbeat) -> None:
@@ -140,6 +147,8 @@ def validate_replica_report(report: pb.ReplicaReport) -> None:
             raise InvalidArgument(f"replica report: state {r.state[:40]!r} of {r.id} is not a replica state")
         if r.endpoint and not ENDPOINT.match(r.endpoint):
             raise InvalidArgument(f"replica report: endpoint {r.endpoint[:80]!r} of {r.id} is not http(s)://HOST:PORT")
+        if r.address and not PART_ADDRESS.match(r.address):
+            raise InvalidArgument(f"replica report: address {r.address[:80]!r} of {r.id} is not HOST:PORT")
 
 
 def validate_place(req: pb.PlaceRequest) -> None:
@@ -155,6 +164,8 @@ def validate_place(req: pb.PlaceRequest) -> None:
         raise InvalidArgument("--strategy is pack or spread")
     if req.context > 10_000_000 or req.tp > 64 or req.max_moves > 64:
         raise InvalidArgument("--context or --tp out of range")
+    if req.nodes > MAX_NODES:
+        raise InvalidArgument(f"--nodes must be between 1 and {MAX_NODES}")
     if len(req.labels) > 32 or any(len(k) > 63 or len(v) > 63 for k, v in req.labels.items()):
         raise InvalidArgument("at most 32 labels, keys and values up to 63 characters")
     for text in (req.quant, req.engine, req.node, req.gpu_type):

@@ -52,6 +52,17 @@ def _add_apikey_role(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE apikey ADD COLUMN role VARCHAR NOT NULL DEFAULT 'client'"))
 
 
+def _add_multinode(conn: Connection) -> None:
+    """Replicas spanning several nodes: the replica row is the main part (the `part` table, new, holds the
+    others and is made by create_all)."""
+    have = {c["name"] for c in inspect(conn).get_columns("replica")}
+    for column, kind in (("nodes", "INTEGER NOT NULL DEFAULT 1"), ("epoch", "BIGINT NOT NULL DEFAULT 0"),
+                         ("reported_epoch", "BIGINT NOT NULL DEFAULT 0"), ("address", "VARCHAR NOT NULL DEFAULT ''"),
+                         ("gpu_layers", "INTEGER NOT NULL DEFAULT 0")):
+        if column not in have:
+            conn.execute(text(f"ALTER TABLE replica ADD COLUMN {column} {kind}"))
+
+
 def _add_event_deployment(conn: Connection) -> None:
     if "deployment" not in {c["name"] for c in inspect(conn).get_columns("event")}:
         conn.execute(text("ALTER TABLE event ADD COLUMN deployment VARCHAR NOT NULL DEFAULT ''"))
@@ -61,7 +72,8 @@ def _add_event_deployment(conn: Connection) -> None:
 STEPS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "deployment.launch: how a replica is launched (rope scaling)", _add_launch),
     (2, "apikey.role: client keys call the gateway, viewer keys read the page and /metrics", _add_apikey_role),
-    (3, "event.deployment: the deployment an event is about (fleet events --deployment)", _add_event_deployment),
+    (3, "replica.nodes, epoch, reported_epoch, address, gpu_layers: replicas over several nodes", _add_multinode),
+    (4, "event.deployment: the deployment an event is about (fleet events --deployment)", _add_event_deployment),
 )
 VERSION = STEPS[-1][0]
 LOCK = 7_203_411  # the advisory lock controllers take turns on while migrating (PostgreSQL)

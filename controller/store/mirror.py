@@ -1,9 +1,9 @@
 """An in-memory copy of the fleet's tables that the controller reads instead of the database.
 
-Nodes with their GPUs, deployments with their replicas and reservations: loaded once, then kept current
-by reloading exactly the entities the change feed names (the `change` table: every write adds a row per
-node or deployment it touched, in its own transaction). Local writes and other controllers' writes take
-the same path, so every controller on one database converges within one poll.
+Nodes with their GPUs, deployments with their replicas, their parts (multi-node) and reservations: loaded
+once, then kept current by reloading exactly the entities the change feed names (the `change` table: every
+write adds a row per node or deployment it touched, in its own transaction). Local writes and other
+controllers' writes take the same path, so every controller on one database converges within one poll.
 
 Rows handed out are the mirror's own objects: read them, never modify them (writes go through the
 repository's transactions).
@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlmodel import Session, col, select
 
-from fleet.controller.store.schema import ChangeRow, DeploymentRow, GpuRow, NodeRow, ReplicaRow, ReservationRow
+from fleet.common.address import is_public
+from fleet.controller.store.schema import ChangeRow, DeploymentRow, GpuRow, NodeRow, PartRow, ReplicaRow, ReservationRow
 
 NODE = "node"  # the node row changed (state, cordon, generation)
 NODE_GPUS = "gpus"  # the node row and its GPU rows changed (a new inventory), or the node is gone
@@ -35,6 +37,7 @@ class InventoryFacts:
     disk_free: int
     engines: frozenset[str]
     labels: tuple[tuple[str, str], ...]
+    multinode: frozenset[str] = frozenset()  # engines that may run a part of a multi-node replica here
 
 
 def inventory_facts(inventory_json: str) -> InventoryFacts:
@@ -43,7 +46,22 @@ def inventory_facts(inventory_json: str) -> InventoryFacts:
         ram_total=int(inv.get("ramTotal", 0)), ram_available=int(inv.get("ramAvailable", 0)),
         disk_free=int(inv.get("diskFree", 0)),
         engines=frozenset(e["name"] for e in inv.get("engines", []) if e.get("name")),
-        labels=tuple(sorted((inv.get("labels") or {}).items())))
+        labels=tuple(sorted((inv.get("labels") or {}).items())), multinode=multinode_engines(inv))
+
+
+def multinode_engines(inv: Mapping[str, Any]) -> frozenset[str]:
+    """Engines that may run a part of a multi-node replica on this node (its inventory as proto3 JSON).
+
+    The engine says it can (rpc-server present; vLLM new enough), the node advertises an address its peers can
+    reach, and that address is not public unless the operator allowed it: rpc-server has no authentication.
+    """
+    address = str(inv.get("advertiseAddress", ""))
+    if not address:
+        return frozenset()
+    able = frozenset(e["name"] for e in inv.get("engines", []) if e.get("multinode") and e.get("name"))
+    if is_public(address) and not inv.get("allowPublicRpc"):
+        return able - {"llama.cpp"}
+    return able
 
 
 @dataclass
@@ -56,6 +74,9 @@ class Mirror:
     by_deployment: dict[str, set[str]] = field(default_factory=dict)
     reservations: dict[str, list[ReservationRow]] = field(default_factory=dict)  # replica id -> rows
     reserved: dict[str, int] = field(default_factory=dict)  # GPU uuid -> bytes held by reservations
+    # multi-node replicas: replica id -> its parts other than the main (by rank); node -> replicas with a part there
+    parts: dict[str, list[PartRow]] = field(default_factory=dict)
+    parts_by_node: dict[str, set[str]] = field(default_factory=dict)
     # change feed position: every id <= watermark is applied; `ahead` holds applied ids above a gap
     watermark: int = 0
     ahead: dict[int, float] = field(default_factory=dict)  # id -> when first seen
@@ -81,6 +102,8 @@ class Mirror:
             self._add_replica(r)
         for x in s.exec(select(ReservationRow)).all():
             self._add_reservation(x)
+        for p in s.exec(select(PartRow).order_by(PartRow.replica, PartRow.rank)).all():
+            self._add_part(p)
         for name in self.nodes:
             self._mark(name)
 
@@ -88,6 +111,10 @@ class Mirror:
         self.replicas[r.id] = r
         self.by_node.setdefault(r.node, set()).add(r.id)
         self.by_deployment.setdefault(r.deployment, set()).add(r.id)
+
+    def _add_part(self, p: PartRow) -> None:
+        self.parts.setdefault(p.replica, []).append(p)
+        self.parts_by_node.setdefault(p.node, set()).add(p.replica)
 
     def _add_reservation(self, x: ReservationRow) -> None:
         self.reservations.setdefault(x.replica, []).append(x)
@@ -107,6 +134,13 @@ class Mirror:
                 self.reserved[x.gpu_uuid] = left
             else:
                 self.reserved.pop(x.gpu_uuid, None)
+        for p in self.parts.pop(rid, []):
+            ids = self.parts_by_node.get(p.node)
+            if ids is not None:
+                ids.discard(rid)
+                if not ids:
+                    del self.parts_by_node[p.node]
+            self._mark(p.node)  # its GPUs, RAM and anti-affinity change with the part
         self._mark(r.node)
 
     def _mark(self, node: str) -> None:
@@ -171,6 +205,7 @@ class Mirror:
 
     def _reload_deployment(self, s: Session, name: str) -> set[str]:
         before = {self.replicas[rid].node for rid in self.by_deployment.get(name, ())}
+        before |= {p.node for rid in self.by_deployment.get(name, ()) for p in self.parts.get(rid, ())}
         for rid in list(self.by_deployment.get(name, ())):
             self._drop_replica(rid)
         dep = s.get(DeploymentRow, name)
@@ -182,10 +217,19 @@ class Mirror:
         for r in replicas:
             self._add_replica(r)
             self._mark(r.node)
+        parts: list[PartRow] = []
         if replicas:
-            for x in s.exec(select(ReservationRow).where(col(ReservationRow.replica).in_([r.id for r in replicas]))):
+            ids = [r.id for r in replicas]
+            for x in s.exec(select(ReservationRow).where(col(ReservationRow.replica).in_(ids))):
                 self._add_reservation(x)
-        return before | {r.node for r in replicas}
+            gangs = [r.id for r in replicas if r.nodes > 1]
+            if gangs:
+                parts = list(s.exec(select(PartRow).where(col(PartRow.replica).in_(gangs))
+                                    .order_by(PartRow.replica, PartRow.rank)).all())
+            for p in parts:
+                self._add_part(p)
+                self._mark(p.node)
+        return before | {r.node for r in replicas} | {p.node for p in parts}
 
     # ---- reads
     def facts(self, name: str) -> InventoryFacts:

@@ -34,6 +34,7 @@ from fleet.controller.store.schema import (
     EventRow,
     GpuRow,
     NodeRow,
+    PartRow,
     ReplicaRow,
     ReservationRow,
     TokenRow,
@@ -155,6 +156,14 @@ def touch(s: Session, kind: str, keys: Iterable[str], now: float | None = None) 
     at = time.time() if now is None else now
     for key in sorted(set(keys)):
         s.add(ChangeRow(at=at, kind=kind, key=key))
+
+
+def _gang_nodes(s: Session, replica_ids: Iterable[str]) -> set[str]:
+    """Nodes running a part (other than the main) of these replicas."""
+    ids = list(replica_ids)
+    if not ids:
+        return set()
+    return set(s.exec(select(PartRow.node).where(col(PartRow.replica).in_(ids))).all())
 
 
 def _bump(s: Session, nodes: set[str]) -> None:
@@ -422,9 +431,32 @@ class Store:
         ids = m.reservations if replicas is None else replicas
         return [x for rid in ids for x in m.reservations.get(rid, ())]
 
+    def parts(self, replica: str | None = None, node: str | None = None) -> list[PartRow]:
+        """Parts of multi-node replicas other than their mains, by replica and rank."""
+        m = self.mirror
+        if replica is not None:
+            found = list(m.parts.get(replica, ()))
+        elif node is not None:
+            found = [p for rid in m.parts_by_node.get(node, ()) for p in m.parts.get(rid, ())]
+        else:
+            found = [p for rows in m.parts.values() for p in rows]
+        if node is not None:
+            found = [p for p in found if p.node == node]
+        return sorted(found, key=lambda p: (p.replica, p.rank))
+
+    def replicas_on(self, node: str) -> list[ReplicaRow]:
+        """Every replica with a part on `node`: its main there, or another part."""
+        m = self.mirror
+        return m.replicas_of(set(m.by_node.get(node, ())) | {r for r in m.parts_by_node.get(node, ())
+                                                              if r in m.replicas})
+
+    def replicas_by_id(self, ids: Iterable[str]) -> list[ReplicaRow]:
+        m = self.mirror
+        return m.replicas_of(i for i in set(ids) if i in m.replicas)
+
     @writes
     def commit_placement(self, dep: DeploymentRow, replicas: list[ReplicaRow],
-                         reservations: list[ReservationRow], now: float) -> None:
+                         reservations: list[ReservationRow], now: float, parts: list[PartRow] | None = None) -> None:
         """Deployment, replicas and reservations in one transaction, re-checked against GPU totals inside it.
 
         The check inside the transaction (not the snapshot the plan was made from) is what makes
@@ -437,8 +469,11 @@ class Store:
             _check_capacity(s, reservations)
             s.add(dep)  # one flush at commit: the unit of work inserts in foreign-key order
             s.add_all(replicas)
+            if parts:
+                s.flush()  # parts name their replicas, with no relationship() for the unit of work to order by
+                s.add_all(parts)
             s.add_all(reservations)
-            _bump(s, {r.node for r in replicas})
+            _bump(s, {r.node for r in replicas} | {x.node for x in parts or []})
             touch(s, DEPLOYMENT, [dep.name], now)
             where = ", ".join(sorted({r.node for r in replicas}))
             s.add(EventRow(at=now, kind="deployment.placed", deployment=dep.name,
@@ -460,12 +495,15 @@ class Store:
             dep.state = "removing"
             s.add(dep)
             nodes = set()
+            stopped = []
             for r in s.exec(select(ReplicaRow).where(ReplicaRow.deployment == name)).all():
                 if r.desired != "stop":
                     r.desired = "stop"
                     r.state = "stopping" if r.state not in ("stopped", "pending") else r.state
                     s.add(r)
                     nodes.add(r.node)
+                    stopped.append(r.id)
+            nodes |= _gang_nodes(s, stopped)  # removal stops every part
             _bump(s, nodes)
             touch(s, DEPLOYMENT, [name], now)
             s.add(EventRow(at=now, kind="deployment.removing", deployment=name,
@@ -483,6 +521,7 @@ class Store:
             for rid in ids:
                 for res in s.exec(select(ReservationRow).where(ReservationRow.replica == rid)).all():
                     s.delete(res)
+                s.execute(delete(PartRow).where(col(PartRow.replica) == rid))
                 r = s.get(ReplicaRow, rid)
                 if r is not None:
                     deps.add(r.deployment)
@@ -497,13 +536,16 @@ class Store:
             s.commit()
 
     @writes
-    def update_replicas(self, node: str, statuses: list[tuple[str, str, str, str, int]]) -> list[str]:
+    def update_replicas(self, node: str, statuses: list[tuple[str, str, str, str, int]],
+                        gang: dict[str, tuple[str, int]] | None = None) -> list[str]:
         """Apply an agent's report (id, state, endpoint, message, restarts) for its own replicas only.
 
+        `gang`: for main parts of multi-node replicas, id -> (rendezvous address, epoch) as reported.
         Returns ids of replicas that were asked to stop and are now stopped.
         """
         done = []
         changed: set[str] = set()
+        gang = gang or {}
         with self.session() as s:
             for rid, state, endpoint, message, restarts in statuses:
                 r = s.get(ReplicaRow, rid)
@@ -515,6 +557,10 @@ class Store:
                         s.add(EventRow(at=time.time(), kind=f"replica.{state}", node=node, deployment=r.deployment,
                                        message=f"{rid}" + (f": {message.splitlines()[0][:500]}" if message else "")))
                     r.state, r.endpoint, r.message, r.restarts = state, endpoint, message, restarts
+                    s.add(r)
+                    changed.add(r.deployment)
+                if rid in gang and (r.address, r.reported_epoch) != gang[rid]:
+                    r.address, r.reported_epoch = gang[rid]
                     s.add(r)
                     changed.add(r.deployment)
                 if state == "healthy" and not r.healthy_since:
@@ -533,17 +579,115 @@ class Store:
         return done
 
     @writes
+    def update_parts(self, node: str, statuses: list[tuple[str, str, str, str, int, int]]) -> None:
+        """Apply an agent's report (id, state, address, message, restarts, epoch) for parts on `node` only.
+
+        A part stopped for good (its replica told to stop) frees its reservations on this node at once (the rest
+        of its gang may still be stopping elsewhere).
+        """
+        with self.session() as s:
+            deps: set[str] = set()
+            for pid, state, address, message, restarts, epoch in statuses:
+                p = s.get(PartRow, pid)
+                if p is None or p.node != node:
+                    continue  # a node reports only for itself
+                r = s.get(ReplicaRow, p.replica)
+                if (p.state, p.address, p.message, p.restarts, p.epoch) != (state, address, message, restarts, epoch):
+                    p.state, p.address, p.message, p.restarts, p.epoch = state, address, message, restarts, epoch
+                    s.add(p)
+                    deps.add(r.deployment if r is not None else "")
+                if state == "stopped" and (r is None or r.desired == "stop") and self._free_part(s, p):
+                    deps.add(r.deployment if r is not None else "")  # stopped for good, not between two specs
+            if deps:
+                touch(s, DEPLOYMENT, deps - {""})
+                s.commit()
+
+    @writes
+    def stop_parts(self, node: str, ids: Iterable[str]) -> None:
+        """Parts its node no longer runs (it applied a set without them): stopped, reservations freed."""
+        with self.session() as s:
+            deps: set[str] = set()
+            for pid in ids:
+                p = s.get(PartRow, pid)
+                if p is not None and p.node == node and p.state != "stopped":
+                    p.state = "stopped"
+                    s.add(p)
+                    self._free_part(s, p)
+                    r = s.get(ReplicaRow, p.replica)
+                    if r is not None:
+                        deps.add(r.deployment)
+            touch(s, DEPLOYMENT, deps)
+            s.commit()
+
+    @staticmethod
+    def _free_part(s: Session, p: PartRow) -> bool:
+        """Delete what the part holds on its node; True when it held anything."""
+        gpus = list(s.exec(select(GpuRow.uuid).where(GpuRow.node == p.node)).all())
+        held = gpus and s.exec(select(ReservationRow.id).where(col(ReservationRow.replica) == p.replica,
+                                                               col(ReservationRow.gpu_uuid).in_(gpus))).first()
+        if held:
+            s.execute(delete(ReservationRow).where(col(ReservationRow.replica) == p.replica,
+                                                   col(ReservationRow.gpu_uuid).in_(gpus)))
+        if not held and not p.ram_bytes:
+            return False
+        p.ram_bytes = 0
+        s.add(p)
+        return True
+
+    @writes
+    def release(self, rid: str, node: str) -> None:
+        """Free what a replica reserved on one node (its part there stopped; other parts may still run)."""
+        with self.session() as s:
+            r = s.get(ReplicaRow, rid)
+            if r is None:
+                return
+            gpus = list(s.exec(select(GpuRow.uuid).where(GpuRow.node == node)).all())
+            if gpus:
+                s.execute(delete(ReservationRow).where(col(ReservationRow.replica) == rid,
+                                                       col(ReservationRow.gpu_uuid).in_(gpus)))
+            if r.node == node and r.ram_bytes:
+                r.ram_bytes = 0
+                s.add(r)
+            touch(s, DEPLOYMENT, [r.deployment])
+            s.commit()
+
+    @writes
+    def bump_epoch(self, rid: str, epoch: int, why: str, now: float) -> set[str]:
+        """A part of the replica crashed in `epoch`: start a new epoch (every part restarts). Returns its nodes."""
+        with self.session() as s:
+            r = s.get(ReplicaRow, rid)
+            if r is None or r.epoch != epoch or r.desired != "run":
+                return set()
+            r.epoch += 1
+            s.add(r)
+            nodes = {r.node} | _gang_nodes(s, [rid])
+            _bump(s, nodes)
+            touch(s, DEPLOYMENT, [r.deployment], now)
+            s.add(EventRow(at=now, kind="replica.restarting", node=r.node, message=f"{rid}: {why}"))
+            s.commit()
+        return nodes
+
+    @writes
+    def bump(self, nodes: set[str]) -> None:
+        """A new generation for these nodes: what their parts are told changed (addresses, holds)."""
+        with self.session() as s:
+            _bump(s, nodes)
+            s.commit()
+
+    @writes
     def add_replicas(self, replicas: list[ReplicaRow], reservations: list[ReservationRow], now: float,
-                     event: str) -> None:
+                     event: str, parts: list[PartRow] | None = None) -> None:
         """More replicas for existing deployments (drain replacements, rescheduling): one transaction."""
         with self.session() as s:
             _check_capacity(s, reservations)
             for r in replicas:
                 s.add(r)
             s.flush()
+            for p in parts or []:
+                s.add(p)
             for x in reservations:
                 s.add(x)
-            _bump(s, {r.node for r in replicas})
+            _bump(s, {r.node for r in replicas} | {p.node for p in parts or []})
             touch(s, DEPLOYMENT, {r.deployment for r in replicas}, now)
             for r in replicas:
                 s.add(EventRow(at=now, kind="replica.added", node=r.node, deployment=r.deployment, message=event))
@@ -565,6 +709,7 @@ class Store:
                 r.message = why
                 s.add(r)
                 nodes.add(r.node)
+                nodes |= _gang_nodes(s, [rid])  # a gang stops as a whole
                 deps.add(r.deployment)
                 s.add(EventRow(at=now, kind="replica.stopping", node=r.node, deployment=r.deployment,
                                message=f"{rid}: {why}"))
@@ -574,15 +719,17 @@ class Store:
         return nodes
 
     @writes
-    def set_replica_state(self, ids: list[str], state: str) -> None:
+    def set_replica_state(self, ids: list[str], state: str, message: str | None = None) -> None:
         if not ids:
             return
         with self.session() as s:
             deps = set()
             for rid in ids:
                 r = s.get(ReplicaRow, rid)
-                if r is not None and r.state != state:
+                if r is not None and (r.state != state or (message is not None and r.message != message)):
                     r.state = state
+                    if message is not None:
+                        r.message = message
                     s.add(r)
                     deps.add(r.deployment)
             touch(s, DEPLOYMENT, deps)
@@ -649,17 +796,21 @@ class Store:
     # ---- node removal (`fleet node remove`): deleting the row deletes its credential hash with it
     @writes
     def stop_node_replicas(self, name: str) -> bool:
-        """desired=stop for the node's replicas and a new generation, so a connected agent stops their engines."""
+        """desired=stop for every replica with a part on the node, and a new generation for each node running a
+        part of them, so that connected agents stop their engines."""
         with self.session() as s:
-            node = s.get(NodeRow, name)
+            ids = set(s.exec(select(PartRow.replica).where(PartRow.node == name)).all())
             deps = set()
-            for r in s.exec(select(ReplicaRow).where(ReplicaRow.node == name)).all():
+            stopped = []
+            nodes: set[str] = set()
+            for r in s.exec(select(ReplicaRow).where((ReplicaRow.node == name) | col(ReplicaRow.id).in_(ids))).all():
                 if r.desired != "stop":
                     r.desired = "stop"
                     s.add(r)
                     deps.add(r.deployment)
-            if node is not None and deps:
-                _bump(s, {name})
+                    stopped.append(r.id)
+                    nodes.add(r.node)
+            _bump(s, nodes | _gang_nodes(s, stopped))
             touch(s, DEPLOYMENT, deps)
             s.commit()
         return bool(deps)
@@ -676,6 +827,10 @@ class Store:
             gpus = [g.uuid for g in s.exec(select(GpuRow).where(GpuRow.node == name)).all()]
             if ids:
                 s.execute(delete(ReservationRow).where(col(ReservationRow.replica).in_(ids)))
+                s.execute(delete(PartRow).where(col(PartRow.replica).in_(ids)))  # their parts on other nodes
+            # Replicas with a part here whose main is elsewhere lose that part (the gang reconciler replaces them).
+            gangs = set(s.exec(select(PartRow.replica).where(PartRow.node == name)).all())
+            touch(s, DEPLOYMENT, s.exec(select(ReplicaRow.deployment).where(col(ReplicaRow.id).in_(gangs))).all(), now)
             if gpus:
                 # reservations on these GPUs may belong to replicas elsewhere: their deployments change too
                 held = s.exec(select(ReservationRow.replica).where(col(ReservationRow.gpu_uuid).in_(gpus))).all()

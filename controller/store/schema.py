@@ -87,6 +87,31 @@ class ReplicaRow(SQLModel, table=True):
     created_at: float = 0.0
     healthy_since: float = 0.0  # when it last became healthy (drains wait a minimum healthy time)
     replaces: str = ""  # a drain's replacement: the replica it takes over from
+    # A replica over several nodes (multi-node): this row is its main part (part 0, serves HTTP, on `node`);
+    # the others are PartRows. `epoch` is the gang's generation: a part that crashed bumps it, and every
+    # part restarts in order (rpc-servers and followers first).
+    nodes: int = 1
+    epoch: int = Field(default=0, sa_type=BigInteger)
+    reported_epoch: int = Field(default=0, sa_type=BigInteger)  # the epoch the main part last reported
+    address: str = ""  # the main part's rendezvous host:port (vLLM --master-addr/--master-port), as reported
+    gpu_layers: int = 0  # llama.cpp main over several nodes on CPU: layers offloaded to the rpc-servers (-ngl)
+
+
+class PartRow(SQLModel, table=True):
+    """A part of a multi-node replica other than the main: an rpc-server (llama.cpp) or a follower (vLLM)."""
+
+    __tablename__ = "part"
+    id: str = Field(primary_key=True)  # what its node runs it as: <replica id>-part<rank>
+    replica: str = Field(foreign_key="replica.id", index=True)
+    rank: int = 1
+    node: str = Field(foreign_key="node.name", index=True)
+    role: str = "rpc"  # rpc | follower
+    ram_bytes: int = Field(default=0, sa_type=BigInteger)  # device cpu: RAM reserved on its node
+    state: str = "pending"  # as last reported by its node
+    address: str = ""  # host:port it listens on (rpc-server), as reported
+    message: str = ""
+    restarts: int = 0
+    epoch: int = Field(default=0, sa_type=BigInteger)  # the gang epoch it last reported
 
 
 class DrainRow(SQLModel, table=True):
@@ -129,7 +154,7 @@ class EventRow(SQLModel, table=True):
     kind: str
     node: str = ""
     message: str = ""
-    deployment: str = ""  # upgrade step 3 (fleet.controller.store.db.STEPS) adds it to older databases
+    deployment: str = ""  # upgrade step 4 (fleet.controller.store.db.STEPS) adds it to older databases
 
 
 class JoinTokenMeta(SQLModel, table=True):

@@ -49,7 +49,10 @@ class SnapshotCache:
         mirror = self.store.mirror
         facts = mirror.facts(row.name)
         replicas = [mirror.replicas[i] for i in mirror.by_node.get(row.name, ())]
-        ram_reserved = sum(r.ram_bytes for r in replicas)
+        # parts of multi-node replicas whose main is elsewhere hold RAM here and count for anti-affinity
+        parts = [(mirror.replicas[rid].deployment, p) for rid in mirror.parts_by_node.get(row.name, ())
+                 if rid in mirror.replicas for p in mirror.parts.get(rid, ()) if p.node == row.name]
+        ram_reserved = sum(r.ram_bytes for r in replicas) + sum(p.ram_bytes for _, p in parts)
         gpus = []
         declared = False  # declared GPUs (`--simulate-gpus`): a node for planning, where nothing is launched
         for g in mirror.gpus.get(row.name, ()):
@@ -62,8 +65,9 @@ class SnapshotCache:
         return NodeState(
             name=row.name, state=state_of(row.name), gpus=tuple(gpus), ram_total=facts.ram_total,
             ram_free=max(0, min(facts.ram_available, facts.ram_total - ram_reserved)), disk_free=facts.disk_free,
-            engines=facts.engines, labels=facts.labels, deployments=frozenset(r.deployment for r in replicas),
-            replica_count=len(replicas), declared=declared)
+            engines=facts.engines, labels=facts.labels,
+            deployments=frozenset(r.deployment for r in replicas) | frozenset(d for d, _ in parts),
+            replica_count=len(replicas) + len(parts), declared=declared, multinode=facts.multinode)
 
 
 def build_snapshot(store: Store, states: Mapping[str, str], gpu_usage: Usage) -> Snapshot:

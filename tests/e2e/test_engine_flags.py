@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet.agent import engine_install as ei
 from fleet.agent.engines import EngineConfig, launch
 from tests.unit.test_engines import SPECS
 
@@ -40,6 +41,25 @@ def vllm_help(vllm_path: Path) -> str:
     return _help([str(vllm_path), "serve", "--help=all"])
 
 
+@pytest.fixture(scope="session")
+def rpc_server_path(llama_server_path: Path) -> Path:
+    found = ei.rpc_server_beside(llama_server_path)
+    assert found is not None, "fleet engine install llama.cpp builds rpc-server beside llama-server"
+    return found
+
+
+@pytest.fixture(scope="session")
+def rpc_help(rpc_server_path: Path) -> str:
+    return _help([str(rpc_server_path), "--help"])
+
+
+@pytest.fixture(scope="session")
+def vllm_version(vllm_path: Path) -> str:
+    version = ei.probe_version("vllm", vllm_path)
+    assert version
+    return version
+
+
 def _emitted_flags(argv: list[str]) -> list[str]:
     # Values never start with "-" in our launchers, so every dash token is a flag.
     return [a for a in argv if a.startswith("-")]
@@ -50,12 +70,14 @@ def _accepted_flags(help_text: str) -> set[str]:
 
 
 @pytest.mark.parametrize("case", sorted(SPECS))
-def test_every_emitted_flag_is_accepted(case: str, llama_server_path: Path, vllm_path: Path,
-                                        request: pytest.FixtureRequest) -> None:
+def test_every_emitted_flag_is_accepted(case: str, llama_server_path: Path, vllm_path: Path, rpc_server_path: Path,
+                                        vllm_version: str, request: pytest.FixtureRequest) -> None:
     spec = SPECS[case]
-    config = EngineConfig(llama_server=str(llama_server_path), vllm=str(vllm_path))
+    config = EngineConfig(llama_server=str(llama_server_path), vllm=str(vllm_path), rpc_server=str(rpc_server_path),
+                          vllm_version=vllm_version)
     argv = launch(spec, config).argv
-    help_text = request.getfixturevalue("llama_help" if spec.engine == "llama.cpp" else "vllm_help")
+    fixture = ("rpc_help" if spec.part == "rpc" else "llama_help") if spec.engine == "llama.cpp" else "vllm_help"
+    help_text = request.getfixturevalue(fixture)
     accepted = _accepted_flags(help_text)
     missing = [f for f in _emitted_flags(argv) if f not in accepted]
     assert not missing, f"{case}: flags unknown to the installed {spec.engine}: {missing}\nargv: {argv}"
@@ -80,3 +102,21 @@ def test_vllm_knows_every_quantization_we_map_to(value: str, vllm_path: Path) ->
 def test_vllm_dtype_values(dtype: str, vllm_help: str) -> None:
     section = vllm_help[vllm_help.index("--dtype"):][:1500]
     assert dtype in section
+
+
+def test_llama_server_is_built_with_rpc(llama_server_path: Path, smollm2_gguf: Path) -> None:
+    # --rpc is listed in every build's --help; only a GGML_RPC build accepts it ("RPC not supported in this
+    # build" otherwise) and dials the server at once: nothing listens on port 1, so it says it cannot connect.
+    out = subprocess.run([str(llama_server_path), "-m", str(smollm2_gguf), "--rpc", "127.0.0.1:1"],
+                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    text = out.stdout + out.stderr
+    assert "RPC not supported" not in text and "Failed to connect to 127.0.0.1:1" in text, text[-2000:]
+
+
+@pytest.mark.parametrize("flag", ["--nnodes", "--node-rank", "--master-addr", "--master-port", "--headless",
+                                  "--pipeline-parallel-size", "--distributed-executor-backend"])
+def test_installed_vllm_has_the_multinode_flags(flag: str, vllm_help: str, vllm_version: str) -> None:
+    from fleet.agent.engines import vllm_multinode
+
+    assert vllm_multinode(vllm_version) is None, f"installed vLLM {vllm_version} is older than the multi-node flags"
+    assert flag in _accepted_flags(vllm_help)

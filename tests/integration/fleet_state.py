@@ -30,14 +30,18 @@ def controller(tmp_path: Path, url: str | None = None, **settings: Any) -> Contr
 
 def join(ctl: Controller, name: str, gpus: list[tuple[int, str]] | str = (), *,  # type: ignore[assignment]
          engines: tuple[str, ...] = ("vllm", "llama.cpp"), ram_gib: float = 512, disk_gib: float = 2000,
-         labels: dict[str, str] | None = None, used: dict[int, float] | None = None) -> list[str]:
-    """Join and connect a node; `gpus` is [(index, type)] or "2xA100-80GB". Returns the GPU UUIDs by position."""
+         labels: dict[str, str] | None = None, used: dict[int, float] | None = None,
+         advertise: str = "") -> list[str]:
+    """Join and connect a node; `gpus` is [(index, type)] or "2xA100-80GB". Returns the GPU UUIDs by position.
+
+    `advertise`: the node's advertised address; its engines can then run parts of multi-node replicas."""
     if isinstance(gpus, str):
         count, kind = gpus.split("x", 1)
         gpus = [(i, kind) for i in range(int(count))]
     inv = pb.Inventory(hostname=name, cpu_count=16, ram_total=int(ram_gib * GIB), ram_available=int(ram_gib * GIB),
                        disk_total=int(disk_gib * GIB), disk_free=int(disk_gib * GIB), labels=labels or {},
-                       engines=[pb.Engine(name=e, version="1") for e in engines], gpu_probe="declared")
+                       engines=[pb.Engine(name=e, version="1", multinode=bool(advertise)) for e in engines],
+                       gpu_probe="declared", advertise_address=advertise)
     for index, kind in gpus:
         t = gpu_type(kind)
         inv.gpus.append(pb.Gpu(uuid=f"GPU-{name}-{index}", index=index, name=t.name, memory_total=t.memory_bytes,

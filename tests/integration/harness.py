@@ -52,14 +52,15 @@ class Fleet:
                     "FLEET_HTTP": f"http://{self.http}"}
         self.env.pop("FLEET_TOKEN", None)
 
-    def _spawn(self, args: list[str], log: Path, files: int | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], log: Path, files: int | None = None,
+               wrap: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         f = open(log, "ab")  # noqa: SIM115 - closed with the process
 
         def limit() -> None:
             if files is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
 
-        return subprocess.Popen([*FLEET, *args], stdout=f, stderr=subprocess.STDOUT, env=self.env,
+        return subprocess.Popen([*wrap, *FLEET, *args], stdout=f, stderr=subprocess.STDOUT, env=self.env,
                                 start_new_session=True, preexec_fn=limit if files is not None else None)
 
     def start_controller(self) -> None:
@@ -86,12 +87,13 @@ class Fleet:
         return (self.data_dir / "join-token").read_text().strip()
 
     def start_agent(self, name: str, gpus: str | None = None, join_token: str | None = None,
-                    extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+                    extra: tuple[str, ...] = (), wrap: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+        """`wrap` runs the agent under a prefix, e.g. ("ip", "netns", "exec", NS) for a host of its own."""
         args = ["agent", "run", "--controller", self.address, "--data-dir", str(self.root / f"agent-{name}"),
                 "--name", name, "--join-token", join_token if join_token is not None else self.join_token, *extra]
         if gpus:
             args += ["--simulate-gpus", gpus]
-        proc = self._spawn(args, self.root / f"agent-{name}.log")
+        proc = self._spawn(args, self.root / f"agent-{name}.log", wrap=wrap)
         self.agents[name] = proc
         return proc
 

@@ -104,14 +104,14 @@ def test_a_database_from_before_the_deployment_column_still_opens(tmp_path: Path
     Store(sqlite_url(tmp_path))  # a second open changes nothing (the upgrade is idempotent)
 
 
-def test_a_database_at_schema_version_2_gets_the_column_in_step_3(tmp_path: Path) -> None:
-    """A database the release before `fleet events` wrote (schema version 2, event rows without deployment)."""
+def test_a_database_at_schema_version_3_gets_the_column_in_step_4(tmp_path: Path) -> None:
+    """A database the release before `fleet events` wrote (schema version 3, event rows without deployment)."""
     Store(sqlite_url(tmp_path))
     path = tmp_path / "fleet.db"
     with sqlite3.connect(path) as old:
         old.execute("ALTER TABLE event DROP COLUMN deployment")
         old.execute("INSERT INTO event (at, kind, node, message) VALUES (2.0, 'node.offline', 'n2', '')")
-        old.execute("UPDATE schema_version SET version = 2")
+        old.execute("UPDATE schema_version SET version = 3")
     store = Store(sqlite_url(tmp_path))
     assert [(e.kind, e.node, e.deployment) for e in store.events(node="n2")] == [("node.offline", "n2", "")]
     with sqlite3.connect(path) as db:

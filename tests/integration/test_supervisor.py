@@ -126,3 +126,55 @@ def test_missing_weights_fail_clearly(tmp_path: Path) -> None:
     sup2.apply(pb.DesiredReplicas(generation=1, replicas=[pb.ReplicaSpec(id="r5", deployment="d", engine="vllm")]))
     sup2.tick()
     assert sup2.replicas["r5"].state == "failed" and "fleet engine install vllm" in sup2.replicas["r5"].message
+
+
+def part_spec(rid: str, role: str, hold: bool, epoch: int = 0) -> pb.ReplicaSpec:
+    return pb.ReplicaSpec(id=rid, deployment="d", engine="llama.cpp", api_key="k-" + rid,
+                          part=pb.PartSpec(replica_id="r", rank=1 if role == "rpc" else 0, role=role, nnodes=2,
+                                           hold=hold, epoch=epoch, waiting_for="rpc-server on b (pending)"))
+
+
+def test_a_held_part_reports_its_port_then_starts_and_listening_is_its_health(tmp_path: Path) -> None:
+    port = free_port()
+    sup = Supervisor(tmp_path, launcher(), ports=(port, port + 50), part_address="127.0.0.1")
+    sup.apply(pb.DesiredReplicas(generation=1, replicas=[part_spec("p1", "rpc", hold=True)]))
+    r = sup.replicas["p1"]
+    sup.tick()
+    [status] = sup.statuses().replicas
+    assert (status.state, status.epoch) == ("pending", 0) and status.address == f"127.0.0.1:{r.port}"
+    assert r.pid == 0 and "waiting for rpc-server on b" in r.message  # held: ports chosen, nothing started
+
+    # a new spec while held (another epoch) is taken as is: no stop, no `stopped` in any report
+    sup.apply(pb.DesiredReplicas(generation=2, replicas=[part_spec("p1", "rpc", hold=True, epoch=1)]))
+    assert sup.replicas["p1"] is r and r.state == "pending" and sup.statuses().replicas[0].epoch == 1
+    held_port = r.port
+
+    sup.apply(pb.DesiredReplicas(generation=3, replicas=[part_spec("p1", "rpc", hold=False, epoch=1)]))
+    drive(sup, lambda: r.state == "healthy", what="listening rpc part healthy")
+    assert r.port == held_port and r.pid  # the port the gang was told
+    assert sup.statuses().replicas[0].endpoint == ""  # an rpc part serves no HTTP endpoint
+    sup.apply(pb.DesiredReplicas(generation=4))
+    drive(sup, lambda: r.state == "stopped", what="stopped")
+
+
+def test_a_new_spec_while_stopping_is_started_after_the_stop(tmp_path: Path) -> None:
+    port = free_port()
+    sup = Supervisor(tmp_path, launcher(), ports=(port, port + 50), policy=RestartPolicy(base=0.1))
+    first = spec()
+    sup.apply(pb.DesiredReplicas(generation=1, replicas=[first]))
+    r = sup.replicas["r1"]
+    drive(sup, lambda: r.state == "healthy", what="healthy")
+    second = pb.ReplicaSpec()
+    second.CopyFrom(first)
+    second.context = 1024
+    sup.apply(pb.DesiredReplicas(generation=2, replicas=[second]))  # a new spec: stop, then start it
+    assert r.state == "stopping"
+    third = pb.ReplicaSpec()
+    third.CopyFrom(second)
+    third.context = 2048
+    sup.apply(pb.DesiredReplicas(generation=3, replicas=[third]))  # and another while it stops
+    drive(sup, lambda: r.state == "stopped", what="stopped")
+    sup.forget_stopped()  # the agent reports, then forgets stopped replicas: not this one, it starts again
+    assert sup.replicas["r1"] is r
+    drive(sup, lambda: r.state == "healthy", what="healthy on the newest spec")
+    assert r.spec.context == 2048

@@ -20,12 +20,14 @@ app = register_areas()
 
 
 def fake_llama(cache: Path, version: str) -> Path:
-    """A completed llama.cpp install in `cache` (a script that answers --version like llama-server)."""
+    """A completed llama.cpp install in `cache`: scripts that answer --version like llama-server, and the
+    rpc-server beside it (a build without one is not complete: `fleet engine install` would rebuild it)."""
     vdir = cache / "llama.cpp" / version
     (vdir / "bin").mkdir(parents=True)
     binary = vdir / "bin" / "llama-server"
-    binary.write_text(f"#!/bin/sh\necho 'version: {version} (abc)' >&2\n")
-    binary.chmod(0o755)
+    for path in (binary, vdir / ei.RPC_SERVER):
+        path.write_text(f"#!/bin/sh\necho 'version: {version} (abc)' >&2\n")
+        path.chmod(0o755)
     (vdir / "fleet-engine.json").write_text("{}")
     return binary
 

@@ -38,9 +38,11 @@ def _fake_steps(monkeypatch: pytest.MonkeyPatch, calls: list[str], fail_at: str 
         elif step.startswith("build"):
             build = Path(argv[argv.index("--build") + 1])
             (build / "bin").mkdir(parents=True)
-            exe = build / "bin" / "llama-server"
-            exe.write_text(FAKE_LLAMA)
-            exe.chmod(0o755)
+            targets = argv[argv.index("--target") + 1:argv.index("-j")]
+            for name in targets:  # llama-server and the RPC server target
+                exe = build / "bin" / name
+                exe.write_text(FAKE_LLAMA if name == "llama-server" else "#!/bin/sh\necho rpc\n")
+                exe.chmod(0o755)
 
     monkeypatch.setattr(ei._Runner, "run", run)
 
@@ -53,12 +55,41 @@ def test_llama_install_then_instant_cache_hit(tmp_path: Path, monkeypatch: pytes
     assert first.engine == ei.EngineInfo("llama.cpp", "0.3.36", tmp_path / "llama.cpp/0.3.36/bin/llama-server")
     manifest = json.loads((tmp_path / "llama.cpp/0.3.36/fleet-engine.json").read_text())
     assert manifest["llama_cpp_build"] == "4242" and manifest["cuda"] is False
-    assert "-DGGML_CUDA=ON" not in manifest["cmake_flags"]
+    assert "-DGGML_CUDA=ON" not in manifest["cmake_flags"] and "-DGGML_RPC=ON" in manifest["cmake_flags"]
+    assert ei.rpc_server_beside(first.engine.path) == tmp_path / "llama.cpp/0.3.36/bin/rpc-server"
     assert not list((tmp_path / "llama.cpp").glob(".staging-*"))   # build tree removed
 
     calls.clear()
     second = ei.install_llama_cpp(tmp_path)
     assert second.cached and calls == []
+
+
+def test_a_cached_build_without_rpc_server_is_completed_not_reused(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    vdir = tmp_path / "llama.cpp" / "0.3.36"
+    (vdir / "bin").mkdir(parents=True)
+    old = vdir / "bin" / "llama-server"
+    old.write_text(FAKE_LLAMA.replace("4242", "1111"))
+    old.chmod(0o755)
+    (vdir / "fleet-engine.json").write_text('{"cmake_flags": []}')
+    assert ei.cached_engine(tmp_path, "llama.cpp") is not None  # still a usable llama-server for one node
+    calls: list[str] = []
+    _fake_steps(monkeypatch, calls)
+    result = ei.install_llama_cpp(tmp_path, cuda=False)
+    assert not result.cached and any(c.startswith("build llama-server and") for c in calls)
+    assert ei.rpc_server_beside(old) == vdir / "bin" / "rpc-server"
+    assert "4242" in old.read_text()  # the RPC-enabled llama-server replaced the old one
+    assert "-DGGML_RPC=ON" in json.loads((vdir / "fleet-engine.json").read_text())["cmake_flags"]
+    assert not list((tmp_path / "llama.cpp").glob(".staging-*"))
+    calls.clear()
+    assert ei.install_llama_cpp(tmp_path).cached and calls == []
+
+
+def test_rpc_target_name_is_read_from_the_tree(tmp_path: Path) -> None:
+    (tmp_path / "tools" / "rpc").mkdir(parents=True)
+    (tmp_path / "tools" / "rpc" / "CMakeLists.txt").write_text("set(TARGET ggml-rpc-server)\nadd_executable(x)\n")
+    assert ei._rpc_target(tmp_path) == "ggml-rpc-server"
+    assert ei._rpc_target(tmp_path / "nothing") == "rpc-server"
 
 
 @pytest.mark.parametrize("fail_at", ["download", "build"])

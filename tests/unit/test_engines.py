@@ -3,6 +3,8 @@ against the real engines' --help in tests/e2e/test_engine_flags.py (same specs, 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from fleet.agent.engines import (
@@ -11,6 +13,7 @@ from fleet.agent.engines import (
     LaunchError,
     ReplicaSpec,
     launch,
+    vllm_multinode,
     vllm_quant_args,
 )
 
@@ -48,7 +51,39 @@ QWEN25_7B_LONG_LLAMA = ReplicaSpec(
     port=8106, api_key="k-long", quant="q4_k_m", context=131072, device="gpu", gpu_uuids=A100_UUIDS[:1],
     rope_scaling="yarn", rope_factor=4.0, rope_original_context=32768, rope_theta=1000000.0,
 )
-CONFIG = EngineConfig(llama_server="/opt/llama/bin/llama-server", vllm="/opt/vllm/venv/bin/vllm")
+H100_A = tuple(f"GPU-a100000{i}-0000-4000-8000-00000000000{i}" for i in range(8))
+H100_B = tuple(f"GPU-b100000{i}-0000-4000-8000-00000000000{i}" for i in range(8))
+# deepseek-r1 fp8 over two 8×H100 nodes: TP 8 inside each node, one pipeline stage per node.
+DEEPSEEK_RANK0 = ReplicaSpec(
+    id="r-ds-0", engine="vllm", served_name="deepseek-r1", model_path="/models/DeepSeek-R1", port=8105,
+    api_key="k-ds", quant="fp8", context=32768, device="gpu", gpu_uuids=H100_A, tp=8, gpu_memory_utilization=0.65,
+    compute_capability=9.0, part="main", rank=0, nnodes=2, master_address="10.1.0.1:40001",
+    bind_address="10.1.0.1", interface="eth1",
+)
+DEEPSEEK_RANK1 = ReplicaSpec(
+    id="r-ds-0-part1", engine="vllm", served_name="deepseek-r1", model_path="/models/DeepSeek-R1", port=0,
+    api_key="", quant="fp8", context=32768, device="gpu", gpu_uuids=H100_B, tp=8, gpu_memory_utilization=0.65,
+    compute_capability=9.0, part="follower", rank=1, nnodes=2, master_address="10.1.0.1:40001",
+    bind_address="10.1.0.2", interface="eth1",
+)
+# SmolLM2 over two CPU nodes: the main keeps 15 of 31 layer slots in its RAM, the rpc-server takes 16.
+SMOLLM2_CPU_MAIN = ReplicaSpec(
+    id="r-smol-1", engine="llama.cpp", served_name="smollm2-135m", model_path="/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+    port=8106, api_key="k-smol", quant="q4_1", context=512, device="cpu", part="main", nnodes=2,
+    peers=("10.1.0.2:40000",), gpu_layers=16, tensor_split=(1.0,),
+)
+SMOLLM2_RPC = ReplicaSpec(
+    id="r-smol-1-part1", engine="llama.cpp", served_name="smollm2-135m", model_path="", port=40000, api_key="",
+    context=512, device="cpu", part="rpc", rank=1, nnodes=2, bind_address="10.1.0.2",
+)
+# llama3.1-70b q4_k_m: 2 local GPUs on the main, 2 on the rpc node; rpc-server devices first in the split.
+LLAMA70_GPU_MAIN = ReplicaSpec(
+    id="r-l70-0", engine="llama.cpp", served_name="llama3.1-70b", model_path="/models/llama70.gguf", port=8107,
+    api_key="k-l70", quant="q4_k_m", context=8192, device="gpu", gpu_uuids=RTX4090_UUIDS, part="main", nnodes=2,
+    peers=("10.1.0.2:40000",), tensor_split=(0.25, 0.25, 0.25, 0.25), compute_capability=8.9,
+)
+CONFIG = EngineConfig(llama_server="/opt/llama/bin/llama-server", vllm="/opt/vllm/venv/bin/vllm",
+                      rpc_server="/opt/llama/bin/rpc-server", vllm_version="0.32.0")
 
 # (spec, config) pairs whose flags the e2e suite validates against the installed engines.
 SPECS = {
@@ -58,6 +93,11 @@ SPECS = {
     "tiny-vllm-cpu": TINY_VLLM_CPU,
     "qwen2.5-7b-131k-vllm": QWEN25_7B_LONG_VLLM,
     "qwen2.5-7b-131k-llama": QWEN25_7B_LONG_LLAMA,
+    "deepseek-r1-fp8-tp8-pp2-rank0": DEEPSEEK_RANK0,
+    "deepseek-r1-fp8-tp8-pp2-rank1": DEEPSEEK_RANK1,
+    "smollm2-cpu-main-over-rpc": SMOLLM2_CPU_MAIN,
+    "smollm2-rpc-server": SMOLLM2_RPC,
+    "llama3.1-70b-gpu-main-over-rpc": LLAMA70_GPU_MAIN,
 }
 
 
@@ -192,6 +232,89 @@ def test_specs_that_cannot_launch_say_why(spec: ReplicaSpec) -> None:
 def test_the_api_key_is_never_on_the_command_line(case: str) -> None:
     spec = SPECS[case]
     out = launch(spec, CONFIG)
+    if spec.part in ("rpc", "follower"):  # a part that serves no HTTP has no key at all
+        assert "--api-key" not in out.argv and "VLLM_API_KEY" not in out.env and not out.files
+        return
     assert spec.api_key not in " ".join(out.argv) and "--api-key" not in out.argv
     # llama-server reads it from the file the supervisor writes; vLLM from its environment
     assert [spec.api_key + "\n"] == list(out.files.values()) or out.env["VLLM_API_KEY"] == spec.api_key
+
+
+# ---------------------------------------------------------------- parts of multi-node replicas
+
+
+def test_vllm_multinode_rank0_serves_http_and_holds_the_rendezvous() -> None:
+    out = launch(DEEPSEEK_RANK0, CONFIG)
+    assert out.argv == [
+        "/opt/vllm/venv/bin/vllm", "serve", "/models/DeepSeek-R1",
+        "--host", "0.0.0.0", "--port", "8105",
+        "--served-model-name", "deepseek-r1",
+        "--tensor-parallel-size", "8",
+        "--max-model-len", "32768",
+        "--pipeline-parallel-size", "2", "--nnodes", "2", "--node-rank", "0",
+        "--master-addr", "10.1.0.1", "--master-port", "40001", "--distributed-executor-backend", "mp",
+        "--gpu-memory-utilization", "0.6500",
+        "--quantization", "fp8",
+    ]
+    assert out.env == {"CUDA_VISIBLE_DEVICES": ",".join(H100_A), "VLLM_HOST_IP": "10.1.0.1",
+                       "NCCL_SOCKET_IFNAME": "eth1", "GLOO_SOCKET_IFNAME": "eth1", "VLLM_API_KEY": "k-ds"}
+
+
+def test_vllm_multinode_rank1_is_headless_without_http() -> None:
+    out = launch(DEEPSEEK_RANK1, CONFIG)
+    assert out.argv == [
+        "/opt/vllm/venv/bin/vllm", "serve", "/models/DeepSeek-R1",
+        "--served-model-name", "deepseek-r1",
+        "--tensor-parallel-size", "8",
+        "--max-model-len", "32768",
+        "--pipeline-parallel-size", "2", "--nnodes", "2", "--node-rank", "1",
+        "--master-addr", "10.1.0.1", "--master-port", "40001", "--distributed-executor-backend", "mp",
+        "--headless",
+        "--gpu-memory-utilization", "0.6500",
+        "--quantization", "fp8",
+    ]
+    assert out.env["VLLM_HOST_IP"] == "10.1.0.2" and out.env["CUDA_VISIBLE_DEVICES"] == ",".join(H100_B)
+    assert "VLLM_API_KEY" not in out.env  # it serves no HTTP
+
+
+@pytest.mark.parametrize(("version", "ok"), [("0.11.1", True), ("0.32.0+cpu", True), ("0.11.0", False),
+                                             ("0.10.2", False), ("1.0", True), ("", False)])
+def test_vllm_below_0_11_1_is_refused_clearly(version: str, ok: bool) -> None:
+    assert (vllm_multinode(version) is None) is ok
+    config = EngineConfig(vllm="vllm", vllm_version=version)
+    if ok:
+        assert "--nnodes" in launch(DEEPSEEK_RANK0, config).argv
+    else:
+        with pytest.raises(LaunchError, match="across nodes|version"):
+            launch(DEEPSEEK_RANK0, config)
+
+
+def test_llama_cpp_main_on_cpu_keeps_its_share_and_dials_the_rpc_servers() -> None:
+    out = launch(SMOLLM2_CPU_MAIN, CONFIG)
+    assert out.argv == [
+        "/opt/llama/bin/llama-server", "-m", "/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "--host", "0.0.0.0", "--port", "8106", "-c", "512", "-ngl", "16",
+        "--rpc", "10.1.0.2:40000",
+        "--alias", "smollm2-135m", "--api-key-file", "api-key",
+    ]
+    assert out.env["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_llama_cpp_main_on_gpus_splits_over_rpc_devices_then_its_own() -> None:
+    out = launch(LLAMA70_GPU_MAIN, CONFIG)
+    i = out.argv.index("--rpc")
+    assert out.argv[i:i + 4] == ["--rpc", "10.1.0.2:40000", "--tensor-split", "0.25,0.25,0.25,0.25"]
+    assert out.argv[out.argv.index("-ngl") + 1] == "999"
+
+
+def test_rpc_server_binds_only_to_the_advertised_address() -> None:
+    out = launch(SMOLLM2_RPC, CONFIG)
+    assert out == Launch(["/opt/llama/bin/rpc-server", "-H", "10.1.0.2", "-p", "40000"], {"CUDA_VISIBLE_DEVICES": ""})
+    for bad in ("", "0.0.0.0"):
+        with pytest.raises(LaunchError, match="advertised address"):
+            launch(replace(SMOLLM2_RPC, bind_address=bad), CONFIG)
+
+
+def test_vllm_cpu_parts_are_refused() -> None:
+    with pytest.raises(LaunchError, match="one node"):
+        launch(replace(TINY_VLLM_CPU, part="main", nnodes=2, master_address="h:1"), CONFIG)

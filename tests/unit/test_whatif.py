@@ -21,7 +21,8 @@ app = cli_main.register_areas()
 
 
 def fake_options(model: str, quant: str | None, engine: str | None, context: int | None,
-                 gpu_types: tuple[GpuType, ...], tp: int | None, device: str = "gpu") -> tuple[Option, ...]:
+                 gpu_types: tuple[GpuType, ...], tp: int | None, device: str = "gpu",
+                 nodes: int | None = None) -> tuple[Option, ...]:
     """A stand-in estimator: `big` needs 2 × 40 GiB or 1 × 70 GiB, `small` 1 × 20 GiB."""
     if model == "big":
         return (Option("awq", "vllm", 1, 70 * GIB, "7.5", 72), Option("awq", "vllm", 2, 40 * GIB, "7.5", 72))
