@@ -153,6 +153,52 @@ class Prober(threading.Thread):
             self.halt.wait(0.05)
 
 
+OURS = ("controller/", "cli/", "common/", "agent/")
+
+
+class Spy:
+    """py-spy sampling the controller during one phase (`--profile`): the profile that explains a miss."""
+
+    def __init__(self, pid: int, folder: Path | None, phase: str) -> None:
+        self.path = folder / f"{phase}.txt" if folder else None
+        self.phase = phase
+        self.proc: subprocess.Popen[bytes] | None = None
+        if self.path is not None:
+            spy = Path(sys.executable).with_name("py-spy")
+            self.proc = subprocess.Popen([str(spy), "record", "-p", str(pid), "--format", "raw", "-r", "50",
+                                          "--nonblocking", "-o", str(self.path)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> list[tuple[float, str]]:
+        """The fleet functions the controller spent the phase in: (share of samples, function), largest first."""
+        if self.proc is None or self.path is None:
+            return []
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(60)
+        total = 0
+        inclusive: dict[str, int] = {}  # our functions, counted once per sample that has them on its stack
+        leaf: dict[str, int] = {}  # where the CPU was: the package of the innermost frame
+        for line in self.path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            n = int(count)
+            total += n
+            frames = [(f.split(" (")[0], f.rpartition("(")[2].split(":")[0]) for f in stack.split(";")]
+            if frames:
+                where = frames[-1][1]
+                pkg = where.split("/")[0] if "/" in where else where.removesuffix(".py")
+                leaf[pkg] = leaf.get(pkg, 0) + n
+            for fn in {f"{name} ({path})" for name, path in frames if path.startswith(OURS)}:
+                inclusive[fn] = inclusive.get(fn, 0) + n
+        # entry frames (the CLI that started the controller, its run loop) are on most stacks and explain nothing
+        top = sorted(((n / max(1, total), fn) for fn, n in inclusive.items()
+                      if "(cli/" not in fn and fn != "run (controller/main.py)"), reverse=True)[:10]
+        cpu = sorted(((n / max(1, total), pkg) for pkg, n in leaf.items()), reverse=True)[:6]
+        say(f"profile of {self.phase} ({total} samples at 50/s while busy): in " +
+            ", ".join(f"{pkg} {share:.0%}" for share, pkg in cpu) + "; under " +
+            "; ".join(f"{fn} {share:.0%}" for share, fn in top))
+        return top
+
+
 def stats(stub: pbg.FleetStub, admin: str) -> pb.StatsResponse:
     return stub.Stats(pb.StatsRequest(), metadata=(("authorization", f"Bearer {admin}"),), timeout=30)
 
@@ -256,14 +302,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             prober.start()
             say(f"{args.nodes} nodes ready in {out['ready_after_start_s']:.1f} s; placing {args.deployments}")
 
+            spy = Spy(ctl.ps.pid, args.profile, "place")
             took = place_all(stub, admin, args.deployments, args.seed)
+            out["profile_place"] = spy.stop()
             out["place_p50_ms"] = 1000 * statistics.median(took)
             out["place_p99_ms"] = 1000 * percentile(took, 99)
             say(f"placed: p50 {out['place_p50_ms']:.1f} ms, p99 {out['place_p99_ms']:.1f} ms")
 
             for key, verb in (("cli_nodes_s", "nodes"), ("cli_deployments_s", "deployments"),
                               ("cli_capacity_s", "capacity")):
+                spy = Spy(ctl.ps.pid, args.profile, verb)
                 out[key], count = timed_cli(env, verb, "-o", "json")
+                out[f"profile_{verb}"] = spy.stop()
                 say(f"fleet {verb} -o json: {out[key]:.2f} s, {count} items")
             out["metrics_s"], size = timed_get(f"http://{ctl.http}/metrics", admin)
             say(f"/metrics: {out['metrics_s']:.2f} s, {size / 2**20:.1f} MiB")
@@ -272,7 +322,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             out["stall_ms"] = 1000 * prober.worst
             out["stats_p50_ms"] = 1000 * statistics.median(prober.samples)
 
+            spy = Spy(ctl.ps.pid, args.profile, "idle")
             out["idle_cpu_pct"] = cpu_percent(ctl.ps, args.idle_seconds)
+            out["profile_idle"] = spy.stop()
             out["rss_mb"] = ctl.ps.memory_info().rss / 2**20
             say(f"idle: {out['idle_cpu_pct']:.1f} % of a core, RSS {out['rss_mb']:.0f} MB")
 
@@ -318,12 +370,16 @@ def main() -> None:
     ap.add_argument("--idle-seconds", type=float, default=20.0)
     ap.add_argument("--timeout", type=float, default=900.0, help="give up waiting for nodes after this (s)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--profile", type=Path, metavar="DIR",
+                    help="sample the controller with py-spy in each phase (raw stacks in DIR; root or ptrace rights)")
     ap.add_argument("-o", "--output", choices=("table", "json"), default="table")
     ap.add_argument("--simulate", action="store_true", help=argparse.SUPPRESS)  # the simulated fleet process
     ap.add_argument("--address", help=argparse.SUPPRESS)
     ap.add_argument("--ca", help=argparse.SUPPRESS)
     ap.add_argument("--join-token", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     if args.simulate:
         asyncio.run(simulate(args.address, Path(args.ca).read_bytes(), args.join_token, args.nodes,
                              args.per_channel, args.seed))

@@ -8,6 +8,7 @@ import sys
 from enum import Enum
 from typing import Annotated, Any, NoReturn
 
+import orjson
 import rich.table
 import typer
 from rich.console import Console
@@ -50,7 +51,19 @@ def gib(n: int | float) -> str:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    # the same text as json.dumps(obj, indent=2), written by a C encoder (the standard one falls back to Python
+    # when indenting); anything orjson cannot encode is passed to json as before
+    try:
+        text = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        text = (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:  # a text-only stream (some test harnesses)
+        sys.stdout.write(text.decode())
+        return
+    sys.stdout.flush()
+    out.write(text)
+    out.flush()
 
 
 def plain(text: str) -> str:
