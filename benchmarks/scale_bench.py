@@ -135,6 +135,8 @@ class Prober(threading.Thread):
         self.worst = 0.0
         self.samples: list[float] = []
         self.halt = threading.Event()
+        self.phase = "start"
+        self.by_phase: dict[str, float] = {}  # phase -> its worst Stats latency: which phase stalls the loop
 
     def reset(self) -> None:
         self.worst, self.samples = 0.0, []
@@ -150,6 +152,7 @@ class Prober(threading.Thread):
                 took = time.perf_counter() - t0
                 self.samples.append(took)
                 self.worst = max(self.worst, took)
+                self.by_phase[self.phase] = max(self.by_phase.get(self.phase, 0.0), took)
             self.halt.wait(0.05)
 
 
@@ -302,6 +305,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             prober.start()
             say(f"{args.nodes} nodes ready in {out['ready_after_start_s']:.1f} s; placing {args.deployments}")
 
+            prober.phase = "place"
             spy = Spy(ctl.ps.pid, args.profile, "place")
             took = place_all(stub, admin, args.deployments, args.seed)
             out["profile_place"] = spy.stop()
@@ -311,21 +315,26 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
             for key, verb in (("cli_nodes_s", "nodes"), ("cli_deployments_s", "deployments"),
                               ("cli_capacity_s", "capacity")):
+                prober.phase = f"fleet {verb}"
                 spy = Spy(ctl.ps.pid, args.profile, verb)
                 out[key], count = timed_cli(env, verb, "-o", "json")
                 out[f"profile_{verb}"] = spy.stop()
                 say(f"fleet {verb} -o json: {out[key]:.2f} s, {count} items")
+            prober.phase = "/metrics"
             out["metrics_s"], size = timed_get(f"http://{ctl.http}/metrics", admin)
             say(f"/metrics: {out['metrics_s']:.2f} s, {size / 2**20:.1f} MiB")
+            prober.phase = "/api/capacity"
             out["api_capacity_s"], size = timed_get(f"http://{ctl.http}/api/capacity", admin)
             say(f"/api/capacity: {out['api_capacity_s']:.2f} s, {size / 2**20:.1f} MiB")
             out["stall_ms"] = 1000 * prober.worst
             out["stats_p50_ms"] = 1000 * statistics.median(prober.samples)
 
+            prober.phase = "idle"
             spy = Spy(ctl.ps.pid, args.profile, "idle")
             out["idle_cpu_pct"] = cpu_percent(ctl.ps, args.idle_seconds)
             out["profile_idle"] = spy.stop()
             out["rss_mb"] = ctl.ps.memory_info().rss / 2**20
+            out["stall_ms_by_phase"] = {k: round(1000 * v, 1) for k, v in prober.by_phase.items()}
             say(f"idle: {out['idle_cpu_pct']:.1f} % of a core, RSS {out['rss_mb']:.0f} MB")
 
             ctl.stop()
@@ -359,6 +368,9 @@ def render(out: dict[str, Any]) -> None:
         ok = "" if value is None else ("yes" if value <= target else "NO")
         print(f"{label:52} {shown:>12} {f'{target:g} {unit.split()[0]}':>12}  {ok}")
     print(f"(Place p50 {out.get('place_p50_ms', 0):.1f} ms; Stats p50 {out.get('stats_p50_ms', 0):.1f} ms)")
+    if out.get("stall_ms_by_phase"):
+        phases = out["stall_ms_by_phase"].items()
+        print("worst Stats latency by phase: " + ", ".join(f"{k} {v:.0f} ms" for k, v in phases))
 
 
 def main() -> None:

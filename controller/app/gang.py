@@ -80,7 +80,8 @@ def forget_stopped(ctl: Controller, ids: Iterable[str]) -> None:
 
 def tick(ctl: Controller, now: float) -> None:
     """Gangs that lost a part are stopped (and replaced by fill_missing); stopped gangs are forgotten."""
-    gangs = [r for r in ctl.store.replicas() if r.nodes > 1]
+    # every tick: look at the multi-node replicas only, not a sorted list of all 5,000
+    gangs = sorted((r for r in ctl.store.mirror.replicas.values() if r.nodes > 1), key=lambda r: r.id)
     if not gangs:
         return
     done = []

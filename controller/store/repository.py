@@ -198,6 +198,8 @@ class Store:
         self.engine = open_engine(url)
         self.reader = open_reader(url, self.engine)
         self.mirror = Mirror()
+        # GPU uuid -> (figures last written, when)
+        self._flushed_usage: dict[str, tuple[tuple[int, int, int], float]] = {}
         with self.read() as s:
             self.mirror.load(s)
         # Called with the nodes whose desired-set generation went up, whoever wrote it (the controller pushes).
@@ -341,6 +343,11 @@ class Store:
 
         Two executemany UPDATEs, not an ORM round trip per row: at 10,000 nodes heartbeating every 5 s this
         runs every second with ~2,000 rows. Not a change for the mirror: reads take liveness from memory."""
+        # GPU figures equal to those this controller wrote less than a minute ago are not written again (idle GPUs
+        # report the same numbers); once a minute they are, in case another controller wrote since (HA)
+        now = time.monotonic()
+        usage = {u: v for u, v in usage.items()
+                 if (last := self._flushed_usage.get(u)) is None or last[0] != v or now - last[1] > 60.0}
         if not beats and not usage:
             return
         nodes, gpus = NodeRow.__table__, GpuRow.__table__  # type: ignore[attr-defined]
@@ -358,6 +365,9 @@ class Store:
                              [{"b_uuid": u, "b_used": used, "b_util": util, "b_temp": temp}
                               for u, (used, util, temp) in usage.items()])
             s.commit()
+        if len(self._flushed_usage) > 1_000_000:
+            self._flushed_usage.clear()
+        self._flushed_usage.update((u, (v, now)) for u, v in usage.items())
 
     @writes
     def set_cordon(self, name: str, cordoned: bool, reason: str, by: str, now: float) -> NodeRow:
