@@ -65,6 +65,14 @@ def on_loop(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
     return job
 
 
+async def flush_heartbeats(ctl: Controller) -> None:
+    """The batch is taken on the loop; its write runs in a thread. At 10,000 nodes it is ~2,000 rows a second,
+    and the UPDATE needs no controller state, only the database (which serialises writers itself)."""
+    beats, usage = ctl.liveness.take_dirty()
+    if beats or usage:
+        await asyncio.to_thread(ctl.store.flush_heartbeats, beats, usage)
+
+
 def schedule_jobs(ctl: Controller, settings: Settings) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler()
     # other controllers' writes (and nothing at all when this one is alone: one indexed read)
@@ -74,8 +82,8 @@ def schedule_jobs(ctl: Controller, settings: Settings) -> AsyncIOScheduler:
                       id="duties-lease", max_instances=1, coalesce=True)
     scheduler.add_job(on_loop(ctl.refresh_credentials), "interval", seconds=2.0, id="credentials",
                       max_instances=1, coalesce=True)
-    scheduler.add_job(on_loop(ctl.flush), "interval", seconds=settings.flush_interval, id="flush-heartbeats",
-                      max_instances=1, coalesce=True)
+    scheduler.add_job(partial(flush_heartbeats, ctl), "interval", seconds=settings.flush_interval,
+                      id="flush-heartbeats", max_instances=1, coalesce=True)
     scheduler.add_job(on_loop(ctl.check_liveness), "interval", seconds=min(1.0, settings.heartbeat_interval),
                       id="offline-nodes", max_instances=1, coalesce=True)
     scheduler.add_job(on_loop(partial(reconcile.tick, ctl)), "interval", seconds=1.0, id="reconcile",

@@ -105,7 +105,9 @@ class AgentService(pbg.AgentServicer):
         return convert.outgoing(item, desired)
 
     def _inventory(self, node: str, inv: pb.Inventory) -> None:
-        nodes.connect(self.ctl, node, convert.inventory_json(inv), convert.gpu_rows(node, inv), inv.gpu_probe)
+        text = convert.inventory_json(inv)
+        convert.remember_inventory(node, text, inv)
+        nodes.connect(self.ctl, node, text, convert.gpu_rows(node, inv), inv.gpu_probe)
 
     async def _read(self, node: str, request_iterator: AsyncIterator[pb.AgentMessage], queue: Outbox,
                     refused: list[str]) -> None:

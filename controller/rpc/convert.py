@@ -250,6 +250,15 @@ def _u64(n: int) -> int:
 _INVENTORIES: dict[str, tuple[str, pb.Inventory]] = {}  # node -> (inventory JSON, parsed): parse once per report
 
 
+def remember_inventory(name: str, inventory_json: str, inv: pb.Inventory) -> None:
+    """The message an agent sent, kept beside its JSON: listing 10,000 nodes then parses none of them again."""
+    if len(_INVENTORIES) > 100_000:
+        _INVENTORIES.clear()
+    kept = pb.Inventory()
+    kept.CopyFrom(inv)
+    _INVENTORIES[name] = (inventory_json, kept)
+
+
 def inventory_message(name: str, inventory_json: str) -> pb.Inventory:
     cached = _INVENTORIES.get(name)
     if cached is None or cached[0] != inventory_json:
