@@ -9,9 +9,13 @@ because it is built under a hidden staging name and renamed into place):
     <cache>/<engine>/<version>/fleet-engine.json     (what was built, how, how long it took)
     <cache>/<engine>/.logs/<version>.log             (full output of the last install attempt)
 
-The cache is `--data-dir`, else `$FLEET_ENGINES_DIR`, else `~/.cache/fleet/engines`. Operators run
-`fleet engine install` to prepare a node; CI and the e2e tests call the same functions, so the
-multi-minute llama.cpp build is paid once per machine.
+One rule for where engines live: an agent looks in its own data dir's cache first (`DATA_DIR/engines`),
+then the shared cache (`$FLEET_ENGINES_DIR`, else `~/.cache/fleet/engines`), then PATH. `fleet engine
+install --data-dir D` installs into `D/engines`, the cache `fleet agent run --data-dir D` looks in first;
+without flags it uses the installed agent's data dir (/etc/fleet/agent.toml) when there is one, so
+`sudo fleet engine install` lands where the service looks. Operators run `fleet engine install` to prepare
+a node; CI and the e2e tests call the same functions, so the multi-minute llama.cpp build is paid once
+per machine.
 """
 
 from __future__ import annotations
@@ -87,12 +91,18 @@ class InstallResult:
 
 
 def engines_dir(data_dir: Path | str | None = None) -> Path:
+    """The shared engine cache: `data_dir` when given (an exact cache directory), else the environment's or home's."""
     if data_dir:
         return Path(data_dir).expanduser()
     env = os.environ.get("FLEET_ENGINES_DIR")
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "fleet" / "engines"
+
+
+def agent_engines_dir(agent_data_dir: Path | str) -> Path:
+    """An agent's own engine cache, inside its data dir: the first place that agent looks."""
+    return Path(agent_data_dir).expanduser() / "engines"
 
 
 def version_dir(cache: Path, name: str, version: str) -> Path:
@@ -113,8 +123,10 @@ def cached_engine(cache: Path, name: str, version: str | None = None) -> EngineI
 # ---------------------------------------------------------------- finding engines
 
 
-def find_engines(extra_paths: Iterable[Path | str] = (), cache: Path | None = None) -> list[EngineInfo]:
-    """Every engine this machine has: the cache first (all versions), then `extra_paths`, then PATH.
+def find_engines(extra_paths: Iterable[Path | str] = (), cache: Path | None = None,
+                 first: Iterable[Path] = ()) -> list[EngineInfo]:
+    """Every engine this machine has: the caches `first` (an agent's own), then `cache` (default: the shared
+    cache), all versions, then `extra_paths`, then PATH.
 
     `extra_paths` may name executables or directories holding them (operator-configured engine
     locations). Engines found outside the cache get their version from `--version` (a few seconds
@@ -129,18 +141,18 @@ def find_engines(extra_paths: Iterable[Path | str] = (), cache: Path | None = No
             seen.add(real)
             found.append(info)
 
-    cache = cache or engines_dir()
-    for name in ENGINE_NAMES:
-        root = cache / name
-        if not root.is_dir():
-            continue
-        # Newest version first: callers that take the first match of a name get the newest install.
-        for child in sorted(root.iterdir(), key=lambda c: _version_key(c.name), reverse=True):
-            if child.name.startswith("."):
-                continue  # staging or logs
-            info = cached_engine(cache, name, child.name)
-            if info:
-                add(info)
+    for directory in (*first, cache or engines_dir()):
+        for name in ENGINE_NAMES:
+            root = directory / name
+            if not root.is_dir():
+                continue
+            # Newest version first: callers that take the first match of a name get the newest install.
+            for child in sorted(root.iterdir(), key=lambda c: _version_key(c.name), reverse=True):
+                if child.name.startswith("."):
+                    continue  # staging or logs
+                info = cached_engine(directory, name, child.name)
+                if info:
+                    add(info)
 
     candidates: list[Path] = []
     for extra in extra_paths:

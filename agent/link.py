@@ -22,7 +22,7 @@ from fleet.agent import logs
 from fleet.agent.probe import Probe
 from fleet.agent.supervisor import Supervisor
 from fleet.agent.trust import TrustError, ca_path, discover_ca
-from fleet.common.trust import channel_options, split_token
+from fleet.common.trust import NODE_UNKNOWN, REFUSAL_KEY, channel_options, split_token
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 
@@ -146,6 +146,7 @@ class Link:
         self.log_tasks: dict[int, asyncio.Task[None]] = {}
         self.connected = asyncio.Event()
         self.sessions_opened = 0
+        self.ever_connected = False  # this process had a session: a later refusal is a removal, not a restart
 
     def inventory(self) -> pb.Inventory:
         return inventory_message(self.probe, self.version, self.labels, self.advertise_address, self.allow_public_rpc)
@@ -234,7 +235,8 @@ class Link:
                 log.warning("session with the controller ended; reconnecting")
             except grpc.aio.AioRpcError as e:
                 if e.code() == grpc.StatusCode.UNAUTHENTICATED:
-                    raise AgentFatal(f"the controller refused node {cred.node}'s credential: {e.details()}", 3) from e
+                    cred = await self.refused(cred, e)
+                    continue
                 log.warning("session with the controller at %s failed (%s: %s)", self.controller,
                             e.code().name, e.details())
                 if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -246,6 +248,34 @@ class Link:
             delay = await anext(delays)
             log.info("reconnecting in %.1fs", delay)
             await asyncio.sleep(delay)
+
+    async def refused(self, cred: Credential, e: grpc.aio.AioRpcError) -> Credential:
+        """The controller refused this node's credential: join again, or end the agent naming the file to delete.
+
+        An agent *started* with --join-token whose node the controller no longer knows (removed, so the name
+        is free) joins again by itself. A running agent whose node is removed stops: removal must stick until
+        someone starts the agent again.
+        """
+        path = credential_path(self.data_dir)
+        kind = dict(e.trailing_metadata() or ()).get(REFUSAL_KEY, "")
+        if kind == NODE_UNKNOWN and self.join_token and not self.ever_connected:
+            aside = path.with_name(path.name + ".refused")
+            path.replace(aside)
+            log.warning("the controller at %s no longer knows node %s (removed); its old credential is set aside as "
+                        "%s; joining again with --join-token", self.controller, cred.node, aside)
+            return await self.register()
+        if kind == NODE_UNKNOWN and self.ever_connected:
+            raise AgentFatal(f"node {cred.node} was removed from the controller at {self.controller}: {e.details()}. "
+                             f"To bring it back, start the agent again with --join-token (it then replaces {path})",
+                             3) from e
+        if kind == NODE_UNKNOWN:
+            raise AgentFatal(f"the controller at {self.controller} does not know node {cred.node} (removed, or never "
+                             f"joined): start the agent with --join-token to join again (it then replaces {path})",
+                             3) from e
+        # Another agent holds the name now (it re-registered, or took over with `fleet node replace`'s token).
+        raise AgentFatal(f"the controller refused node {cred.node}'s credential: {e.details()}. To join again, "
+                         f"delete {path} and start the agent with --join-token under another --name, or with the "
+                         f"token of `fleet node replace {cred.node}` to take the name back", 3) from e
 
     async def session(self, cred: Credential) -> None:
         outbox: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue()
@@ -269,6 +299,7 @@ class Link:
                             heartbeats.cancel()
                         heartbeats = asyncio.create_task(self._heartbeats(outbox, interval))
                         self.sessions_opened += 1
+                        self.ever_connected = True
                         self.connected.set()
                         log.info("connected to the controller at %s as node %s", self.controller, cred.node)
                     elif kind == "desired":

@@ -68,7 +68,7 @@ async def serve(cfg: AgentConfig) -> None:
     models_dir = (cfg.models_dir or data_dir / "models").resolve()
     # Hardware is re-detected on every start: a GPU swapped during maintenance shows up at once.
     found = await asyncio.to_thread(probe, models_dir, node, cfg.simulate, cfg.engine_paths, None,
-                                    cfg.declare_engines)
+                                    cfg.declare_engines, data_dir)
     log.info("probed %d GPU(s) via %s, engines: %s", len(found.gpus), found.gpu_probe,
              ", ".join(f"{e.name} {e.version}" for e in found.engines) or "none")
     usage = None

@@ -179,16 +179,19 @@ def probe_host(models_dir: Path) -> HostInfo:
 ENGINE_BINARIES = {"llama.cpp": "llama-server", "vllm": "vllm"}
 
 
-def probe_engines(paths: dict[str, str] | None = None, declared: tuple[str, ...] = ()) -> tuple[EngineInfo, ...]:
-    """Engines this node can launch: the engine cache (`fleet engine install`), configured paths, PATH.
+def probe_engines(paths: dict[str, str] | None = None, declared: tuple[str, ...] = (),
+                  data_dir: Path | None = None) -> tuple[EngineInfo, ...]:
+    """Engines this node can launch: the agent's own engine cache (DATA_DIR/engines), the shared one
+    (`fleet engine install`), configured paths, PATH.
 
     `declared` engines (with declared GPUs, for capacity planning) are reported without a binary.
     """
-    from fleet.agent.engine_install import find_engines, rpc_server_beside
+    from fleet.agent.engine_install import agent_engines_dir, find_engines, rpc_server_beside
     from fleet.agent.engines import vllm_multinode
 
     found: dict[str, EngineInfo] = {}
-    for e in find_engines(extra_paths=[p for p in (paths or {}).values() if p]):
+    own = [agent_engines_dir(data_dir)] if data_dir is not None else []
+    for e in find_engines(extra_paths=[p for p in (paths or {}).values() if p], first=own):
         if (paths or {}).get(e.name) and str(e.path) != paths[e.name] and e.name not in found:
             continue  # an operator-configured path wins over the cache and PATH
         rpc = rpc_server_beside(e.path) if e.name == "llama.cpp" else None
@@ -203,7 +206,7 @@ def probe_engines(paths: dict[str, str] | None = None, declared: tuple[str, ...]
 
 def probe(models_dir: Path, node_name: str, simulate: str | None = None,
           engine_paths: dict[str, str] | None = None, nvml: Any = None,
-          declared_engines: tuple[str, ...] = ()) -> Probe:
+          declared_engines: tuple[str, ...] = (), data_dir: Path | None = None) -> Probe:
     gpus, how = probe_gpus(simulate, node_name, nvml)
     return Probe(host=probe_host(models_dir), gpus=gpus, gpu_probe=how,
-                 engines=probe_engines(engine_paths, declared_engines))
+                 engines=probe_engines(engine_paths, declared_engines, data_dir))

@@ -321,7 +321,8 @@ class Supervisor:
 
     def _start(self, r: Replica, now: float) -> None:
         if self.simulate:
-            r.state, r.message = "healthy", "declared node: engine not launched"
+            # Accounted for planning, never launched: never "healthy", so nothing waits on it or routes to it.
+            r.state, r.message = "declared", "declared node: accounted, engine not launched"
             return
         try:
             if r.role != "rpc":

@@ -9,11 +9,10 @@ from enum import Enum
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import Output, OutputOpt, console, print_json
+from fleet.cli.output import Output, OutputOpt, Table, console, print_json
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 

@@ -6,7 +6,6 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
@@ -15,6 +14,7 @@ from fleet.cli.output import (
     EXIT_USAGE,
     Output,
     OutputOpt,
+    Table,
     console,
     err_console,
     fail,
@@ -25,7 +25,8 @@ from fleet.cli.output import (
 from fleet.proto import fleet_pb2 as pb
 
 STATE_STYLE = {"healthy": "green", "starting": "yellow", "pending": "yellow", "failed": "red",
-               "stopping": "blue", "stopped": "blue", "unknown": "red"}
+               "stopping": "blue", "stopped": "blue", "unknown": "red", "declared": "cyan"}
+SERVING, DECLARED = "healthy", "declared"  # fleet.controller.core.replica_states
 
 
 TERMS = ("weights", "kv_cache", "activations", "runtime", "total")
@@ -102,8 +103,9 @@ def _state(state: str) -> str:
     return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
 
 
-def replicas_table(d: pb.Deployment) -> Table:
-    t = Table(title=f"{d.name}: {d.model} {d.quant} on {d.engine} ({d.state})")
+def replicas_table(d: pb.Deployment, dry_run: bool = False) -> Table:
+    t = Table(title=f"{d.name}: {d.model} {d.quant} on {d.engine} "
+                    + ("(dry run: nothing placed)" if dry_run else f"({d.state})"))
     for col in ("#", "NODE", "GPUS (reserved)", "STATE", "ENDPOINT", "RESTARTS"):
         t.add_column(col)
     for r in d.replicas:
@@ -119,6 +121,25 @@ def replicas_table(d: pb.Deployment) -> Table:
     return t
 
 
+def no_replicas(d: pb.Deployment) -> str:
+    """A deployment with no replica row: being removed, or every replica gone (node removed, rescheduling)."""
+    if d.state == "removing":
+        return "[blue]removing[/]"
+    return "[red]none[/] (the controller keeps trying to place them; `fleet events --deployment " + d.name + "`)"
+
+
+def reserved_note(d: pb.Deployment) -> str:
+    """Replicas on different GPU kinds reserve each kind's own estimate: say so when they differ."""
+    per_node: dict[str, int] = {}
+    for r in d.replicas:
+        if r.gpus:
+            per_node.setdefault(r.node, r.gpus[0].bytes)
+    if len(set(per_node.values())) <= 1:
+        return ""
+    return "; reserved per GPU by node (each its GPUs' estimate): " + ", ".join(
+        f"{node} {gib(b)} GiB" for node, b in per_node.items())
+
+
 def verdicts_table(resp: pb.PlaceResponse) -> Table:
     t = Table(title="nodes considered")
     for col in ("NODE", "FIT", "SCORE", "GPUS", "REASON"):
@@ -130,7 +151,11 @@ def verdicts_table(resp: pb.PlaceResponse) -> Table:
 
 
 def wait_healthy(client: Client, name: str, timeout: float) -> pb.Deployment:
-    """Poll until every replica is healthy (return) or one failed / time ran out (exit non-zero)."""
+    """Poll until every replica that can serve is healthy (return) or one failed / time ran out (exit non-zero).
+
+    Replicas on declared nodes never serve (nothing is launched there): they are not waited for and not
+    counted as serving; if every replica is declared, nothing will ever serve and that is a failure.
+    """
     from rich.live import Live
 
     deadline = time.monotonic() + timeout
@@ -140,7 +165,15 @@ def wait_healthy(client: Client, name: str, timeout: float) -> pb.Deployment:
             d = client.call("DescribeDeployment", pb.DescribeDeploymentRequest(name=name)).deployment
             live.update(replicas_table(d))
             states = [r.state for r in d.replicas]
-            if states and all(s == "healthy" for s in states):
+            declared = [r.node for r in d.replicas if r.state == DECLARED]
+            if states and len(declared) == len(states):
+                live.stop()
+                fail(f"nothing of {name} will serve: every replica is on a declared node ({', '.join(declared)}), "
+                     "accounted for planning and never launched", EXIT_ERROR)
+            if states and all(s in (SERVING, DECLARED) for s in states):
+                if declared:
+                    err_console.print(f"{len(states) - len(declared)} of {len(states)} replica(s) serve; on declared "
+                                      f"node(s) {', '.join(declared)} nothing is launched", highlight=False)
                 return d
             failed = [r for r in d.replicas if r.state == "failed"]
             if failed:
@@ -229,9 +262,10 @@ def register(app: typer.Typer) -> None:
         shape = f"TP {d.tp}" + (f" × {spans} nodes" if spans > 1 else "")
         per = f"{unit} per node" if spans > 1 and d.device == "cpu" else unit
         say.print(f"{'would place' if dry_run else 'placed'} [bold]{d.name}[/]: {d.model} {d.quant} on {d.engine}, "
-                      f"{shape}, context {d.context}; needs {gib(e.total)} GiB {per} (weights {gib(e.weights)}, "
-                      f"KV {gib(e.kv_cache)}, activations {gib(e.activations)}, runtime {gib(e.runtime)})")
-        if d.reserved and d.reserved != e.total:
+                  f"{shape}, context {d.context}; needs {gib(e.total)} GiB {per} (weights {gib(e.weights)}, "
+                  f"KV {gib(e.kv_cache)}, activations {gib(e.activations)}, runtime {gib(e.runtime)})"
+                  + reserved_note(d), highlight=False)
+        if d.observed_replicas and d.reserved and d.reserved != e.total:
             say.print(f"reserves {gib(d.reserved)} GiB {unit}: observed on {d.observed_replicas} replica(s) of the "
                       f"same key, plus margin")
         for note in d.launch_notes:
@@ -243,7 +277,7 @@ def register(app: typer.Typer) -> None:
         if output == Output.json:
             print_json(deployment_dict(d))
         else:
-            console.print(replicas_table(d))
+            console.print(replicas_table(d, dry_run=dry_run))
 
     @app.command("deployments")
     def deployments(output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
@@ -259,11 +293,13 @@ def register(app: typer.Typer) -> None:
         for col in ("NAME", "MODEL", "QUANT", "ENGINE", "READY", "REPLICAS (node: state endpoint)"):
             t.add_column(col)
         for d in listed:
-            ready = sum(r.state == "healthy" for r in d.replicas)
-            t.add_row(d.name, d.model, d.quant, d.engine, f"{ready}/{d.replicas_wanted}",
+            ready = sum(r.state == SERVING for r in d.replicas)
+            declared = sum(r.state == DECLARED for r in d.replicas)
+            t.add_row(d.name, d.model, d.quant, d.engine,
+                      f"{ready}/{d.replicas_wanted}" + (f" ({declared} declared)" if declared else ""),
                       "\n".join(f"{'+'.join(p.node for p in r.parts) or r.node}: "
                                 f"[{STATE_STYLE.get(r.state, 'white')}]{r.state}[/] {r.endpoint}"
-                                for r in d.replicas) or d.state)
+                                for r in d.replicas) or no_replicas(d))
         console.print(t)
 
     @dep_app.command("describe")
@@ -301,10 +337,24 @@ def register(app: typer.Typer) -> None:
                     console.print(f"replica {r.ordinal}, {p.role} on {p.node}: {plain(p.message)}")
 
     @app.command("remove")
-    def remove(name: str, output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
+    def remove(name: str,
+               wait: Annotated[bool, typer.Option("--wait", help="wait until every replica stopped and it is gone")]
+               = False,
+               timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = 300.0,
+               output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
                data_dir: DataDirOpt = None) -> None:
         """Stop a deployment's replicas; their GPUs are freed once the agents report them stopped."""
-        d = Client(controller, token, data_dir).call("Remove", pb.RemoveRequest(name=name)).deployment
+        client = Client(controller, token, data_dir)
+        d = client.call("Remove", pb.RemoveRequest(name=name)).deployment
+        if wait and d.state != "removed":
+            deadline = time.monotonic() + timeout
+            while any(x.name == name for page in client.pages("ListDeployments", pb.ListDeploymentsRequest())
+                      for x in page.deployments):
+                if time.monotonic() > deadline:
+                    fail(f"{name}: replicas not stopped after {timeout:.0f}s; see `fleet deployment describe {name}`",
+                         EXIT_ERROR)
+                time.sleep(0.5)
+            d = pb.Deployment(name=name, state="removed")
         if output == Output.json:
             print_json(deployment_dict(d))
             return

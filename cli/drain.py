@@ -7,11 +7,10 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import EXIT_ERROR, Output, OutputOpt, console, err_console, fail, plain, print_json
+from fleet.cli.output import EXIT_ERROR, Output, OutputOpt, Table, console, err_console, fail, plain, print_json
 from fleet.proto import fleet_pb2 as pb
 
 
@@ -27,10 +26,35 @@ def parse_duration(text: str) -> float:
 
 def status_dict(d: pb.DrainStatus) -> dict[str, Any]:
     return {"node": d.node, "state": d.state, "node_state": d.node_state, "message": d.message,
-            "remaining": d.remaining,
+            "remaining": d.remaining, "started_at": d.started_at or None, "deadline": d.deadline or None,
+            "force": d.force,
             "moves": [{"replica": m.replica, "deployment": m.deployment, "to": m.to_node, "gpus": list(m.gpus)}
                       for m in d.moves],
             "blocked": [{"replica": b.replica, "deployment": b.deployment, "reason": b.reason} for b in d.blocked]}
+
+
+def deadline_text(d: pb.DrainStatus) -> str:
+    if d.force:
+        return "--force: replicas that cannot move are stopped"
+    if not d.deadline:
+        return "no deadline"
+    left = d.deadline - time.time()
+    at = time.strftime("%H:%M", time.localtime(d.deadline))
+    return f"deadline {at} (in {left / 60:.0f} min)" if left > 0 else f"deadline {at} (passed)"
+
+
+def status_text(d: pb.DrainStatus) -> str:
+    lines = [f"{d.node} ({d.node_state}): drain {d.state}, {d.remaining} replica(s) left"
+             + (f", {deadline_text(d)}" if d.state == "active" else "")
+             + (f" — {plain(d.message)}" if d.message else "")]
+    lines += [f"  cannot move {b.replica} ({b.deployment}): {plain(b.reason)}" for b in d.blocked]
+    return "\n".join(lines)
+
+
+def stuck(d: pb.DrainStatus) -> bool:
+    """Active, with nothing left but replicas that cannot move, and nothing that will ever stop them."""
+    return d.state == "active" and bool(d.blocked) and d.remaining <= len(d.blocked) and not d.deadline \
+        and not d.force
 
 
 def plan_table(resp: pb.DrainResponse) -> Table:
@@ -78,8 +102,7 @@ def register(app: typer.Typer) -> None:
                 print_json([status_dict(d) for d in resp.drains])
             else:
                 for d in resp.drains:
-                    console.print(f"{d.node} ({d.node_state}): drain {d.state}, {d.remaining} replica(s) left"
-                                  + (f" — {plain(d.message)}" if d.message else ""), highlight=False)
+                    console.print(status_text(d), highlight=False)
             return
         resp = client.call("Drain", req)
         if dry_run or cancel:
@@ -99,8 +122,8 @@ def register(app: typer.Typer) -> None:
             if output == Output.json:
                 print_json([status_dict(d) for d in resp.drains])
             else:
-                console.print(f"draining {', '.join(nodes)}; watch with `fleet drain {' '.join(nodes)} --detach` "
-                              "or `fleet nodes`")
+                console.print(f"draining {', '.join(nodes)}; watch with `fleet drain {' '.join(nodes)} --status` "
+                              "or `fleet events`")
             return
         last = ""
         try:
@@ -112,6 +135,15 @@ def register(app: typer.Typer) -> None:
                     last = line
                 if all(d.state in ("done", "cancelled") for d in resp.drains):
                     break
+                if any(stuck(d) for d in resp.drains) and all(stuck(d) or d.state != "active" for d in resp.drains):
+                    # Nothing will change by itself: say what blocks it and stop watching (the drain stays).
+                    if output == Output.json:
+                        print_json([status_dict(d) for d in resp.drains])
+                    for d in resp.drains:
+                        err_console.print(status_text(d), highlight=False)
+                    fail(f"the drain of {', '.join(nodes)} is blocked with no deadline: it stays active and finishes "
+                         f"if room frees up; `fleet drain {' '.join(nodes)} --force` stops what cannot move, "
+                         "`--deadline 30m` sets a deadline, `--cancel` ends the drain", EXIT_ERROR)
                 time.sleep(1.0)
         except KeyboardInterrupt:
             err_console.print("stopped watching; the drain goes on (`fleet drain NODE --cancel` stops it)")

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import Output, OutputOpt, console, fail, gib, print_json
-from fleet.common.gpus import gpu_type
+from fleet.cli.output import Output, OutputOpt, Table, console, fail, gib, print_json
+from fleet.common.gpus import GpuType, gpu_type
 from fleet.controller.core.catalog import ENGINES, Catalog, Model, Quants, Variant
 from fleet.controller.core.catalog_import import model_from_gguf, model_from_hf_config
 from fleet.controller.core.errors import FleetError
@@ -28,8 +27,12 @@ from fleet.controller.core.estimate import (
     min_nodes,
 )
 from fleet.controller.core.estimate_explain import explain
+from fleet.controller.core.options import choose, options_for
 from fleet.controller.store.files import catalog_with, default_catalog_dir, read_gguf_header, write_model
 from fleet.controller.store.gguf_headers import find_header, record_size
+
+# No GPU kind given: a capable GPU (every quant runs) to list the variants from; only quality decides then.
+_ALL_CAPABLE = (GpuType("any GPU", 1 << 50, "9.0", "nvidia"),)
 
 CatalogDirOpt = Annotated[Path | None, typer.Option(
     "--catalog-dir", help="where user-added models live (default $FLEET_CATALOG_DIR or ~/.local/share/fleet/catalog)")]
@@ -183,7 +186,8 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, typer.Argument(help="model name, alias or HF repo id")],
         quant: Annotated[str | None, typer.Option(
             "--quant", "-q", help="bf16, fp8, awq, gptq, q4_k_m, … (see models show) [default: the one a quantized "
-                                  "repo id implies]")] = None,
+                                  "repo id implies, else as `fleet place` picks: the best quality that fits --gpu]")]
+        = None,
         engine: Annotated[str | None, typer.Option("--engine", help="vllm or llama.cpp (default: the quant's)")] = None,
         context: Annotated[int | None, typer.Option("--context", "-c", help="context length in tokens")] = None,
         tp: Annotated[int | None, typer.Option("--tp", help="GPUs per replica (tensor parallel size); per node "
@@ -237,6 +241,22 @@ def _import(from_config: Path | None, from_gguf: Path | None, name: str | None, 
         fail(f"{from_config}: cannot read a JSON config ({e})")
     return model_from_hf_config(cfg, name=name or (from_config.parent.name if from_config.parent.name else None),
                                 hf_id=hf_id, license=license or "unknown", quants=quants)
+
+
+def _chosen_variant(catalog: Catalog, m: Model, engine: str | None, context: int | None, tp: int | None,
+                    kind: GpuType | None, device: str, nodes: int = 1) -> tuple[Variant, int | None, str]:
+    """No --quant: the variant (and TP) `fleet place` would pick on this GPU kind (over `nodes` nodes), and why."""
+    try:
+        options = options_for(m.name, None, engine, context, (kind,) if kind else _ALL_CAPABLE, tp, device=device,
+                              catalog=catalog, nodes=nodes)
+    except FleetError as e:
+        if kind is None or device == "cpu":
+            raise
+        where = "in one node" if nodes == 1 else f"over {nodes} nodes"
+        fail(f"{m.name}: no variant fits {kind.name} GPUs at TP {tp or '1-8'} {where} ({e.message}); "
+             "pass --quant to see one variant's estimate")
+    best, why = choose(options, kind if device == "gpu" else None)
+    return catalog.variant(m, best.quant, best.engine), (tp or best.tp or None), why
 
 
 @dataclass(frozen=True)
@@ -307,19 +327,27 @@ def _estimate(name: str, quant: str | None, engine: str | None, context: int | N
     m = resolved.model
     quant = quant or resolved.quant
     engine = engine or resolved.engine
+    memory, cc, gpu_name = None, None, None
+    kind: GpuType | None = None
+    if gpu:
+        try:
+            kind = gpu_type(gpu)
+        except KeyError as e:
+            fail(str(e.args[0]))
+    elif gpu_memory is not None and gpu_memory > 0:
+        # a GPU of that size that runs every quant: only memory is known
+        kind = GpuType(f"{gpu_memory:g} GiB GPU", int(gpu_memory * GIB), "9.0", "nvidia")
+    chosen = ""
     if quant is None:
-        have = dict.fromkeys(f"{v.quant} ({v.engine})" for v in m.variants if not engine or v.engine == engine)
-        fail(f"{name} is {m.name}; give --quant (its variants: {', '.join(have)})")
+        v, tp, chosen = _chosen_variant(catalog, m, engine, context, tp, kind, device, nodes)
+        quant, engine = v.quant, v.engine
     v = catalog.variant(m, quant, engine)
     catalog, header_from = _exact_gguf(catalog, m, v, catalog_dir, where)
     m = catalog.get(m.name)
     v = catalog.variant(m, quant, engine)
-    memory, cc, gpu_name = None, None, None
     if gpu:
-        try:
-            g = gpu_type(gpu)
-        except KeyError as e:
-            fail(str(e.args[0]))
+        assert kind is not None
+        g = kind
         memory, cc, gpu_name = g.memory_bytes, g.compute_capability, g.name
         problem = incompatibility(v, cc)
         if problem:
@@ -332,6 +360,8 @@ def _estimate(name: str, quant: str | None, engine: str | None, context: int | N
     e = estimate(m, v, engines=catalog.engines, context=context, tp=tp or 1, gpu_memory_bytes=memory,
                  kv_cache_dtype=kv_cache_dtype, device=device, nodes=nodes)
     result = estimate_dict(e)
+    if chosen:
+        result["chosen"] = chosen
     result["weights_from"] = _weights_from(catalog, m, v, header_from)
     if where.explain:
         result["explain"] = [{"term": t.name, "bytes": t.bytes, "formula": t.formula, "inputs": t.inputs}
@@ -372,6 +402,8 @@ def _weights_from(catalog: Catalog, m: Model, v: Variant, header_from: str | Non
 
 
 def _render(e: Estimate, result: dict[str, Any]) -> None:
+    if result.get("chosen"):
+        console.print(f"[dim]no --quant: {result['chosen']}[/]", highlight=False)
     where = "per GPU" if e.device == "gpu" else "in RAM"
     if e.nodes > 1:
         shape = f"TP {e.tp} × PP {e.nodes}" if e.engine == "vllm" else f"TP {e.tp} on each of {e.nodes} nodes"

@@ -6,11 +6,10 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import Output, OutputOpt, console, gib, plain, print_json
+from fleet.cli.output import Output, OutputOpt, Table, console, gib, plain, print_json
 from fleet.proto import fleet_pb2 as pb
 
 
@@ -55,7 +54,15 @@ def gpu_summary(n: pb.Node) -> str:
     counts: dict[str, int] = {}
     for g in n.gpus:
         counts[g.gpu.name] = counts.get(g.gpu.name, 0) + 1
-    return plain(", ".join(f"{c}x{name}" for name, c in counts.items())) or "-"
+    text = plain(", ".join(f"{c}x{name}" for name, c in counts.items())) or "-"
+    return text + " (declared)" if n.inventory.gpu_probe == "declared" else text
+
+
+def engine_text(e: dict[str, Any]) -> str:
+    """"llama.cpp 0.3.36 (/path/llama-server)"; a declared engine has no binary: "vllm (declared)"."""
+    if not e["path"]:
+        return f"{e['name']} (declared)" if e["version"] == "declared" else f"{e['name']} {e['version']}".strip()
+    return f"{e['name']} {e['version']} ({e['path']})"
 
 
 def register(app: typer.Typer) -> None:
@@ -101,7 +108,7 @@ def register(app: typer.Typer) -> None:
                           f"{plain(c['reason'] or 'no reason given')}")
         console.print(f"CPUs {d['cpu_count']}  RAM {gib(d['ram_available'])}/{gib(d['ram_total'])} GiB available  "
                       f"disk {gib(d['disk_free'])}/{gib(d['disk_total'])} GiB free at {plain(d['models_dir'])}")
-        engines = ", ".join(f"{e['name']} {e['version']} ({e['path']})" for e in d["engines"]) or "none installed"
+        engines = ", ".join(engine_text(e) for e in d["engines"]) or "none installed"
         console.print(f"engines: {plain(engines)}")
         if d["labels"]:
             console.print("labels: " + plain(", ".join(f"{k}={v}" for k, v in d["labels"].items())))

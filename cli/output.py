@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Annotated, Any, NoReturn
 
 import orjson
+import rich.table
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -28,6 +29,15 @@ EXIT_AUTH = 3           # refused: missing or wrong credential
 class Output(str, Enum):
     table = "table"
     json = "json"
+
+
+class Table(rich.table.Table):
+    """rich's Table, but a value too long for its column folds onto more lines instead of being cut with "…"
+    (node names, replica ids and reasons must stay whole on an 80-column terminal)."""
+
+    def add_column(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("overflow", "fold")
+        super().add_column(*args, **kwargs)
 
 
 OutputOpt = Annotated[Output, typer.Option(

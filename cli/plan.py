@@ -7,11 +7,24 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import EXIT_USAGE, Output, OutputOpt, console, fail, gib, print_json
+from fleet.cli.output import EXIT_USAGE, Output, OutputOpt, Table, console, fail, gib, print_json
 from fleet.controller.core.errors import FleetError
+
+# One paragraph per line for Typer (a newline inside a paragraph would break the rendered line there).
+PLAN_HELP = "\n\n".join((
+    "What-if: how many of these deployments fit? Places requests in order, one replica at a time.",
+    "With --fleet, on the fleet that file describes (offline, no controller). Without it, on the live inventory "
+    "with its current reservations (nothing is reserved by planning). Examples: examples/fleet.json and "
+    "examples/requests.json in the repository.",
+    'FLEET.json: {"nodes": [{"name": "a100-1", "gpus": [{"type": "A100-80GB", "count": 8}], "ram_gib": 1024, '
+    '"disk_gib": 4000, "labels": {"rack": "a"}}]}. A GPU not in the table: {"memory_gib": 48, '
+    '"compute_capability": "8.6", "count": 2}. Optional per node: "engines", "state".',
+    'REQUESTS.json: {"requests": [{"model": "qwen2-72b", "quant": "awq", "context": 8192, "replicas": 2}]}. '
+    'Optional per request: "engine", "tp", "gpu_type", "node", "labels", "device" ("cpu"), "strategy" '
+    '("spread"), "name"; without "quant", the best quality that fits, as `fleet place` picks.',
+))
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -32,11 +45,7 @@ def plan_cmd(
     output: OutputOpt = Output.table,
     controller: ControllerOpt = None, token: TokenOpt = None, data_dir: DataDirOpt = None,
 ) -> None:
-    """What-if: how many of these deployments fit? Places requests in order, one replica at a time.
-
-    With --fleet, on the fleet that file describes (offline, no controller). Without it, on the live
-    inventory with its current reservations (nothing is reserved by planning).
-    """
+    """What-if placement; the help text is PLAN_HELP (both file formats)."""
     from functools import partial
 
     from fleet.controller.core.options import options_for
@@ -109,4 +118,4 @@ def live(requests: Any, output: Output, controller: str | None, token: str | Non
 
 
 def register(app: typer.Typer) -> None:
-    app.command("plan")(plan_cmd)
+    app.command("plan", help=PLAN_HELP)(plan_cmd)

@@ -11,11 +11,10 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fleet.cli.client import Client
 from fleet.cli.options import ControllerOpt, DataDirOpt, TokenOpt
-from fleet.cli.output import Output, OutputOpt, console, fail, print_json
+from fleet.cli.output import Output, OutputOpt, Table, console, fail, print_json
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pbg
 
@@ -85,22 +84,27 @@ def register(app: typer.Typer) -> None:
     @token_app.command("list")
     def list_(output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
               data_dir: DataDirOpt = None) -> None:
-        """List tokens (ids, kinds, expiry, state; never the secrets)."""
+        """List join tokens, numbered 1, 2, … in creation order (expiry, state; never the secrets).
+
+        The admin token (DATA_DIR/admin-token, what the CLI itself uses) is not a join token: not listed, no number.
+        """
         client, stub = admin(controller, token, data_dir)
-        rows = client.call("ListTokens", pb.ListTokensRequest(), stub=stub).tokens
+        rows = [r for r in client.call("ListTokens", pb.ListTokensRequest(), stub=stub).tokens if r.kind == "join"]
         if output == Output.json:
             print_json([token_dict(t) for t in rows])
             return
-        t = Table(title=f"{sum(r.kind == 'join' and r.state == 'active' for r in rows)} usable join token(s)")
-        for col in ("ID", "KIND", "DESCRIPTION", "CREATED", "EXPIRES", "STATE"):
+        counts = {s: sum(r.state == s for r in rows) for s in ("active", "expired", "revoked")}
+        t = Table(title=f"{len(rows)} join token(s): {counts['active']} usable"
+                        + "".join(f", {n} {s}" for s, n in counts.items() if n and s != "active"))
+        for col in ("ID", "DESCRIPTION", "CREATED", "EXPIRES", "STATE"):
             t.add_column(col)
         for r in rows:
-            t.add_row(str(r.id), r.kind, r.description, when(r.created_at), when(r.expires_at),
+            t.add_row(str(r.id), r.description, when(r.created_at), when(r.expires_at),
                       f"[{STATE_STYLE.get(r.state, 'white')}]{r.state}[/]")
         console.print(t)
 
     @token_app.command("revoke")
-    def revoke(token_id: Annotated[int, typer.Argument(metavar="ID", help="the token's id (`fleet token list`)",
+    def revoke(token_id: Annotated[int, typer.Argument(metavar="ID", help="the join token's id (`fleet token list`)",
                                                        min=1)],
                output: OutputOpt = Output.table, controller: ControllerOpt = None, token: TokenOpt = None,
                data_dir: DataDirOpt = None) -> None:

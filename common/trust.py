@@ -8,6 +8,9 @@ address it uses, and trusts the pinned private CA.
 from __future__ import annotations
 
 SERVER_NAME = "fleet-controller"  # the name the controller's certificate carries
+# A refused agent session carries why in this trailing metadata key, for the agent to act on.
+REFUSAL_KEY = "x-fleet-refusal"
+NODE_UNKNOWN = "node-unknown"  # no node of that name (removed, or never joined): the name is free to join again
 
 
 def split_token(token: str) -> tuple[str, str]:

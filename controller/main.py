@@ -22,8 +22,9 @@ from fleet.controller.app.controller import Controller, Settings
 from fleet.controller.app.credentials import Credentials
 from fleet.controller.http.app import start_http
 from fleet.controller.http.limits import HttpLimits, raise_file_limit
+from fleet.controller.listen import listen_problem
 from fleet.controller.log_repeats import quiet_repeats
-from fleet.controller.rpc.server import build_server, server_credentials
+from fleet.controller.rpc.server import build_server, check_plaintext, server_credentials
 from fleet.controller.store.db import sqlite_url
 from fleet.controller.store.hashing import token_hash
 from fleet.controller.store.repository import Store
@@ -93,6 +94,8 @@ def schedule_jobs(ctl: Controller, settings: Settings) -> AsyncIOScheduler:
 async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Settings,
                 ready: asyncio.Event | None = None, tls: TLSOptions = TLSOptions(),
                 http_listen: str = "127.0.0.1:8080", http_limits: HttpLimits = HttpLimits()) -> None:
+    check_plaintext(listen, tls)  # bad flags first, then ports, then anything written
+    check_ports(listen, http_listen)
     secure_data_dir(data_dir, sqlite=db_url is None)
     store = Store(db_url or sqlite_url(data_dir))
     # The CA lives in the database, so every controller on it is one control plane to agents and the CLI.
@@ -106,13 +109,18 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
     warm = ctl.snapshot()  # built before serving: at 10,000 nodes the first build takes seconds, not the first place
     warm.index  # noqa: B018 - placement's groups and free-memory index, built now too
 
-    server = build_server(ctl, listen, creds_tls)
-    await server.start()
+    # HTTP first: if its port was taken meanwhile, no gRPC server exists yet to be torn down (a grpc.aio
+    # server collected after the loop closed prints a traceback from its __del__).
+    http = None
     try:
         http = await start_http(ctl, http_listen, limits=http_limits) if http_listen else None
-    except OSError as e:
-        await server.stop(grace=0)
-        raise SystemExit(f"error: cannot serve HTTP on {http_listen}: {e} (use --http-listen, or '' for off)") from None
+        server = build_server(ctl, listen, creds_tls)
+    except SystemExit:
+        if http is not None:
+            await http.cleanup()
+        ctl.lease.release()  # the duties go to another controller at once, not after the lease's TTL
+        raise
+    await server.start()
 
     scheduler = schedule_jobs(ctl, settings)
     scheduler.start()
@@ -140,6 +148,16 @@ async def serve(data_dir: Path, listen: str, db_url: str | None, settings: Setti
     await server.stop(grace=2)
     ctl.flush()
     ctl.lease.release()  # a clean stop hands the duties over at once
+
+
+def check_ports(listen: str, http_listen: str) -> None:
+    """One clear line, before anything is written or started, when a port is not ours to take."""
+    for address, what, flag in ((listen, "gRPC", "--listen"), (http_listen, "HTTP", "--http-listen")):
+        problem = listen_problem(address) if address else None
+        if problem:
+            off = ", or '' to turn HTTP off" if what == "HTTP" else ""
+            raise SystemExit(f"error: cannot listen on {address} for {what}: {problem}; "
+                             f"choose another address with {flag} HOST:PORT{off}")
 
 
 def run(data_dir: Path, listen: str, db_url: str | None, settings: Settings, tls: TLSOptions = TLSOptions(),

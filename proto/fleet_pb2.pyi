@@ -769,7 +769,7 @@ class DrainBlocked(_message.Message):
     def __init__(self, replica: _Optional[str] = ..., deployment: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class DrainStatus(_message.Message):
-    __slots__ = ("node", "state", "message", "moves", "blocked", "remaining", "node_state")
+    __slots__ = ("node", "state", "message", "moves", "blocked", "remaining", "node_state", "deadline", "started_at", "force")
     NODE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -777,6 +777,9 @@ class DrainStatus(_message.Message):
     BLOCKED_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     NODE_STATE_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     node: str
     state: str
     message: str
@@ -784,7 +787,10 @@ class DrainStatus(_message.Message):
     blocked: _containers.RepeatedCompositeFieldContainer[DrainBlocked]
     remaining: int
     node_state: str
-    def __init__(self, node: _Optional[str] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., moves: _Optional[_Iterable[_Union[DrainMove, _Mapping]]] = ..., blocked: _Optional[_Iterable[_Union[DrainBlocked, _Mapping]]] = ..., remaining: _Optional[int] = ..., node_state: _Optional[str] = ...) -> None: ...
+    deadline: float
+    started_at: float
+    force: bool
+    def __init__(self, node: _Optional[str] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., moves: _Optional[_Iterable[_Union[DrainMove, _Mapping]]] = ..., blocked: _Optional[_Iterable[_Union[DrainBlocked, _Mapping]]] = ..., remaining: _Optional[int] = ..., node_state: _Optional[str] = ..., deadline: _Optional[float] = ..., started_at: _Optional[float] = ..., force: bool = ...) -> None: ...
 
 class DrainResponse(_message.Message):
     __slots__ = ("drains",)
@@ -853,6 +859,93 @@ class StatsResponse(_message.Message):
     controller: str
     duties: bool
     def __init__(self, heartbeats_total: _Optional[int] = ..., sessions_open: _Optional[int] = ..., uptime: _Optional[float] = ..., nodes: _Optional[int] = ..., nodes_alive: _Optional[int] = ..., controller: _Optional[str] = ..., duties: bool = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("id", "at", "kind", "type", "node", "deployment", "message")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    at: float
+    kind: str
+    type: str
+    node: str
+    deployment: str
+    message: str
+    def __init__(self, id: _Optional[int] = ..., at: _Optional[float] = ..., kind: _Optional[str] = ..., type: _Optional[str] = ..., node: _Optional[str] = ..., deployment: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ListEventsRequest(_message.Message):
+    __slots__ = ("node", "deployment", "since", "after_id", "limit")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    deployment: str
+    since: float
+    after_id: int
+    limit: int
+    def __init__(self, node: _Optional[str] = ..., deployment: _Optional[str] = ..., since: _Optional[float] = ..., after_id: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("nodes", "nodes_declared", "gpu_count", "gpus_free", "vram_total", "vram_reserved", "vram_free", "deployments", "deployments_serving", "deployments_degraded", "deployments_down", "deployments_declared", "replicas_wanted", "replicas_serving", "drains", "warnings", "uptime")
+    class NodesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    NODES_DECLARED_FIELD_NUMBER: _ClassVar[int]
+    GPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FREE_FIELD_NUMBER: _ClassVar[int]
+    VRAM_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    VRAM_RESERVED_FIELD_NUMBER: _ClassVar[int]
+    VRAM_FREE_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_SERVING_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_DOWN_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_DECLARED_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_WANTED_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_SERVING_FIELD_NUMBER: _ClassVar[int]
+    DRAINS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.ScalarMap[str, int]
+    nodes_declared: int
+    gpu_count: int
+    gpus_free: int
+    vram_total: int
+    vram_reserved: int
+    vram_free: int
+    deployments: int
+    deployments_serving: int
+    deployments_degraded: int
+    deployments_down: int
+    deployments_declared: int
+    replicas_wanted: int
+    replicas_serving: int
+    drains: _containers.RepeatedCompositeFieldContainer[DrainStatus]
+    warnings: _containers.RepeatedCompositeFieldContainer[Event]
+    uptime: float
+    def __init__(self, nodes: _Optional[_Mapping[str, int]] = ..., nodes_declared: _Optional[int] = ..., gpu_count: _Optional[int] = ..., gpus_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., vram_reserved: _Optional[int] = ..., vram_free: _Optional[int] = ..., deployments: _Optional[int] = ..., deployments_serving: _Optional[int] = ..., deployments_degraded: _Optional[int] = ..., deployments_down: _Optional[int] = ..., deployments_declared: _Optional[int] = ..., replicas_wanted: _Optional[int] = ..., replicas_serving: _Optional[int] = ..., drains: _Optional[_Iterable[_Union[DrainStatus, _Mapping]]] = ..., warnings: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., uptime: _Optional[float] = ...) -> None: ...
 
 class JoinToken(_message.Message):
     __slots__ = ("id", "kind", "description", "created_at", "expires_at", "revoked", "state")

@@ -209,6 +209,16 @@ class FleetStub(object):
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.PlanRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.PlanResponse.FromString,
                 _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/fleet.v1.Fleet/ListEvents',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/fleet.v1.Fleet/Status',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.StatusRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.StatusResponse.FromString,
+                _registered_method=True)
         self.Observed = channel.unary_unary(
                 '/fleet.v1.Fleet/Observed',
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.ObservedRequest.SerializeToString,
@@ -291,6 +301,18 @@ class FleetServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Observed(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -359,6 +381,16 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.Plan,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.PlanRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.PlanResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.ListEventsRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.StatusRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.StatusResponse.SerializeToString,
             ),
             'Observed': grpc.unary_unary_rpc_method_handler(
                     servicer.Observed,
@@ -690,6 +722,60 @@ class Fleet(object):
             '/fleet.v1.Fleet/Plan',
             fleet_dot_proto_dot_fleet__pb2.PlanRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.PlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Fleet/ListEvents',
+            fleet_dot_proto_dot_fleet__pb2.ListEventsRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.Fleet/Status',
+            fleet_dot_proto_dot_fleet__pb2.StatusRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.StatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,11 +53,8 @@ def _file_secret(ctl: Controller, kind: str) -> str:
 
 
 def _labels(ctl: Controller) -> dict[str, str]:
-    labels = {h: "admin token (DATA_DIR/admin-token)" for h in ctl.creds.admin_hashes}
     first = split_token(_file_secret(ctl, "join"))[0]
-    if first:
-        labels[token_hash(first)] = "first-start join token (DATA_DIR/join-token)"
-    return labels
+    return {token_hash(first): "first-start join token (DATA_DIR/join-token)"} if first else {}
 
 
 def create_join_token(ctl: Controller, ttl_seconds: int, description: str, now: float) -> tuple[tokens.TokenInfo, str]:
@@ -73,8 +70,9 @@ def list_tokens(ctl: Controller, now: float) -> list[tokens.TokenInfo]:
     return tokens.list_tokens(ctl.store, now, _labels(ctl))
 
 
-def revoke_token(ctl: Controller, token_id: int, now: float) -> tokens.TokenInfo:
-    info, revoked_hash = tokens.revoke(ctl.store, token_id, now)
+def revoke_token(ctl: Controller, number: int, now: float) -> tokens.TokenInfo:
+    """Revoke join token `number` (`fleet token list` numbers join tokens only)."""
+    info, revoked_hash = tokens.revoke(ctl.store, number, now)
     first = split_token(_file_secret(ctl, "join"))[0]
     if first and ctl.data_dir is not None and token_hash(first) == revoked_hash:
         # main re-adds the file's token at start when it is not valid: drop the file so a restart makes a

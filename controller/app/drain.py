@@ -16,6 +16,7 @@ from fleet.controller.app.controller import Controller
 from fleet.controller.app.place import deployment_request, place_one, snapshot
 from fleet.controller.core.drain_plan import DrainPlan, Movable, plan_drain
 from fleet.controller.core.errors import InvalidArgument, NotFound
+from fleet.controller.core.replica_states import DECLARED, SERVING
 from fleet.controller.store.schema import DrainRow, ReplicaRow
 
 log = logging.getLogger("fleet.controller")
@@ -35,6 +36,9 @@ class DrainView:
     node_state: str
     moves: list[tuple[str, str, str, tuple[int, ...]]] = field(default_factory=list)  # replica, deployment, to, gpus
     blocked: list[tuple[str, str, str]] = field(default_factory=list)  # replica, deployment, reason
+    deadline: float = 0.0  # 0: none
+    started_at: float = 0.0
+    force: bool = False
 
 
 def _check_nodes(ctl: Controller, nodes: list[str]) -> list[str]:
@@ -48,19 +52,41 @@ def _check_nodes(ctl: Controller, nodes: list[str]) -> list[str]:
     return names
 
 
-def plan(ctl: Controller, nodes: list[str]) -> DrainPlan:
-    """Every move a drain of `nodes` would make, decided on a copy of the fleet (changes nothing)."""
+def plan(ctl: Controller, nodes: list[str], only: set[str] | None = None) -> DrainPlan:
+    """Every move a drain of `nodes` would make (of the replicas `only`, if given), decided on a copy of the
+    fleet (changes nothing)."""
     snap = snapshot(ctl)
     catalog = ctl.catalog()
     deps = {d.name: d for d in ctl.store.deployments()}
     movables = []
     touching = {r.id: r for name in nodes for r in ctl.store.replicas_on(name)}  # a gang moves as a whole
     for r in touching.values():
+        if only is not None and r.id not in only:
+            continue
         if r.desired == "run" and r.deployment in deps and deps[r.deployment].state == "active":
             dep = deps[r.deployment]
             movables.append(Movable(r.id, r.deployment, deployment_request(
                 dep, catalog, snap, seen=observed.lookup(ctl, dep.model, dep.context))))
     return plan_drain(snap, nodes, movables, catalog.workload)
+
+
+def blocked_now(ctl: Controller, node: str) -> list[tuple[str, str, str]]:
+    """A drain in progress: its replicas with no replacement under way that cannot move now, and why."""
+    started = {r.replaces for r in ctl.store.replicas() if r.replaces and r.desired == "run"}
+    waiting = {r.id for r in ctl.store.replicas_on(node) if r.desired == "run" and r.id not in started}
+    if not waiting:
+        return []
+    return [(b.replica, b.deployment, b.reason) for b in plan(ctl, [node], only=waiting).blocked]
+
+
+def blocked_advice(drain: DrainRow, now: float) -> str:
+    """What ends a block: with no deadline only the operator does (never "wait for the deadline")."""
+    if drain.force:
+        return "being stopped (--force)"
+    if drain.deadline:
+        return f"stopped at the deadline, in {max(0.0, drain.deadline - now) / 60:.0f} min, unless room frees up"
+    return ("no deadline was set: it waits for room; `fleet drain NODE --force` stops it, "
+            "`--deadline 30m` sets a deadline, `--cancel` ends the drain")
 
 
 def status(ctl: Controller, nodes: list[str], drain_plan: DrainPlan | None = None,
@@ -75,7 +101,12 @@ def status(ctl: Controller, nodes: list[str], drain_plan: DrainPlan | None = Non
             node=name, state="planned" if planned else (drain.state if drain else "none"),
             message="" if planned or drain is None else drain.message,
             remaining=len(here),
-            node_state=ctl.node_state(rows[name]) if name in rows else "")
+            node_state=ctl.node_state(rows[name]) if name in rows else "",
+            deadline=drain.deadline if drain and not planned else 0.0,
+            started_at=drain.started_at if drain and not planned else 0.0,
+            force=bool(drain and drain.force and not planned))
+        if drain_plan is None and drain is not None and drain.state == "active":
+            view.blocked.extend(blocked_now(ctl, name))  # the same list the text shows, for -o json too
         if drain_plan is not None:
             view.moves.extend((m.replica, m.deployment, "+".join(m.placement.nodes), m.placement.gpus)
                               for m in drain_plan.moves if m.replica in here)
@@ -115,7 +146,8 @@ def cancel(ctl: Controller, nodes: list[str], now: float, *, who: str) -> list[D
         if drain is not None and drain.state == "active":
             drain.state, drain.message = "cancelled", f"cancelled by {who}"
             ctl.store.save_drain(drain)
-            ctl.store.set_admin_state(name, "cordoned", now)  # stays cordoned; uncordon to reuse it
+            # stays cordoned; uncordon to reuse it
+            ctl.store.set_admin_state(name, "cordoned", now, reason=f"drain cancelled by {who}")
     return status(ctl, names)
 
 
@@ -133,7 +165,7 @@ def drive(ctl: Controller, drain: DrainRow, now: float) -> None:
         rep = replacement.get(old.id)
         if rep is None:
             waiting.append(old)
-        elif rep.state == "healthy" and now - rep.healthy_since >= min_healthy:
+        elif rep.state == DECLARED or (rep.state == SERVING and now - rep.healthy_since >= min_healthy):
             store.stop_replicas([old.id], now, f"drained: replaced by {rep.id} on {rep.node}")
             store.forget_link(rep.id)
             notes.append(f"{old.deployment}: moved to {rep.node}")
@@ -160,7 +192,7 @@ def drive(ctl: Controller, drain: DrainRow, now: float) -> None:
                                         f"stopped without a replacement ({why})")
             notes.append(f"{old.deployment}: stopped without a replacement ({why})")
         else:
-            notes.append(f"{old.deployment}: blocked: {why} (use --force, or wait for the deadline)")
+            notes.append(f"{old.deployment}: blocked: {why} ({blocked_advice(drain, now)})")
     left = store.replicas_on(drain.node)
     if not left:
         store.set_admin_state(drain.node, "drained", now)

@@ -124,6 +124,11 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
     plan = place(snap, request, catalog.workload)
     if not plan.complete or plan.option is None:
         why = plan.closest or plan.why
+        if plan.placements:  # some fit: say how many and where, so the operator can ask for that many
+            n = len(plan.placements)
+            return PlaceOutcome(False, f"{model.name}: only {n} of {args.replicas} replicas fit (on "
+                                f"{', '.join('+'.join(p.nodes) for p in plan.placements)}); replica {n + 1}: {why}. "
+                                f"Nothing was placed: ask for --replicas {n}, or free capacity", plan=plan)
         return PlaceOutcome(False, f"{model.name}: nothing fits {args.replicas} replica(s): {why}"
                             + _across_hint(args, request, snap, catalog, types), plan=plan)
     option = plan.option
@@ -156,6 +161,10 @@ def decide(ctl: Controller, args: PlaceArgs, now: float) -> PlaceOutcome:
     spans = len(plan.placements[0].nodes) > 1
     notes = ((f"chosen: {plan.why}",) if plan.why and (not args.quant or spans) else ()) + tuple(
         launch.get("notes", ()))
+    declared = sorted({n for p in plan.placements for n in p.nodes if snap.by_name[n].declared})
+    if declared:
+        notes += (f"on declared node(s) {', '.join(declared)}: accounted for planning, never launched "
+                  "(no real node fits)",)
     where = ", ".join("+".join(p.nodes) for p in plan.placements)
     summary = f"{name}: {args.replicas} replica(s) on {where}"
     return PlaceOutcome(True, summary, notes, plan, (dep, rows, reservations, parts))

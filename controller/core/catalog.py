@@ -225,7 +225,8 @@ class Catalog:
             if loose is not None:
                 return self._models[loose]
             close = _close(name, self._index)
-            hint = f"; did you mean {', '.join(sorted({self._index[c] for c in close}))}?" if close else ""
+            # best match first (difflib's order), each model once
+            hint = f"; did you mean {', '.join(dict.fromkeys(self._index[c] for c in close))}?" if close else ""
             raise NotFound(f"unknown model {name!r}{hint} (`fleet models` lists all {len(self._models)})")
         return self._models[found]
 

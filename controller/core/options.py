@@ -39,8 +39,8 @@ def options_for(model_name: str, quant: str | None, engine: str | None, context:
     - tp None: for each GPU type the smallest valid TP whose per-GPU need fits its memory (the TP an
       operator would choose on that hardware); tp given: that TP only, if valid. Across nodes TP is the
       GPUs each node gives the replica.
-    - per_gpu_bytes is the largest estimate over the GPU types (vLLM's KV sizing can depend on the
-      GPU), so an Option never under-reserves on any of them.
+    - per_gpu_bytes is the largest estimate over the GPU types (vLLM's sizing can depend on the GPU), and
+      `needs` holds each type's own, so a replica reserves its GPUs' estimate and never another type's.
     - device "cpu": variants in RAM (tp 0; llama.cpp, or vLLM's CPU build), per the estimator's CPU estimate.
     - observed: what replicas of the same key really used; the need becomes max(estimate, observed +
       margin), or observed + margin with `trust_observed` (fleet.controller.core.observed.reservation).
@@ -83,6 +83,28 @@ def options_for(model_name: str, quant: str | None, engine: str | None, context:
     if not out:
         raise InvalidArgument(_nothing_runs(cat, model, variants, quant, context, types, tp, device, nodes))
     return tuple(out.values())
+
+
+def choose(options: Sequence[Option], gpu: GpuType | None = None) -> tuple[Option, str]:
+    """The option `fleet place` would pick on nodes of this one GPU kind, and why, in words (`fleet estimate`
+    without --quant). Like placement: the best quality level that fits (then the fewest GPUs); with no GPU kind
+    given (or on CPU, where RAM decides) simply the best quality.
+    """
+    if not options:
+        raise InvalidArgument("no variant to choose from")
+    ranked = sorted(options, key=lambda o: (-o.quality, o.tp, o.quant, o.engine))
+    if gpu is None:
+        best = ranked[0]
+        where = "RAM decides where it fits" if best.tp == 0 else "give --gpu to choose what fits"
+        return best, f"chose {best.variant} (quality {best.quality}), the best quality ({where})"
+    fitting = [o for o in ranked if o.tp > 0 and o.need_on_kind(gpu.name, gpu.memory_bytes) <= gpu.memory_bytes]
+    if not fitting:
+        best = ranked[0]
+        return best, f"nothing fits {gpu.name} GPUs up to TP {MAX_TP}; showing the best quality, {best.variant}"
+    best = fitting[0]
+    better = [f"{o.variant} (quality {o.quality})" for o in ranked if o.quality > best.quality]
+    why = f"chose {best.variant} (quality {best.quality}) at TP {best.tp}, the best quality that fits {gpu.name} GPUs"
+    return best, why + (f"; {', '.join(dict.fromkeys(better))} do not" if better else "")
 
 
 def _estimated(e: Estimate, gpu_type: str, t: int) -> int:
@@ -129,7 +151,9 @@ def _one_node_options(cat: Catalog, model: Model, v: Variant, context: int | Non
         weights = disk or int(max(e.weights for _, e in per_type)) * t
         out[(v.quant, v.engine, t, 1)] = Option(v.quant, v.engine, t, max(needs), str(v.min_compute_capability or ""),
                                                 int(v.quality), weights, 0, str(v.source),
-                                                estimates=tuple(((g.name, g.memory_bytes), e) for g, e in per_type))
+                                                estimates=tuple(((g.name, g.memory_bytes), e) for g, e in per_type),
+                                                needs=tuple(((g.name, g.memory_bytes), n)
+                                                            for (g, _), n in zip(per_type, needs, strict=True)))
     return out
 
 
@@ -143,10 +167,12 @@ def _widest(cat: Catalog, model: Model, v: Variant, context: int | None, gpu_typ
     per_type = [(g, estimate(model, v, engines=cat.engines, context=context, tp=t, gpu_memory_bytes=g.memory_bytes))
                 for g in usable]
     disk = int(v.size_bytes) if v.size_bytes else int(max(e.weights for _, e in per_type)) * t
-    return {(v.quant, v.engine, t, 1): Option(v.quant, v.engine, t, max(need(e, g.name, t) for g, e in per_type),
+    needs = tuple(((g.name, g.memory_bytes), need(e, g.name, t)) for g, e in per_type)
+    return {(v.quant, v.engine, t, 1): Option(v.quant, v.engine, t, max(n for _, n in needs),
                                               str(v.min_compute_capability or ""), int(v.quality), disk, 0,
                                               str(v.source),
-                                              estimates=tuple(((g.name, g.memory_bytes), e) for g, e in per_type))}
+                                              estimates=tuple(((g.name, g.memory_bytes), e) for g, e in per_type),
+                                              needs=needs)}
 
 
 @lru_cache(maxsize=4096)

@@ -9,6 +9,8 @@ part, whether to hold and what its peers are; it also says when a gang must rest
   (--headless) are held until the main reports that address in the current epoch and runs no older engine;
   the main is held until every follower runs, so followers start first.
 - A part that crashed in the current epoch ends it: a new epoch restarts every part, in that order.
+- A part on a declared node (planning only) reports `declared` instead of running: to the gang it has
+  started, so a gang over declared nodes is accounted as a whole instead of holding its main forever.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fleet.controller.core.replica_states import DECLARED, SERVING
+
 LLAMA_CPP = "llama.cpp"
 VLLM = "vllm"
 
-RUNNING = ("starting", "healthy")
+RUNNING = ("starting", SERVING, DECLARED)
+LISTENING = (SERVING, DECLARED)  # an rpc-server the main may be told about
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ def launches(engine: str, epoch: int, parts: Sequence[PartState]) -> list[PartLa
     main, others = ranked[0], ranked[1:]
     out: list[PartLaunch] = []
     if engine == LLAMA_CPP:
-        waiting = [p for p in others if not (p.epoch == epoch and p.state == "healthy" and p.address)]
+        waiting = [p for p in others if not (p.epoch == epoch and p.state in LISTENING and p.address)]
         words = ", ".join(f"rpc-server on {p.node} ({p.state})" for p in waiting)
         out.append(PartLaunch(0, bool(waiting), () if waiting else tuple(p.address for p in others),
                               waiting_for=words))

@@ -32,7 +32,7 @@ from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from fleet.common.gpus import gpu_type
-from fleet.controller.core.snapshot import FreeKey, IndexEntry, NodeState, Snapshot, reserve
+from fleet.controller.core.snapshot import FreeKey, GpuState, IndexEntry, NodeState, Snapshot, reserve
 from fleet.controller.core.workload import GIB, Workload
 
 if TYPE_CHECKING:
@@ -73,6 +73,9 @@ class Option:
     # caller records the estimate of the GPUs placement chose without estimating again. Not part of
     # equality or hashing: placement memoises on options.
     estimates: tuple[tuple[tuple[str, int], Estimate], ...] = field(default=(), compare=False, repr=False)
+    # Per-GPU need by GPU kind (name, memory bytes) when it differs by kind (vLLM sizes activations by the
+    # GPU); a node reserves the need of its own GPUs, not the largest over the fleet. Empty: per_gpu_bytes.
+    needs: tuple[tuple[tuple[str, int], int], ...] = field(default=(), repr=False)
 
     def estimate_for(self, gpu_name: str = "cpu", memory_total: int = 0) -> Estimate | None:
         for key, est in self.estimates:
@@ -80,12 +83,26 @@ class Option:
                 return est
         return None
 
+    def need_on_kind(self, gpu_name: str, memory_total: int) -> int:
+        return dict(self.needs).get((gpu_name, memory_total), self.per_gpu_bytes)
+
+    def need_on(self, gpus: Sequence[GpuState]) -> int:
+        """Per-GPU bytes on these GPUs: the largest of their kinds' needs (per_gpu_bytes for a kind not listed)."""
+        if not self.needs or not gpus:
+            return self.per_gpu_bytes
+        by_kind = dict(self.needs)
+        return max(by_kind.get((g.name, g.memory_total), self.per_gpu_bytes) for g in gpus)
+
     @property
     def label(self) -> str:
         where = "cpu" if self.tp == 0 else f"tp{self.tp}"
         if self.nodes > 1:
             where += f" × {self.nodes} nodes" if self.engine != "vllm" or self.tp == 0 else f" pp{self.nodes}"
         return f"{self.quant}/{self.engine} {where}"
+
+    @property
+    def variant(self) -> str:
+        return f"{self.quant} on {self.engine}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,10 @@ class Verdict:
     score: int | None = None
     option: Option | None = None
     gpus: tuple[int, ...] = ()  # GPU indexes it would get
+    note: str = ""  # said about a node that fits (a declared node ranks after every real one)
+
+
+DECLARED_NOTE = "declared node (planning only): chosen only when no real node fits"
 
 
 @dataclass(frozen=True)
@@ -527,7 +548,8 @@ def _memory_shortfall(free: list[int], eligible: tuple[bool, ...], tp: int, need
     usable_free = sorted((f for f, e in zip(free, eligible, strict=True) if e), reverse=True)
     top = usable_free[:tp]
     if not usable_free:
-        return Shortfall("gpu_memory", need * tp, 0, f"needs {tp} × {_gib(need)} GiB; no eligible GPU")
+        why = "the node has no GPU" if not eligible else "no GPU of the wanted type and compute capability"
+        return Shortfall("gpu_memory", need * tp, 0, f"needs {tp} × {_gib(need)} GiB; {why}")
     return Shortfall("gpu_memory", need * tp, sum(top),
                      f"needs {tp} × {_gib(need)} GiB; has {_free_words(top)}")
 
@@ -615,7 +637,8 @@ def _place_one(snapshot: Snapshot, request: PlacementRequest, options: Sequence[
         for opt in options:
             short = _first_shortfall(ATTR_FILTERS, rep, request, opt)
             if short is None:
-                live.append((opt, _eligible(rep, request, opt)))
+                elig = _eligible(rep, request, opt)
+                live.append((_for_group(opt, rep, elig), elig))
             elif first_short is None:
                 first_short = short
         if not live:
@@ -648,6 +671,12 @@ def _place_one(snapshot: Snapshot, request: PlacementRequest, options: Sequence[
         else:
             out.unscored.append((by_free, frozenset(keys)))
     return out
+
+
+def _for_group(opt: Option, rep: NodeState, eligible: tuple[bool, ...]) -> Option:
+    """The option as this hardware group needs it: the per-GPU need of the group's own GPU kinds."""
+    need = opt.need_on([g for g, e in zip(rep.gpus, eligible, strict=True) if e])
+    return opt if need == opt.per_gpu_bytes else replace(opt, per_gpu_bytes=need)
 
 
 def _shortlist(entries: list[IndexEntry], live: list[tuple[Option, tuple[bool, ...]]]) -> list[FreeKey]:
@@ -688,7 +717,8 @@ def _no_fit(out: _Pass, by_free: dict[FreeKey, list[NodeState]], live: list[tupl
         out.groups.append((_AllNodes(by_free), Verdict(Shortfall("device", "gpu", "cpu", "no GPU option offered"))))
         return
     short = Shortfall("gpu_memory", opt.per_gpu_bytes * opt.tp, 0,
-                      f"needs {opt.tp} × {_gib(opt.per_gpu_bytes)} GiB; no {opt.tp} GPUs with that much free")
+                      f"{opt.variant} needs {opt.tp} × {_gib(opt.per_gpu_bytes)} GiB; "
+                      f"no {opt.tp} GPUs with that much free")
     out.groups.append((_AllNodes(by_free), Verdict(short)))
     out.missed.append((by_free, opt))
 
@@ -702,7 +732,7 @@ def _nearest_miss(out: _Pass) -> None:
             fits = sum(1 for f in desc if f >= opt.per_gpu_bytes)
             closeness = (min(fits, opt.tp) / opt.tp, sum(top))
             if out.closest is None or closeness >= out.closest[0]:
-                words = (f"needs {opt.tp} × {_gib(opt.per_gpu_bytes)} GiB; "
+                words = (f"{opt.variant} needs {opt.tp} × {_gib(opt.per_gpu_bytes)} GiB; "
                          f"best node {nodes[0].name} has {_free_words(top)}")
                 out.near(closeness, nodes[0].name, words)
 
@@ -721,6 +751,7 @@ def _gpu_group(out: _Pass, free_key: FreeKey, nodes: list[NodeState], request: P
             continue
         fit = _fit(free_key, elig, opt.tp, opt.per_gpu_bytes, request.strategy, workload, node_cc)
         if isinstance(fit, Shortfall):
+            fit = replace(fit, message=f"{opt.variant} {fit.message}")  # which variant was tried, not only bytes
             near = _closeness(fit, opt, free_key, elig)
             if miss is None or near > miss[0]:
                 miss = (near, fit)
@@ -729,7 +760,7 @@ def _gpu_group(out: _Pass, free_key: FreeKey, nodes: list[NodeState], request: P
     if not fits:
         short = miss[1] if miss else Shortfall("device", "gpu", "cpu", "no GPU option offered")
         out.groups.append((nodes, Verdict(short)))
-        if miss is not None:
+        if miss is not None and miss[0] > (0.0, 0):  # no usable GPU at all is not "close": count reasons instead
             out.near(miss[0], nodes[0].name, miss[1].message.replace("; has ", f"; best node {nodes[0].name} has "))
         return
     fits.sort(key=lambda x: x[0])
@@ -770,10 +801,16 @@ def _scan_nodes(out: _Pass, nodes: list[NodeState], request: PlacementRequest,
         if chosen is None:
             assert short is not None
             out.groups.append(((node.name,), Verdict(short)))
+            if short.resource != "anti_affinity":
+                # It has the GPUs (or the RAM) and lacks only this: closer than any node short of GPU memory.
+                out.near((2.0, 0), node.name, f"best node {node.name} has the GPU memory but {short.message}")
             continue
         out.passed += 1
         rank, opt, fit = chosen
-        verdict = Verdict(score=fit.score, option=opt, gpus=tuple(node.gpus[i].index for i in fit.positions))
+        verdict = Verdict(score=fit.score, option=opt, gpus=tuple(node.gpus[i].index for i in fit.positions),
+                          note=DECLARED_NOTE if node.declared else "")
+        # Real nodes first: a replica on a declared node is accounted but never runs.
+        rank = (int(node.declared), *rank)
         if out.best is None or (rank, node.name) < (out.best[0], out.best[1]):
             out.best = (rank, node.name, opt, fit, node)
         if not request.explain:
@@ -870,6 +907,8 @@ def _place_level(snapshot: Snapshot, request: PlacementRequest, options: tuple[O
         single = tuple(o for o in options if o.nodes == 1)
         counts = sorted({o.nodes for o in options if o.nodes > 1})
         ev = _place_one(snap, request, single, workload) if single or not counts else None
+        if ev is not None and ev.best is None and placements:
+            _own_replicas(ev, placements)
         if ev is not None and (replica == 0 or ev.best is None or shown is None):
             shown = ev
         placement: Placement | None = None
@@ -907,6 +946,18 @@ def _place_level(snapshot: Snapshot, request: PlacementRequest, options: tuple[O
     assert shown is not None
     return Plan(request.deployment, request.replicas, tuple(placements), option, why, closest,
                 tuple(shown.groups), tuple(shown.unscored))
+
+
+def _own_replicas(ev: _Pass, placements: Sequence[Placement]) -> None:
+    """A node rejected only because an earlier replica of this same placement went there says so (the
+    deployment may not exist yet: "already runs a replica" would blame one that does not)."""
+    taken = {p.node: p.replica for p in placements}
+    for i, (members, v) in enumerate(ev.groups):
+        s = v.shortfall
+        names = [m if isinstance(m, str) else m.name for m in members] if isinstance(members, tuple | list) else []
+        if s is not None and s.resource == "anti_affinity" and len(names) == 1 and names[0] in taken:
+            ev.groups[i] = (members, replace(v, shortfall=replace(
+                s, message=f"takes replica {taken[names[0]]} of this placement (one replica per node)")))
 
 
 def _closest_words(ev: _Pass, request: PlacementRequest, options: Sequence[Option]) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 
+from fleet.controller.core.replica_states import SERVING
+
 
 @dataclass(frozen=True)
 class Target:
@@ -33,7 +35,7 @@ class ReplicaView:
 
 def routable(replicas: Iterable[ReplicaView], alive_nodes: Container[str]) -> list[Target]:
     return [Target(r.id, r.node, r.endpoint, r.api_key) for r in replicas
-            if r.state == "healthy" and r.desired == "run" and r.endpoint and r.node in alive_nodes]
+            if r.state == SERVING and r.desired == "run" and r.endpoint and r.node in alive_nodes]
 
 
 def pick(targets: Iterable[Target], outstanding: Mapping[str, int], sent: Mapping[str, int],

@@ -69,6 +69,7 @@ class NodeState:
     cached_sources: frozenset[str] = frozenset()  # weight sources already on this node's disk
     deployments: frozenset[str] = frozenset()  # deployments with a replica (or a part of one) here
     replica_count: int = 0
+    declared: bool = False  # declared GPUs (`--simulate-gpus`): for planning, nothing is launched here
     multinode: frozenset[str] = frozenset()  # engines that can run a part of a multi-node replica here
 
     @property
@@ -76,7 +77,8 @@ class NodeState:
         # Everything the option-level filters read, except per-node numbers (RAM, disk) that vary on
         # every heartbeat: those are checked per node, so they do not split groups.
         return (self.state, self.labels, self.engines,
-                tuple((g.name, g.memory_total, g.compute_capability) for g in self.gpus), self.multinode)
+                tuple((g.name, g.memory_total, g.compute_capability) for g in self.gpus), self.declared,
+                self.multinode)
 
     @property
     def free_key(self) -> tuple[tuple[int, bool], ...]:

@@ -265,7 +265,11 @@ def what_if(snapshot: Snapshot, requests: Sequence[Request], options_for: Option
                                                   req.device, req.strategy),  # type: ignore[arg-type]
                            workload)
             if not result.placements:
-                rows.append(Row(i, j, None, result.closest or result.why))
+                # an earlier replica of this same request is not "a replica of" some deployment named req#i
+                reason = (result.closest or result.why).replace(
+                    f"already runs a replica of {deployment}",
+                    f"holds an earlier replica of request {i} (one per node)")
+                rows.append(Row(i, j, None, reason))
                 continue
             rows.append(Row(i, j, result.placements[0], ""))
             snap = apply(snap, result)

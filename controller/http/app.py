@@ -64,8 +64,8 @@ async def start_http(ctl: Controller, listen: str, ssl_context: ssl.SSLContext |
         await site.start()
     except OSError as e:
         await runner.cleanup()
-        raise SystemExit(f"error: cannot listen on {listen} for HTTP: {e} (is another controller running? "
-                         "use --http-listen)") from None
+        raise SystemExit(f"error: cannot listen on {listen} for HTTP: {e.strerror or e}; choose another address "
+                         "with --http-listen HOST:PORT, or '' to turn HTTP off") from None
     assert site.guard is not None
     log.info("HTTP (OpenAI gateway, /metrics, capacity page) on %s://%s: at most %d connections, %d MiB per "
              "body, %d MiB of bodies at once", "https" if ssl_context else "http", listen, site.guard.cap,

@@ -187,7 +187,8 @@ class Gateway:
             finally:
                 self._end(model, target)
         reason = ("every healthy replica refused the connection" if tried
-                  else "no healthy replica (it may be starting, stopped, draining or on an offline node)")
+                  else "no healthy replica (it may be starting, stopped, draining, on an offline node, or "
+                        "on a declared node, where nothing is launched)")
         metrics.GATEWAY_ERRORS.labels(model, "no_replica").inc()
         return self._answer(model, started, error_response(
             503, f"deployment {model!r} cannot take requests now: {reason}; see `fleet deployment describe {model}`",

@@ -18,10 +18,11 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_late
 
 from fleet.controller.app import observed
 from fleet.controller.app.controller import Controller
+from fleet.controller.core.replica_states import STATES
 from fleet.controller.core.snapshot import NODE_STATES, free_memory
 from fleet.controller.http.readers import readers
 
-REPLICA_STATES = ("pending", "starting", "healthy", "failed", "stopping", "stopped", "unknown")
+REPLICA_STATES = STATES
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # `deployment` is a deployment name, or "(unknown)" for a model no deployment has: client input must not

@@ -1,7 +1,10 @@
-"""The capacity page (`/`, a static file) and the JSON it renders (`/api/capacity`), from controller state.
+"""The operator console (`/`, a static file) and the JSON it renders (`/api/capacity`), from controller state.
 
-The JSON carries what an operator looks at, never a secret: replica engine keys stay out of it. Node and
-GPU figures come from the one capacity view (fleet.controller.app.capacity), as `fleet capacity`'s do.
+Read-only: nodes with their GPUs, deployments with their replicas and states, drains in progress with what
+blocks them, and recent events; the page links each node and deployment to a view of its own. The JSON
+carries what an operator looks at, never a secret: replica engine keys stay out of it. Node and GPU figures
+come from the one capacity view (fleet.controller.app.capacity), as `fleet capacity`'s do; drains from the
+view `fleet drain --status` shows, events from the table `fleet events` reads.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
-from fleet.controller.app import capacity
+from fleet.controller.app import capacity, drain, events
 from fleet.controller.app.controller import Controller
 from fleet.controller.app.deployments import every
+from fleet.controller.core.events import event_type
 from fleet.controller.http.readers import readers
 
 ATTENTION = ("cordoned", "draining", "drained", "offline")
+RECENT_EVENTS = 100
 
 
 def capacity_view(ctl: Controller, now: float | None = None) -> dict[str, Any]:
@@ -40,7 +45,11 @@ def capacity_view(ctl: Controller, now: float | None = None) -> dict[str, Any]:
             "reason": row.cordon_reason, "cordoned_by": row.cordoned_by,
             "heartbeat_age": round(now - n.last_heartbeat, 1) if n.last_heartbeat else None,
             "gpu_probe": n.inventory.get("gpuProbe", ""), "cpu_count": n.number("cpuCount"),
-            "ram_total": n.number("ramTotal"), "engines": n.engines,
+            "ram_total": n.number("ramTotal"), "ram_available": n.number("ramAvailable"),
+            "disk_free": n.number("diskFree"), "engines": n.engines,
+            "engine_versions": [{"name": e.get("name", ""), "version": e.get("version", "")}
+                                for e in n.inventory.get("engines", [])],
+            "labels": n.inventory.get("labels", {}), "agent_version": n.inventory.get("agentVersion", ""),
             "gpus": gpus,
         })
 
@@ -52,7 +61,8 @@ def capacity_view(ctl: Controller, now: float | None = None) -> dict[str, Any]:
         dep = d.deployment
         deployments.append({
             "name": dep.name, "model": dep.model, "quant": dep.quant, "engine": dep.engine, "state": dep.state,
-            "replicas_wanted": dep.replicas_wanted,
+            "replicas_wanted": dep.replicas_wanted, "device": dep.device, "context": dep.context, "tp": dep.tp,
+            "why": dep.why, "created_at": dep.created_at,
             "replicas": [{
                 "id": r.id, "ordinal": r.ordinal, "node": r.node, "state": r.state, "desired": r.desired,
                 "endpoint": r.endpoint, "restarts": r.restarts, "message": r.message[:500],
@@ -60,9 +70,20 @@ def capacity_view(ctl: Controller, now: float | None = None) -> dict[str, Any]:
             } for r in d.replicas],
         })
 
+    active = [d.node for d in ctl.store.drains()]
+    drains = [{
+        "node": v.node, "state": v.state, "node_state": v.node_state, "message": v.message, "remaining": v.remaining,
+        "started_at": v.started_at, "deadline": v.deadline or None, "force": v.force,
+        "blocked": [{"replica": r, "deployment": d, "reason": why} for r, d, why in v.blocked],
+    } for v in (drain.status(ctl, active) if active else [])]
+    recent = [{
+        "id": e.id, "at": e.at, "age": round(now - e.at, 1), "type": event_type(e.kind), "kind": e.kind,
+        "node": e.node, "deployment": e.deployment, "message": e.message[:500],
+    } for e in events.recent(ctl, limit=RECENT_EVENTS)]
+
     all_gpus = [g for n in nodes for g in n["gpus"]]
     return {
-        "generated_at": now, "nodes": nodes, "deployments": deployments,
+        "generated_at": now, "nodes": nodes, "deployments": deployments, "drains": drains, "events": recent,
         "totals": {
             "nodes": len(nodes), "gpus": len(all_gpus),
             "memory_total": sum(g["memory_total"] for g in all_gpus),

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from fleet.common.trust import NODE_UNKNOWN, REFUSAL_KEY
 from fleet.controller.app.credentials import Credentials
 from fleet.controller.rpc.decoding import strict_decoding
 
@@ -44,8 +45,12 @@ def refusal(method: str, md: dict[str, str], creds: Credentials) -> str | None:
         node = md.get("x-fleet-node", "")
         if not token or not node:
             return "agent session without a node credential; the agent must register with a join token first"
+        if node not in creds.node_hashes:
+            return (f"node {node!r} is not registered with this controller (removed with `fleet node remove`, or "
+                    "never joined); start the agent with --join-token to join again")
         if not creds.is_node(node, token):
-            return f"node credential for {node!r} rejected; remove the agent's credential file and join again"
+            return (f"node credential for {node!r} rejected: the node joined again with another credential; "
+                    "this agent's credential file is stale")
         return None
     if method.startswith((FLEET_PREFIX, ADMIN_PREFIX)):
         if not token:
@@ -61,10 +66,19 @@ def metadata_size(metadata: Any) -> int:
     return sum(len(k) + len(v) for k, v in (metadata or ()))
 
 
+def refusal_kind(method: str, md: dict[str, str], creds: Credentials) -> str:
+    """The machine-readable side of a refusal: NODE_UNKNOWN for a session of a node the controller does not know."""
+    if method == SESSION and md.get("x-fleet-node", "") and md.get("x-fleet-node") not in creds.node_hashes:
+        return NODE_UNKNOWN
+    return ""
+
+
 def _aborting_handler(handler: grpc.RpcMethodHandler, message: str,
-                      code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED) -> grpc.RpcMethodHandler:
+                      code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED, kind: str = "") -> grpc.RpcMethodHandler:
+    trailing = ((REFUSAL_KEY, kind),) if kind else ()
+
     async def abort(_request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(code, message)
+        await context.abort(code, message, trailing_metadata=trailing)
 
     # No request deserializer: a refused caller's payload is never parsed.
     kw = {"request_deserializer": None, "response_serializer": handler.response_serializer}
@@ -92,5 +106,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if metadata_size(handler_call_details.invocation_metadata) > MAX_METADATA:
             return _aborting_handler(handler, f"call metadata larger than {MAX_METADATA} bytes",
                                      grpc.StatusCode.INVALID_ARGUMENT)
-        why = refusal(handler_call_details.method, metadata_dict(handler_call_details.invocation_metadata), self.creds)
-        return strict_decoding(handler) if why is None else _aborting_handler(handler, why)
+        md = metadata_dict(handler_call_details.invocation_metadata)
+        why = refusal(handler_call_details.method, md, self.creds)
+        if why is None:
+            return strict_decoding(handler)
+        return _aborting_handler(handler, why, kind=refusal_kind(handler_call_details.method, md, self.creds))

@@ -15,6 +15,8 @@ from fleet.controller.app.deployments import DeploymentRows
 from fleet.controller.app.drain import DrainView
 from fleet.controller.app.nodes import ReplicaStatus
 from fleet.controller.app.place import ESTIMATE_TERMS, PlaceArgs, PlaceOutcome
+from fleet.controller.app.status import Summary
+from fleet.controller.core.events import event_type
 from fleet.controller.core.largest import Fit
 from fleet.controller.core.observed import Memory, Observed
 from fleet.controller.core.parts import PartState, launches, role, tensor_split
@@ -336,7 +338,7 @@ def verdict_messages(plan: Plan) -> list[pb.NodeVerdict]:
     for nv in plan.verdicts():
         v = nv.verdict
         out.append(pb.NodeVerdict(node=nv.node, feasible=v.shortfall is None and v.score is not None,
-                                  reason=v.shortfall.message if v.shortfall else "", score=int(v.score or 0),
+                                  reason=v.shortfall.message if v.shortfall else v.note, score=int(v.score or 0),
                                   gpus=list(v.gpus)))
     return out
 
@@ -351,9 +353,25 @@ def place_response(outcome: PlaceOutcome, explain: bool, deployment: DeploymentR
     return resp
 
 
+def event_message(e: EventRow) -> pb.Event:
+    return pb.Event(id=e.id or 0, at=e.at, kind=e.kind, type=event_type(e.kind), node=e.node,
+                    deployment=e.deployment, message=e.message)
+
+
+def status_message(s: Summary) -> pb.StatusResponse:
+    return pb.StatusResponse(
+        nodes=s.nodes, nodes_declared=s.nodes_declared, gpu_count=s.gpu_count, gpus_free=s.gpus_free,
+        vram_total=s.vram_total, vram_reserved=s.vram_reserved, vram_free=s.vram_free, deployments=s.deployments,
+        deployments_serving=s.deployments_serving, deployments_degraded=s.deployments_degraded,
+        deployments_down=s.deployments_down, deployments_declared=s.deployments_declared,
+        replicas_wanted=s.replicas_wanted, replicas_serving=s.replicas_serving,
+        drains=drain_response(s.drains).drains, warnings=[event_message(e) for e in s.warnings], uptime=s.uptime)
+
+
 def drain_response(views: list[DrainView]) -> pb.DrainResponse:
     return pb.DrainResponse(drains=[pb.DrainStatus(
         node=v.node, state=v.state, message=v.message, remaining=v.remaining, node_state=v.node_state,
+        deadline=v.deadline, started_at=v.started_at, force=v.force,
         moves=[pb.DrainMove(replica=r, deployment=d, to_node=n, gpus=list(g)) for r, d, n, g in v.moves],
         blocked=[pb.DrainBlocked(replica=r, deployment=d, reason=why) for r, d, why in v.blocked],
     ) for v in views])

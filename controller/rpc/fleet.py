@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Mapping
 
 import grpc
 
-from fleet.controller.app import capacity, deployments, drain, logs, nodes, observed, place
+from fleet.controller.app import capacity, deployments, drain, events, logs, nodes, observed, place, status
 from fleet.controller.app.controller import Controller
 from fleet.controller.app.paging import MAX_PAGE
 from fleet.controller.core.errors import FleetError, InvalidArgument
@@ -50,7 +51,7 @@ class FleetService(pbg.FleetServicer):
     async def DescribeNode(self, request: pb.DescribeNodeRequest,
                            context: grpc.aio.ServicerContext) -> pb.DescribeNodeResponse:
         view = capacity.node_view(self.ctl, request.name[:MAX_STR])
-        return pb.DescribeNodeResponse(node=convert.node_message(view, self.ctl.store.events(view.name)))
+        return pb.DescribeNodeResponse(node=convert.node_message(view, self.ctl.store.node_events(view.name)))
 
     @rpc
     async def Capacity(self, request: pb.CapacityRequest, context: grpc.aio.ServicerContext) -> pb.CapacityResponse:
@@ -137,6 +138,18 @@ class FleetService(pbg.FleetServicer):
         return convert.drain_response(drain.start(
             self.ctl, names, now, who=_who(context), reason=request.reason, force=request.force,
             deadline_seconds=request.deadline_seconds, dry_run=request.dry_run))
+
+    @rpc
+    async def ListEvents(self, request: pb.ListEventsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListEventsResponse:
+        since = request.since if math.isfinite(request.since) else 0.0
+        rows = events.recent(self.ctl, request.node[:MAX_STR], request.deployment[:MAX_STR], since,
+                             min(request.after_id, 2**63 - 1), request.limit)
+        return pb.ListEventsResponse(events=[convert.event_message(e) for e in rows])
+
+    @rpc
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
+        return convert.status_message(status.summary(self.ctl))
 
     @rpc
     async def Plan(self, request: pb.PlanRequest, context: grpc.aio.ServicerContext) -> pb.PlanResponse:

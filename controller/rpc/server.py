@@ -26,12 +26,17 @@ def max_connections() -> int:
     return 1_000_000 if soft == resource.RLIM_INFINITY else max(16, soft // 2)
 
 
+def check_plaintext(listen: str, opts: TLSOptions) -> None:
+    """Plaintext only on loopback: refused before anything else is looked at (pure)."""
+    if opts.insecure and not is_loopback(listen):
+        raise SystemExit(f"error: --insecure (plaintext) is allowed only on a loopback address, not {listen}")
+
+
 def server_credentials(data_dir: Path, listen: str, opts: TLSOptions,
                        shared: SharedCA | None = None) -> tuple[grpc.ServerCredentials | None, str]:
     """The server's TLS credentials and CA fingerprint; (None, "") for plaintext, allowed only on loopback."""
+    check_plaintext(listen, opts)
     if opts.insecure:
-        if not is_loopback(listen):
-            raise SystemExit(f"error: --insecure (plaintext) is allowed only on a loopback address, not {listen}")
         return None, ""
     host = listen.rsplit(":", 1)[0].strip("[]")
     try:
@@ -45,6 +50,9 @@ def build_server(ctl: Controller, listen: str, creds_tls: grpc.ServerCredentials
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(ctl.creds)],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                 # gRPC sets SO_REUSEPORT by default: a second controller on the same port would then start
+                 # and share it with the first one instead of being refused.
+                 ("grpc.so_reuseport", 0),
                  ("grpc.max_send_message_length", MAX_MESSAGE),
                  # agents ping every 10 s to notice a dead controller; do not punish them for it
                  ("grpc.keepalive_permit_without_calls", 1),
@@ -61,7 +69,8 @@ def build_server(ctl: Controller, listen: str, creds_tls: grpc.ServerCredentials
             server.add_insecure_port(listen)
         else:
             server.add_secure_port(listen, creds_tls)
-    except RuntimeError as e:
-        raise SystemExit(
-            f"error: cannot listen on {listen}: {e} (is another controller running? use --listen)") from None
+    except RuntimeError:
+        # gRPC's own text only says to set GRPC_VERBOSITY; main checks the port first, so this is a race.
+        raise SystemExit(f"error: cannot listen on {listen} for gRPC: the address is in use or not on this "
+                         "machine; choose another address with --listen HOST:PORT") from None
     return server

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 
 from fleet.controller.core.errors import InvalidArgument
+from fleet.controller.core.replica_states import STATES
 from fleet.proto import fleet_pb2 as pb
 
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
@@ -37,7 +38,7 @@ MAX_GPU_MEMORY = 2**40  # 1 TiB: several times the largest GPU made
 MAX_RAM = 2**48  # 256 TiB
 MAX_DISK = 2**56  # 64 PiB
 MAX_CPUS = 2**16
-REPLICA_STATES = frozenset({"pending", "starting", "healthy", "failed", "stopping", "stopped", "unknown"})
+REPLICA_STATES = frozenset(STATES)  # one list: `declared` (a declared node's replica) included
 
 
 def validate_node_name(name: str) -> str:

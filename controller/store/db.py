@@ -63,11 +63,17 @@ def _add_multinode(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE replica ADD COLUMN {column} {kind}"))
 
 
+def _add_event_deployment(conn: Connection) -> None:
+    if "deployment" not in {c["name"] for c in inspect(conn).get_columns("event")}:
+        conn.execute(text("ALTER TABLE event ADD COLUMN deployment VARCHAR NOT NULL DEFAULT ''"))
+
+
 # (version, what, step): release 0.1's schema is version 0; each step brings a database to its version.
 STEPS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "deployment.launch: how a replica is launched (rope scaling)", _add_launch),
     (2, "apikey.role: client keys call the gateway, viewer keys read the page and /metrics", _add_apikey_role),
     (3, "replica.nodes, epoch, reported_epoch, address, gpu_layers: replicas over several nodes", _add_multinode),
+    (4, "event.deployment: the deployment an event is about (fleet events --deployment)", _add_event_deployment),
 )
 VERSION = STEPS[-1][0]
 LOCK = 7_203_411  # the advisory lock controllers take turns on while migrating (PostgreSQL)

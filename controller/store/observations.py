@@ -16,7 +16,8 @@ def save(store: Store, row: ObservationRow, event: str = "") -> None:
     with store.session() as s:
         s.merge(row)
         if event:
-            s.add(EventRow(at=row.measured_at, kind="replica.memory_over", node=row.node, message=event))
+            s.add(EventRow(at=row.measured_at, kind="replica.memory_over", node=row.node,
+                           deployment=row.deployment, message=event))
         s.flush()
         same = s.exec(select(ObservationRow).where(
             ObservationRow.model == row.model, ObservationRow.quant == row.quant,

@@ -332,8 +332,8 @@ class Store:
             s.commit()
         return change
 
-    def events(self, node: str, limit: int = 20) -> list[EventRow]:
-        """A node's newest events first."""
+    def node_events(self, node: str, limit: int = 20) -> list[EventRow]:
+        """A node's newest events first (`fleet node describe`)."""
         with self.read() as s:
             return list(s.exec(select(EventRow).where(EventRow.node == node)
                                .order_by(col(EventRow.id).desc()).limit(limit)).all())
@@ -384,7 +384,7 @@ class Store:
                 row.admin_state, row.cordon_reason, row.cordoned_by, row.cordoned_at = "ready", "", "", 0.0
             s.add(row)
             s.add(EventRow(at=now, kind="node.cordoned" if cordoned else "node.uncordoned", node=name,
-                           message=f"{reason} (by {by})" if cordoned else f"by {by}"))
+                           message=(f"{reason} (by {by})" if reason else f"by {by}") if cordoned else f"by {by}"))
             touch(s, NODE, [name], now)
             s.commit()
             return row
@@ -485,7 +485,9 @@ class Store:
             s.add_all(reservations)
             _bump(s, {r.node for r in replicas} | {x.node for x in parts or []})
             touch(s, DEPLOYMENT, [dep.name], now)
-            s.add(EventRow(at=now, kind="deployment.placed", message=f"{dep.name}: {len(replicas)} replica(s)"))
+            where = ", ".join(sorted({r.node for r in replicas}))
+            s.add(EventRow(at=now, kind="deployment.placed", deployment=dep.name,
+                           message=f"{len(replicas)} replica(s) on {where}: {dep.model} {dep.quant} on {dep.engine}"))
             try:
                 s.commit()
             except IntegrityError:
@@ -514,7 +516,8 @@ class Store:
             nodes |= _gang_nodes(s, stopped)  # removal stops every part
             _bump(s, nodes)
             touch(s, DEPLOYMENT, [name], now)
-            s.add(EventRow(at=now, kind="deployment.removing", message=name))
+            s.add(EventRow(at=now, kind="deployment.removing", deployment=name,
+                           message=f"replicas on {', '.join(sorted(nodes)) or 'no node'} asked to stop"))
             s.commit()
             return dep, nodes
 
@@ -559,6 +562,10 @@ class Store:
                 if r is None or r.node != node:
                     continue  # a node reports only for itself
                 if (r.state, r.endpoint, r.message, r.restarts) != (state, endpoint, message, restarts):
+                    if state != r.state and state in ("healthy", "failed"):
+                        # What an operator looks for afterwards: when it started serving, and why it failed.
+                        s.add(EventRow(at=time.time(), kind=f"replica.{state}", node=node, deployment=r.deployment,
+                                       message=f"{rid}" + (f": {message.splitlines()[0][:500]}" if message else "")))
                     r.state, r.endpoint, r.message, r.restarts = state, endpoint, message, restarts
                     s.add(r)
                     changed.add(r.deployment)
@@ -692,7 +699,8 @@ class Store:
                 s.add(x)
             _bump(s, {r.node for r in replicas} | {p.node for p in parts or []})
             touch(s, DEPLOYMENT, {r.deployment for r in replicas}, now)
-            s.add(EventRow(at=now, kind="replica.added", message=event))
+            for r in replicas:
+                s.add(EventRow(at=now, kind="replica.added", node=r.node, deployment=r.deployment, message=event))
             s.commit()
 
     @writes
@@ -713,10 +721,10 @@ class Store:
                 nodes.add(r.node)
                 nodes |= _gang_nodes(s, [rid])  # a gang stops as a whole
                 deps.add(r.deployment)
+                s.add(EventRow(at=now, kind="replica.stopping", node=r.node, deployment=r.deployment,
+                               message=f"{rid}: {why}"))
             _bump(s, nodes)
             touch(s, DEPLOYMENT, deps, now)
-            if nodes:
-                s.add(EventRow(at=now, kind="replica.stopping", message=f"{', '.join(ids)}: {why}"))
             s.commit()
         return nodes
 
@@ -749,7 +757,8 @@ class Store:
             if state == "ready":
                 row.cordon_reason, row.cordoned_by, row.cordoned_at = "", "", 0.0
             s.add(row)
-            s.add(EventRow(at=now, kind=f"node.{state}", node=name, message=reason))
+            s.add(EventRow(at=now, kind=f"node.{state}", node=name,
+                           message=f"{reason} (by {by})" if reason and by else reason or (f"by {by}" if by else "")))
             touch(s, NODE, [name], now)
             s.commit()
 
@@ -763,6 +772,19 @@ class Store:
                 s.add(r)
                 touch(s, DEPLOYMENT, [r.deployment])
                 s.commit()
+
+    # ---- events
+    def events(self, node: str = "", deployment: str = "", since: float = 0.0, after_id: int = 0,
+               limit: int = 200) -> list[EventRow]:
+        """The newest `limit` events matching, oldest first (as `kubectl get events` lists them)."""
+        with self.read() as s:
+            q = select(EventRow).where(EventRow.at >= since, col(EventRow.id) > after_id)
+            if node:
+                q = q.where(EventRow.node == node)
+            if deployment:
+                q = q.where(EventRow.deployment == deployment)
+            rows = list(s.exec(q.order_by(col(EventRow.id).desc()).limit(limit)).all())
+        return rows[::-1]
 
     # ---- drains
     def drains(self, active_only: bool = True) -> list[DrainRow]:

@@ -154,6 +154,7 @@ class EventRow(SQLModel, table=True):
     kind: str
     node: str = ""
     message: str = ""
+    deployment: str = ""  # upgrade step 4 (fleet.controller.store.db.STEPS) adds it to older databases
 
 
 class JoinTokenMeta(SQLModel, table=True):

@@ -54,7 +54,9 @@ class SnapshotCache:
                  if rid in mirror.replicas for p in mirror.parts.get(rid, ()) if p.node == row.name]
         ram_reserved = sum(r.ram_bytes for r in replicas) + sum(p.ram_bytes for _, p in parts)
         gpus = []
+        declared = False  # declared GPUs (`--simulate-gpus`): a node for planning, where nothing is launched
         for g in mirror.gpus.get(row.name, ()):
+            declared = declared or g.declared
             used = usage.get(g.uuid, (g.memory_used,))[0]
             held = mirror.reserved.get(g.uuid, 0)
             gpus.append(GpuState(uuid=g.uuid, index=g.index, name=g.name, memory_total=g.memory_total,
@@ -65,7 +67,7 @@ class SnapshotCache:
             ram_free=max(0, min(facts.ram_available, facts.ram_total - ram_reserved)), disk_free=facts.disk_free,
             engines=facts.engines, labels=facts.labels,
             deployments=frozenset(r.deployment for r in replicas) | frozenset(d for d, _ in parts),
-            replica_count=len(replicas) + len(parts), multinode=facts.multinode)
+            replica_count=len(replicas) + len(parts), declared=declared, multinode=facts.multinode)
 
 
 def build_snapshot(store: Store, states: Mapping[str, str], gpu_usage: Usage) -> Snapshot:

@@ -4,6 +4,11 @@ The secret's hash, expiry and revoked flag live in the `token` table, which Regi
 (`Store.token_valid`), so a revoke or an expiry takes effect on the next join. What the operator wrote
 about a token lives beside it in `join_token_meta`, keyed by the token row's id. The clear secret
 exists only in the CreateToken answer.
+
+Operators see join tokens numbered 1, 2, 3… in creation order, their own id space: the admin token (a
+row of the same table) is not a join token, is never listed here and takes no number, so `fleet token
+revoke 2` on a fresh controller means the second join token, never the admin token. Rows are never
+deleted (a revoke only sets a flag), so a token keeps its number.
 """
 
 from __future__ import annotations
@@ -60,10 +65,14 @@ def validate_ttl(ttl_seconds: int) -> int:
     return ttl_seconds
 
 
-def _info(row: TokenRow, description: str, now: float) -> TokenInfo:
-    assert row.id is not None
-    return TokenInfo(id=row.id, kind=row.kind, description=description, created_at=row.created_at,
+def _info(row: TokenRow, number: int, description: str, now: float) -> TokenInfo:
+    return TokenInfo(id=number, kind=row.kind, description=description, created_at=row.created_at,
                      expires_at=row.expires_at, revoked=row.revoked, state=state(row, now))
+
+
+def _join_rows(s: Session) -> list[TokenRow]:
+    """Every join token, oldest first: the position + 1 is the number operators see."""
+    return list(s.exec(select(TokenRow).where(TokenRow.kind == "join").order_by(col(TokenRow.id))).all())
 
 
 def create(store: Store, ttl_seconds: int, description: str, now: float) -> tuple[TokenInfo, str]:
@@ -72,8 +81,8 @@ def create(store: Store, ttl_seconds: int, description: str, now: float) -> tupl
     ttl_seconds = validate_ttl(ttl_seconds)
     secret = secrets.token_urlsafe(32)
     with store.session() as s:
-        usable = [r for r in s.exec(select(TokenRow).where(TokenRow.kind == "join")).all()
-                  if state(r, now) == "active"]
+        rows = _join_rows(s)
+        usable = [r for r in rows if state(r, now) == "active"]
         if len(usable) >= MAX_ACTIVE:
             raise FailedPrecondition(f"{len(usable)} join tokens are usable already; revoke some "
                                      "(`fleet token list`, `fleet token revoke ID`)")
@@ -84,51 +93,50 @@ def create(store: Store, ttl_seconds: int, description: str, now: float) -> tupl
         assert row.id is not None
         s.add(JoinTokenMeta(token_id=row.id, description=description))
         s.commit()
-    return _info(row, description, now), secret
+    return _info(row, len(rows) + 1, description, now), secret
 
 
 def list_tokens(store: Store, now: float, labels: dict[str, str] | None = None) -> list[TokenInfo]:
-    """Every token, oldest first. `labels` names tokens without a description by hash (the first-start files)."""
+    """Every join token, oldest first. `labels` names tokens without a description by hash (the first-start file)."""
     labels = labels or {}
     with store.session() as s:
-        rows = s.exec(select(TokenRow).order_by(col(TokenRow.id))).all()
+        rows = _join_rows(s)
         meta = {m.token_id: m.description for m in s.exec(select(JoinTokenMeta)).all()}
     out = []
-    for r in rows:
-        assert r.id is not None
-        label = meta.get(r.id) or next((text for h, text in labels.items() if same_hash(h, r.token_hash)), "")
-        out.append(_info(r, label, now))
+    for number, r in enumerate(rows, start=1):
+        label = meta.get(r.id or 0) or next((text for h, text in labels.items() if same_hash(h, r.token_hash)), "")
+        out.append(_info(r, number, label, now))
     return out
 
 
-def revoke(store: Store, token_id: int, now: float) -> tuple[TokenInfo, str]:
-    """Revoke a join token (idempotent); returns it and its hash (to recognise the first-start file)."""
+def revoke(store: Store, number: int, now: float) -> tuple[TokenInfo, str]:
+    """Revoke join token `number` (idempotent); returns it and its hash (to recognise the first-start file)."""
     with store.session() as s:
-        row = s.get(TokenRow, token_id) if 0 < token_id < 2**63 else None
-        if row is None:
-            raise NotFound(f"no token with id {token_id}; see `fleet token list`")
-        if row.kind != "join":
-            raise FailedPrecondition(f"token {token_id} is the {row.kind} token; only join tokens are revoked here")
+        rows = _join_rows(s)
+        if not 0 < number <= len(rows):
+            raise NotFound(f"no join token {number}; there are {len(rows)} (see `fleet token list`)")
+        row = rows[number - 1]
         if not row.revoked:
             row.revoked = True
             s.add(row)
             s.commit()
-        meta = s.get(JoinTokenMeta, token_id)
-    return _info(row, meta.description if meta else "", now), row.token_hash
+        meta = s.get(JoinTokenMeta, row.id)
+    return _info(row, number, meta.description if meta else "", now), row.token_hash
 
 
 def join_refusal(store: Store, secret: str, now: float) -> str | None:
     """Why Register refuses this join secret, in words an operator can act on; None when it is valid."""
     wanted = token_hash(secret)
     with store.session() as s:
-        rows = s.exec(select(TokenRow).where(TokenRow.kind == "join")).all()
-    match = next((r for r in rows if same_hash(r.token_hash, wanted)), None)
+        rows = _join_rows(s)
+    number, match = next(((i, r) for i, r in enumerate(rows, start=1) if same_hash(r.token_hash, wanted)),
+                         (0, None))
     if match is None:
         return "join token rejected: use the controller's DATA_DIR/join-token or one from `fleet token create`"
     if state(match, now) == "revoked":
-        return f"join token {match.id} was revoked; create a new one with `fleet token create`"
+        return f"join token {number} was revoked; create a new one with `fleet token create`"
     if state(match, now) == "expired":
-        return f"join token {match.id} expired; create a new one with `fleet token create`"
+        return f"join token {number} expired; create a new one with `fleet token create`"
     return None
 
 

@@ -41,6 +41,7 @@ def test_a_release_0_1_database_opens_and_keeps_its_rows(tmp_path: Path) -> None
     (replica,) = store.replicas(deployment="chat")
     assert [x.replica for x in store.reservations([replica.id])] == [replica.id]
     assert store.nodes()[0].credential_hash  # the agent's credential still opens its session
+    assert [(e.kind, e.deployment) for e in store.events()][:2] == [("node.registered", ""), ("deployment.placed", "")]
     again = Store(f"sqlite:///{path}")  # a second start changes nothing
     assert version(again) == VERSION
     with sqlite3.connect(path) as db:

@@ -129,5 +129,5 @@ def test_plaintext_only_on_loopback(tmp_path) -> None:  # type: ignore[no-untype
     from tests.integration.harness import FLEET
 
     r = subprocess.run([*FLEET, "controller", "run", "--data-dir", str(tmp_path), "--listen", "0.0.0.0:0",
-                        "--insecure"], capture_output=True, text=True, timeout=30)
+                        "--http-listen", "", "--insecure"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "only on a loopback address" in (r.stderr + r.stdout)

@@ -51,7 +51,7 @@ NODE = "fuzz-node"
 
 # Methods that change nothing whatever they are sent; every other method must have a poison below.
 READ_ONLY = {"ListNodes", "DescribeNode", "Capacity", "Stats", "ListDeployments", "DescribeDeployment", "Logs",
-             "Plan", "ListTokens", "ListApiKeys", "Observed"}
+             "Plan", "ListTokens", "ListApiKeys", "ListEvents", "Status", "Observed"}
 # Appended to a payload a credential would let through, so the call is refused as invalid (last field wins).
 POISON: dict[str, Message] = {
     "Register": pb.RegisterRequest(name="_"),                                # '_' is never in a node name

@@ -1,10 +1,11 @@
 """Multi-node replicas against real processes: declared-GPU agents, the controller, the `fleet` CLI.
 
 llama3.1-70b awq fits no node of 2×L4; with two it is one replica (TP 2 × PP 2) whose parts start in order and
-turn healthy; `fleet deployments -o json` lists its nodes, main first; removal stops every part and frees
-both nodes; `fleet capacity` names the largest variant on one node and across nodes. (Declared GPUs, but each
-agent reports this machine's real disk: every vLLM part downloads the weights, so the model must fit that disk;
-deepseek-r1 on 8×H100 nodes is planned in tests/unit/test_multinode_planning.py.)
+end `declared` (accounted for planning, never launched); `fleet deployments -o json` lists its nodes, main
+first; removal stops every part and frees both nodes; `fleet capacity` names the largest variant on one node
+and across nodes. (Declared GPUs, but each agent reports this machine's real disk: every vLLM part downloads
+the weights, so the model must fit that disk; deepseek-r1 on 8×H100 nodes is planned in
+tests/unit/test_multinode_planning.py.)
 """
 
 from __future__ import annotations
@@ -32,14 +33,17 @@ def test_a_replica_over_two_declared_nodes_starts_serves_and_is_removed(fleet: F
     assert one.returncode == 2
     assert "fits across 2 nodes: pass --nodes 2" in one.stderr and "no variant awq runs" not in one.stderr
 
+    # Declared nodes launch nothing: the parts start in gang order and end `declared` (accounted, never
+    # healthy), so --wait says at once that nothing of it will serve instead of waiting out its timeout.
     r = fleet.cli("place", "llama3.1-70b", "--quant", "awq", "--name", "r1", "--explain", "--context", "8192",
                   "--wait", "--timeout", "60", "-o", "json", timeout=90)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1 and "every replica is on a declared node" in r.stderr, r.stderr
     assert "no single node fits" in r.stderr and "TP 2 × PP 2" in r.stderr  # --explain: why two nodes, which
-    [rep] = json.loads(r.stdout)["replicas"]
+    [dep] = deployments(fleet)
+    [rep] = dep["replicas"]
     assert rep["node"] == rep["nodes"][0] and sorted(rep["nodes"]) == ["a", "b"]
     assert [(p["rank"], p["role"], len(p["gpus"])) for p in rep["parts"]] == [(0, "main", 2), (1, "follower", 2)]
-    assert rep["state"] == "healthy" and all(p["state"] == "healthy" for p in rep["parts"])
+    assert rep["state"] == "declared" and all(p["state"] == "declared" for p in rep["parts"])
     assert rep["parts"][0]["address"]  # the main's rendezvous, as its agent reported it
 
     nodes = {n["name"]: n for n in fleet.nodes()}

@@ -57,8 +57,9 @@ def test_place_dry_run_explain_and_remove(fleet: Fleet) -> None:
     cap = json.loads(fleet.cli("capacity", "-o", "json").stdout)
     assert cap["totals"]["vram_reserved"] == held
 
-    wait_for(lambda: all(r["state"] == "healthy" for d in json.loads(fleet.cli("deployments", "-o", "json").stdout)
-                         for r in d["replicas"]), 20, "declared replica accounted healthy")
+    # on a declared node the replica is accounted, never launched: "declared", never "healthy"
+    wait_for(lambda: all(r["state"] == "declared" for d in json.loads(fleet.cli("deployments", "-o", "json").stdout)
+                         for r in d["replicas"]), 20, "declared replica accounted")
     rm = fleet.cli("remove", dep["name"])
     assert rm.returncode == 0, rm.stderr
     wait_for(lambda: json.loads(fleet.cli("deployments", "-o", "json").stdout) == [], 20, "deployment gone")

@@ -116,7 +116,7 @@ def test_driving_a_drain_twice_starts_one_replacement(tmp_path: Path, store_url:
 
 BLOCKED = [
     # (case, force, deadline, expected running, words in the drain's message)
-    ("no room, no force: blocked and says how to go on", False, 0.0, [("a", "healthy")], "use --force"),
+    ("no room, no force: blocked and says how to go on", False, 0.0, [("a", "healthy")], "--force` stops it"),
     ("no room, --force: stopped without a replacement", True, 0.0, [], "stopped without a replacement"),
     ("no room, deadline passed: stopped too", False, 1.0, [], "stopped without a replacement"),
 ]

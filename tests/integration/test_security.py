@@ -44,9 +44,12 @@ def test_token_create_list_expire_revoke(fleet: Fleet) -> None:
     assert not any(s in listed.stdout for s in secrets)  # never the secrets
     rows = {t["id"]: t for t in json.loads(listed.stdout)}
     assert rows[short["id"]]["description"] == "rack 3, row B"
-    assert {t["kind"] for t in rows.values()} == {"join", "admin"}
+    # join tokens have their own numbers (the first-start one is 1); the admin token is not a join token
+    assert {t["kind"] for t in rows.values()} == {"join"} and sorted(rows) == [1, 2, 3]
+    assert short["id"] == 2 and "DATA_DIR/join-token" in rows[1]["description"]
     table = fleet.cli("token", "list")
     assert table.returncode == 0 and "rack 3, row B" in table.stdout
+    assert "3 join token(s): " in table.stdout and "admin" not in table.stdout
 
     # a token within its lifetime joins (the 24 h one: a loaded machine may take longer than 2 s to start an
     # agent); an expired one is refused and the agent exits 3
@@ -69,12 +72,12 @@ def test_token_create_list_expire_revoke(fleet: Fleet) -> None:
     db = sqlite3.connect(fleet.data_dir / "fleet.db")
     assert {n for (n,) in db.execute("SELECT name FROM node")} == {"early"}
 
-    # only join tokens are revoked here; unknown ids are a usage error
-    admin_id = next(t["id"] for t in rows.values() if t["kind"] == "admin")
-    r = fleet.cli("token", "revoke", str(admin_id))
-    assert r.returncode == 2 and "only join tokens" in r.stderr
+    table = fleet.cli("token", "list")
+    assert "3 join token(s): 1 usable, 1 expired, 1 revoked" in table.stdout, table.stdout
+    # the CLI's own admin token is untouched by any of this; unknown numbers are a usage error
+    assert fleet.cli("nodes").returncode == 0
     r = fleet.cli("token", "revoke", "9999")
-    assert r.returncode == 2 and "no token with id 9999" in r.stderr
+    assert r.returncode == 2 and "no join token 9999; there are 3" in r.stderr
     r = fleet.cli("token", "create", "--ttl", "soon")
     assert r.returncode == 2 and "invalid --ttl" in r.stderr
     r = fleet.cli("token", "create", "--description", "x" * 300)
@@ -113,7 +116,8 @@ def test_node_remove_refuses_with_replicas_then_forces_and_agent_is_refused(flee
     assert json.loads(r.stdout) == {"name": "gpu-b", "replicas_forgotten": 0, "gpus_removed": 1,
                                     "session_closed": True}
     assert fleet.agents["gpu-b"].wait(30) == 3
-    assert "refused node gpu-b's credential" in fleet.log("agent-gpu-b")
+    assert "node gpu-b was removed" in fleet.log("agent-gpu-b"), "a running agent stops: removal sticks"
+    assert "start the agent again with --join-token" in fleet.log("agent-gpu-b")
 
     r = fleet.cli("node", "remove", "gpu-a", "--force")
     assert r.returncode == 0 and "1 replica(s) forgotten" in r.stdout, r.stderr
@@ -124,11 +128,18 @@ def test_node_remove_refuses_with_replicas_then_forces_and_agent_is_refused(flee
         assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
     assert db.execute("SELECT count(*) FROM event WHERE kind = 'node.removed'").fetchone()[0] == 2
 
-    # the removed node's saved credential stays refused after a controller restart too
+    # the removed node's saved credential stays refused after a controller restart too: started without a
+    # join token, the agent names the exact file; started with one, it sets the old credential aside and joins
     fleet.stop_controller()
     fleet.start_controller()
-    again = fleet.start_agent("gpu-b", "1xT4")
+    cred_file = fleet.root / "agent-gpu-b" / "node-credential.json"
+    old = cred_file.read_text()
+    again = fleet.start_agent("gpu-b", "1xT4", join_token="")
     assert again.wait(30) == 3
+    assert "does not know node gpu-b" in fleet.log("agent-gpu-b") and str(cred_file) in fleet.log("agent-gpu-b")
+    fleet.start_agent("gpu-b", "1xT4")
+    wait_for(lambda: fleet.states() == {"gpu-b": "ready"}, 30, "gpu-b joined again with its join token")
+    assert cred_file.read_text() != old and (cred_file.parent / "node-credential.json.refused").read_text() == old
 
 
 def test_node_credential_is_neither_admin_nor_another_node(fleet: Fleet) -> None:

@@ -60,7 +60,7 @@ def test_register_is_all_or_nothing_and_a_gpu_has_one_owner(tmp_path: Path, stor
     assert {g.uuid: g.node for g in ctl.store.gpus()} == {"GPU-9": "a", "GPU-2": "b"}
     nodes.heartbeat(ctl, "b", [("GPU-9", 80 * GIB, 100, 90), ("GPU-2", GIB, 1, 30)])
     assert "GPU-9" not in ctl.liveness.gpu_usage and ctl.liveness.gpu_usage["GPU-2"] == (GIB, 1, 30)
-    assert [e.kind for e in ctl.store.events("b")][:1] == ["gpu.refused"]
+    assert [e.kind for e in ctl.store.node_events("b")][:1] == ["gpu.refused"]
 
 
 def test_a_node_back_with_fewer_gpus_fails_the_replicas_on_the_lost_ones(tmp_path: Path, store_url: str) -> None:
@@ -82,5 +82,5 @@ def test_a_node_back_with_fewer_gpus_fails_the_replicas_on_the_lost_ones(tmp_pat
     assert kept.desired == "run"
     assert uuids[1] not in ctl.store.reserved_by_gpu() and [g.uuid for g in ctl.store.gpus("big")] == [uuids[0]]
     assert ctl.store.get_node("big").generation > before  # type: ignore[union-attr]
-    missing = [e for e in ctl.store.events("big") if e.kind == "gpu.missing"]
+    missing = [e for e in ctl.store.node_events("big") if e.kind == "gpu.missing"]
     assert len(missing) == 1 and on[1] in missing[0].message

@@ -186,11 +186,11 @@ def test_cli_install_cached_and_list_json(tmp_path: Path, monkeypatch: pytest.Mo
     ei.install_llama_cpp(tmp_path, cuda=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     runner = CliRunner()
-    out = runner.invoke(app, ["engine", "install", "llama.cpp", "--data-dir", str(tmp_path)])
+    out = runner.invoke(app, ["engine", "install", "llama.cpp", "--cache", str(tmp_path)])
     assert out.exit_code == 0, out.output
     assert "cached" in out.output and "llama.cpp/0.3.36/bin/llama-server" in out.output
 
-    out = runner.invoke(app, ["engine", "list", "--data-dir", str(tmp_path), "-o", "json"])
+    out = runner.invoke(app, ["engine", "list", "--cache", str(tmp_path), "-o", "json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout) == [{
         "name": "llama.cpp", "version": "0.3.36", "path": str(tmp_path / "llama.cpp/0.3.36/bin/llama-server"),
@@ -200,7 +200,7 @@ def test_cli_install_cached_and_list_json(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_cli_install_failure_exits_1_with_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_steps(monkeypatch, [], fail_at="build")
-    out = CliRunner().invoke(app, ["engine", "install", "llama.cpp", "--data-dir", str(tmp_path)])
+    out = CliRunner().invoke(app, ["engine", "install", "llama.cpp", "--cache", str(tmp_path)])
     assert out.exit_code == 1
 
 

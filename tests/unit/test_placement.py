@@ -85,7 +85,8 @@ def test_shortfall_numbers_and_closest_words() -> None:
     short = plan.verdict("gpu-07").shortfall  # type: ignore[union-attr]
     assert short is not None and short.resource == "gpu_memory"
     assert short.needed == 2 * int(41.3 * GIB) and short.free == 101 * GIB
-    assert plan.closest == "needs 2 × 41.3 GiB; best node gpu-07 has 1 × 79.0 GiB free and 1 × 22.0 GiB free"
+    assert plan.closest == ("awq on vllm needs 2 × 41.3 GiB; best node gpu-07 has 1 × 79.0 GiB free and "
+                            "1 × 22.0 GiB free")
     assert plan.verdict("gpu-01").shortfall.resource == "state"  # type: ignore[union-attr]
 
 

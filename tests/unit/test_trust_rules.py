@@ -12,6 +12,7 @@ import pytest
 
 from fleet.common.private import private_dir, private_file, write_private
 from fleet.controller.core.errors import InvalidArgument
+from fleet.controller.core.replica_states import STATES
 from fleet.controller.log_repeats import RepeatFilter
 from fleet.controller.rpc.validate import (
     MAX_GPU_MEMORY,
@@ -78,6 +79,9 @@ def test_heartbeats_and_reports_are_bounded() -> None:
             validate_heartbeat(hb)
     validate_replica_report(pb.ReplicaReport(replicas=[pb.ReplicaStatus(id="chat-0-a1b2c3", state="healthy",
                                                                         endpoint="http://gpu-01:40000")]))
+    # every state an agent reports is accepted: a declared node's replica included
+    validate_replica_report(pb.ReplicaReport(replicas=[pb.ReplicaStatus(id=f"chat-{i}", state=state)
+                                                       for i, state in enumerate(STATES)]))
     for r in (pb.ReplicaStatus(id="chat-0", state="owned"),
               pb.ReplicaStatus(id="chat-0", state="healthy", endpoint="http://169.254.169.254/latest/meta-data"),
               pb.ReplicaStatus(id="chat-0", state="healthy", endpoint="file:///etc/passwd:1"),
