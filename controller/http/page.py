@@ -9,10 +9,13 @@ view `fleet drain --status` shows, events from the table `fleet events` reads.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from fleet.controller.app import capacity, drain, events
@@ -26,9 +29,25 @@ RECENT_EVENTS = 100
 
 
 def capacity_view(ctl: Controller, now: float | None = None) -> dict[str, Any]:
+    return take(ctl, now)()
+
+
+def take(ctl: Controller, now: float | None = None) -> Callable[[], dict[str, Any]]:
+    """What the page shows, read from controller state now (on the loop); the returned function writes the
+    JSON-ready dicts from it, and may run in a thread (at 10,000 nodes that is 80,000 GPU entries)."""
     now = time.time() if now is None else now
+    views = capacity.node_views(ctl)
+    every_deployment = every(ctl)
+    active = [d.node for d in ctl.store.drains()]
+    drain_views = drain.status(ctl, active) if active else []
+    events_seen = events.recent(ctl, limit=RECENT_EVENTS)
+    return lambda: _view(now, views, every_deployment, drain_views, events_seen)
+
+
+def _view(now: float, views: list[capacity.NodeView], every_deployment: list[Any], drain_views: list[Any],
+          events_seen: list[Any]) -> dict[str, Any]:
     nodes = []
-    for n in capacity.node_views(ctl):
+    for n in views:
         row = n.row
         badges = [n.state] if n.state in ATTENTION else []
         # An offline node keeps its cordon or drain: show both, the operator needs both facts.
@@ -54,7 +73,7 @@ def capacity_view(ctl: Controller, now: float | None = None) -> dict[str, Any]:
         })
 
     deployments = []
-    for d in every(ctl):
+    for d in every_deployment:
         by_replica: dict[str, list[dict[str, Any]]] = {}
         for x in d.reservations:
             by_replica.setdefault(x.replica, []).append({"uuid": x.gpu_uuid, "index": x.gpu_index, "bytes": x.bytes})
@@ -70,16 +89,15 @@ def capacity_view(ctl: Controller, now: float | None = None) -> dict[str, Any]:
             } for r in d.replicas],
         })
 
-    active = [d.node for d in ctl.store.drains()]
     drains = [{
         "node": v.node, "state": v.state, "node_state": v.node_state, "message": v.message, "remaining": v.remaining,
         "started_at": v.started_at, "deadline": v.deadline or None, "force": v.force,
         "blocked": [{"replica": r, "deployment": d, "reason": why} for r, d, why in v.blocked],
-    } for v in (drain.status(ctl, active) if active else [])]
+    } for v in drain_views]
     recent = [{
         "id": e.id, "at": e.at, "age": round(now - e.at, 1), "type": event_type(e.kind), "kind": e.kind,
         "node": e.node, "deployment": e.deployment, "message": e.message[:500],
-    } for e in events.recent(ctl, limit=RECENT_EVENTS)]
+    } for e in events_seen]
 
     all_gpus = [g for n in nodes for g in n["gpus"]]
     return {
@@ -108,10 +126,33 @@ def setup(app: web.Application, ctl: Controller) -> None:
         return web.Response(body=html, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-cache"})
 
+    running: list[asyncio.Future[bytes]] = []
+
+    async def body() -> bytes:
+        # Readers that arrive while one rendering runs share it (a dashboard on many screens); the dicts and the
+        # JSON are written in a thread, so 10,000 nodes do not stop the controller.
+        if running:
+            return await asyncio.shield(running[0])
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        running.append(future)
+        try:
+            build = take(ctl)
+            future.set_result(await asyncio.to_thread(lambda: orjson.dumps(build())))
+        except Exception as e:
+            future.set_exception(e)
+            future.exception()  # retrieved: a failure is raised to its readers, not logged as never seen
+        except BaseException:
+            future.cancel()  # this reader was cancelled: the others see a cancellation, not a hang
+            raise
+        finally:
+            running.clear()
+        return await future
+
     async def capacity(request: web.Request) -> web.Response:
         if (refused := who.refusal(request)) is not None:
             return refused
-        return web.json_response(capacity_view(ctl), headers={"Cache-Control": "no-store"})
+        return web.Response(body=await body(), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
 
     app.router.add_get("/", index)
     app.router.add_get("/api/capacity", capacity)
