@@ -15,11 +15,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from tests.integration.harness import FLEET, Fleet, wait_for
 
 ENGINES = ("--declare-engines", "vllm,llama.cpp")
 
 
+@pytest.mark.slow  # ~40 s of kill -9 cycles: with the e2e tests in CI, out of the default run
 def test_kill_9_during_concurrent_places_and_removes(fleet: Fleet) -> None:
     seed = int(time.time())
     rng = random.Random(seed)

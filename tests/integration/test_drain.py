@@ -129,6 +129,7 @@ def test_offline_node_replicas_rescheduled_and_fenced(fleet: Fleet) -> None:
     assert "stopped" in fleet.log("agent-a") or "stopping" in fleet.log("agent-a")
 
 
+@pytest.mark.slow  # two controller starts and a full drain: with the e2e tests in CI
 def test_drain_survives_a_controller_restart(fleet: Fleet) -> None:
     start(fleet, {"a": "2xA100-80GB", "small": "1xT4"})
     r = fleet.cli("place", "llama3.1-8b", "--quant", "bf16", "--node", "a", "--name", "svc", "--max-moves", "1")

@@ -87,6 +87,7 @@ def test_two_controllers_are_one_control_plane(cluster: Cluster) -> None:
     wait_for(lambda: c.states(1).get("n3") == "ready", 30, "n3 joined with controller 1's token")
 
 
+@pytest.mark.slow  # waits out a lease TTL: with the e2e tests in CI (test_failover_real measures it too)
 def test_the_survivor_takes_the_duties_and_every_node(cluster: Cluster) -> None:
     c = cluster
     join_nodes(c, {"a": ("2xA100-80GB", 0), "b": ("2xA100-80GB", 1), "c": ("2xA100-80GB", 0)})
